@@ -46,6 +46,11 @@ class StepResult:
         return out
 
 
+def format_endpoint(address: str, port: int) -> str:
+    """`ip:port`, with IPv6 addresses in brackets."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 def skipped(step: Step, address: str | None, why: str) -> StepResult:
     """A step that did not run because an earlier one failed."""
     return StepResult(step=step, result=SKIPPED, address=address, detail=why)

@@ -1,0 +1,258 @@
+"""Runs one target's chain of steps (dns -> tcp -> tls -> http) and builds its report."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+
+from agent.config import BlockpageConfig, Config, ResolverConfig, TargetConfig
+from agent.resources import shipped_file
+from agent.verdict import chain_verdict, representative
+from probes import http, tcp, tls
+from probes.blockpages import BlockpageMatcher, Fingerprint
+from probes.bogons import BogonFilter
+from probes.dns import DnsClient, Resolver
+from probes.results import StepResult, format_endpoint, skipped
+from probes.taxonomy import Step
+
+# Used to tell SNI filtering from IP filtering after a reset handshake: a name no censor
+# targets, whose certificate will not match (so only reset vs. not-reset is read).
+CONTROL_SNI = "www.example.org"
+_T = TypeVar("_T")
+
+
+@dataclass(slots=True)
+class TargetReport:
+    """Everything one cycle learned about one target."""
+
+    target: TargetConfig
+    verdict: str
+    dns: list[StepResult] = field(default_factory=list)
+    chains: list[list[StepResult]] = field(default_factory=list)
+    addresses: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> list[StepResult]:
+        """All step results: DNS first, then each address's chain."""
+        return [*self.dns, *(s for chain in self.chains for s in chain)]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.target.name,
+            "group": self.target.group or None,
+            "verdict": self.verdict,
+            "steps": [s.to_json() for s in self.steps],
+        }
+
+
+def load_fingerprints(extra: Sequence[BlockpageConfig]) -> BlockpageMatcher:
+    """The shipped blockpage fingerprints plus the config's own."""
+    shipped = yaml.safe_load(Path(shipped_file("blockpages.yaml")).read_text("utf-8")) or []
+    entries = [BlockpageConfig.model_validate(e) for e in shipped] + list(extra)
+    return BlockpageMatcher(
+        Fingerprint(
+            name=e.name,
+            pattern=re.compile(e.pattern, re.IGNORECASE),
+            location=e.location,
+            country=e.country,
+            source=e.source,
+        )
+        for e in entries
+    )
+
+
+def _resolver(cfg: ResolverConfig) -> Resolver:
+    return Resolver(cfg.type, cfg.endpoints(), cfg.url, cfg.server_name)
+
+
+def _interleave(addresses: Sequence[str], limit: int) -> list[str]:
+    """Alternate IPv4 and IPv6 so that a cap keeps both families."""
+    v4 = [a for a in addresses if ipaddress.ip_address(a).version == 4]
+    v6 = [a for a in addresses if ipaddress.ip_address(a).version == 6]
+    mixed = [a for pair in zip(v4, v6, strict=False) for a in pair]
+    n = min(len(v4), len(v6))
+    return (mixed + v4[n:] + v6[n:])[:limit]
+
+
+class Prober:
+    """Probes targets under one config. Holds what the steps share: resolvers, the TLS
+    context, fingerprints and the global concurrency bound."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        agent = config.agent
+        ca = str(config.tls.ca_file) if config.tls.ca_file else None
+        self.ssl_context = tls.make_context(ca)
+        self.bogons = BogonFilter(config.resolvers.bogon_exempt)
+        self.blockpages = load_fingerprints(config.blockpages)
+        self.semaphore = asyncio.Semaphore(agent.concurrency)
+        window = config.resolvers.injection_window
+        self.test_dns = DnsClient(
+            _resolver(config.resolvers.test),
+            timeout=agent.timeout,
+            injection_window=window,
+            ssl_context=self.ssl_context,
+        )
+        control = config.resolvers.control
+        self.control_dns = (
+            DnsClient(
+                _resolver(control),
+                timeout=agent.timeout,
+                injection_window=window,
+                ssl_context=self.ssl_context,
+            )
+            if control
+            else None
+        )
+
+    async def _bounded(self, work: Callable[[], Awaitable[_T]]) -> _T:
+        async with self.semaphore:
+            return await work()
+
+    async def _address_chain(self, target: TargetConfig, address: str) -> list[StepResult]:
+        agent = self.config.agent
+        port = target.portnumber
+        endpoint = format_endpoint(address, port)
+        result, sock = await self._bounded(lambda: tcp.connect(address, port, agent.timeout))
+        chain = [result]
+        later = [Step.TLS] if target.uses_tls else []
+        if target.url is not None:
+            later.append(Step.HTTP)
+        if sock is None:
+            return chain + [skipped(s, endpoint, "tcp failed") for s in later]
+        try:
+            if target.uses_tls:
+                hs = await self._bounded(
+                    lambda: tls.handshake(
+                        sock, target.hostname, self.ssl_context, agent.timeout, endpoint
+                    )
+                )
+                chain.append(hs)
+                if hs.result in ("tls_reset", "tls_timeout", "tls_eof"):
+                    await self._confirm_sni(hs, address, port)
+        finally:
+            sock.close()
+        if target.url is not None:
+            if chain[-1].ok:
+                chain.append(await self._bounded(lambda: self._http(target, address)))
+            else:
+                chain.append(skipped(Step.HTTP, endpoint, "tls failed"))
+        return chain
+
+    async def _http(self, target: TargetConfig, address: str) -> StepResult:
+        assert target.url is not None
+        expect = http.HttpExpectations(
+            status=tuple(target.expect_status),
+            body=re.compile(target.expect_body) if target.expect_body else None,
+            blockpages=self.blockpages,
+            max_body=self.config.agent.max_body_bytes,
+        )
+        return await http.fetch(
+            target.url,
+            address,
+            ssl_context=self.ssl_context,
+            timeout=self.config.agent.timeout,
+            expect=expect,
+        )
+
+    async def _confirm_sni(self, failed: StepResult, address: str, port: int) -> None:
+        """Repeat a failed handshake with an innocuous SNI, as OONI's sniblocking test does:
+        if that one gets through, the failure was triggered by the name, not the address."""
+        timeout = self.config.agent.timeout
+        result, sock = await self._bounded(lambda: tcp.connect(address, port, timeout))
+        if sock is None:
+            failed.data["control_sni"] = {"sni": CONTROL_SNI, "result": result.result}
+            return
+        try:
+            again = await self._bounded(
+                lambda: tls.handshake(sock, CONTROL_SNI, self.ssl_context, timeout, failed.address)
+            )
+        finally:
+            sock.close()
+        # Any answer that is not the same kind of failure means the name made the difference.
+        by_name = again.result != failed.result
+        failed.data["control_sni"] = {"sni": CONTROL_SNI, "result": again.result}
+        failed.data["sni_triggered"] = by_name
+        if by_name:
+            failed.detail += f"; with SNI {CONTROL_SNI}: {again.result} (SNI-based)"
+
+    async def _resolve(
+        self, target: TargetConfig, report: TargetReport
+    ) -> tuple[list[str] | None, list[str]]:
+        """Resolve through the test (and control) resolver: (usable test answers or None if
+        the DNS step failed, the control resolver's answers)."""
+        control = None
+        if self.control_dns is not None:
+            test, control = await asyncio.gather(
+                self._bounded(lambda: self.test_dns.resolve(target.hostname, self.bogons)),
+                self._bounded(lambda: self.control_dns.resolve(target.hostname, BogonFilter())),
+            )
+        else:
+            test = await self._bounded(lambda: self.test_dns.resolve(target.hostname, self.bogons))
+        report.dns.append(test.result)
+        report.addresses["test"] = len(test.addresses)
+        if control is not None:
+            report.addresses["control"] = len(control.addresses)
+            test.result.data["control"] = {
+                "result": control.result.result,
+                "addresses": control.addresses,
+            }
+        return (
+            test.addresses if test.result.ok else None,
+            control.addresses if control is not None else [],
+        )
+
+    def _check_consistency(self, report: TargetReport, control: list[str]) -> None:
+        """Like OONI's web_connectivity: test answers that share nothing with the control
+        resolver's, and whose TLS does not validate for the name, are `dns_inconsistent`.
+        An address whose TLS validates is consistent whatever the control resolver said."""
+        dns_step = report.dns[0]
+        tested = dns_step.data.get("addresses") or []
+        if not control or set(tested) & set(control):
+            return
+        tls_steps = [s for chain in report.chains for s in chain if s.step == Step.TLS]
+        if not tls_steps or any(s.ok for s in tls_steps):
+            return
+        if any(s.result in ("tls_cert_invalid", "tls_hostname_mismatch") for s in tls_steps):
+            dns_step.result = "dns_inconsistent"
+            dns_step.detail = (
+                f"test answers {', '.join(tested)} share nothing with the control resolver's "
+                f"({', '.join(control)}) and fail TLS validation for the name"
+            )
+
+    async def probe(self, target: TargetConfig) -> TargetReport:
+        """Run the whole chain for one target."""
+        report = TargetReport(target=target, verdict="inconclusive")
+        host = target.hostname
+        control: list[str] = []
+        try:
+            ipaddress.ip_address(host)
+            addresses: list[str] | None = [host]
+        except ValueError:
+            addresses, control = await self._resolve(target, report)
+        if addresses is None:
+            later = [Step.TCP] + ([Step.TLS] if target.uses_tls else [])
+            later += [Step.HTTP] if target.url else []
+            report.chains.append([skipped(s, None, "dns failed") for s in later])
+        else:
+            picked = _interleave(addresses, self.config.agent.max_addresses)
+            report.chains = list(
+                await asyncio.gather(*(self._address_chain(target, a) for a in picked))
+            )
+            if report.dns and target.uses_tls:
+                self._check_consistency(report, control)
+        report.verdict = chain_verdict([*report.dns, *representative(report.chains)])
+        return report
+
+    async def aclose(self) -> None:
+        """Release the resolvers' connection pools."""
+        await self.test_dns.aclose()
+        if self.control_dns is not None:
+            await self.control_dns.aclose()

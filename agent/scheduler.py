@@ -1,0 +1,142 @@
+"""The probing loop: every target every interval, in cycles that never overlap.
+
+Each cycle starts every target at a random offset within the jitter window (so that many
+agents and many targets do not fire in lock-step), bounded by one global semaphore inside
+the prober. A target runs once per cycle, so two runs of one target never overlap. A config
+reload (SIGHUP) takes effect between cycles; a bad config is logged and the old one kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from agent.chain import Prober, TargetReport
+from agent.config import Config, ConfigError, TargetConfig, load_config
+from agent.metrics import Metrics
+
+log = logging.getLogger("reachprobe")
+
+
+async def run_cycle(
+    prober: Prober, targets: Sequence[TargetConfig], jitter: float = 0.0
+) -> list[TargetReport]:
+    """Probe every target once; the reports come back in the targets' order."""
+
+    async def one(target: TargetConfig) -> TargetReport:
+        if jitter > 0:
+            await asyncio.sleep(random.uniform(0, jitter))
+        return await prober.probe(target)
+
+    return list(await asyncio.gather(*(one(t) for t in targets)))
+
+
+def summarize(reports: Sequence[TargetReport]) -> str:
+    """One log line for a cycle: counts by verdict."""
+    counts = Counter(r.verdict for r in reports)
+    return ", ".join(f"{v}={n}" for v, n in sorted(counts.items())) or "no targets"
+
+
+class Scheduler:
+    """Runs cycles until stopped, reloading the config on request."""
+
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        config_path: Path | None,
+        loader: Callable[[Path | None], Config] = load_config,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.config_path = config_path
+        self.loader = loader
+        self.cycles = 0
+        self.last_cycle_end: float | None = None
+        self.started = time.time()
+        self._reload = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    def request_reload(self) -> None:
+        """Ask for a config reload before the next cycle (SIGHUP)."""
+        self._reload.set()
+
+    def stop(self) -> None:
+        """Ask the loop to finish (SIGTERM/SIGINT); the running cycle is cancelled."""
+        self._stop.set()
+
+    def _apply_reload(self) -> None:
+        self._reload.clear()
+        try:
+            new = self.loader(self.config_path)
+        except ConfigError as exc:
+            self.metrics.config_reloads.labels("failure").inc()
+            log.error("config reload failed, keeping the old config:\n%s", exc)
+            return
+        if new.agent.listen != self.config.agent.listen:
+            log.warning("agent.listen changed: the new address takes effect after a restart")
+        self.config = new
+        self.metrics.configure(new)
+        self.metrics.config_reloads.labels("success").inc()
+        log.info("config reloaded: %d targets", len(new.targets))
+
+    async def _one_cycle(self) -> None:
+        config = self.config
+        prober = Prober(config)
+        start = time.monotonic()
+        try:
+            reports = await run_cycle(prober, config.targets, config.agent.effective_jitter)
+        finally:
+            await prober.aclose()
+        for report in reports:
+            self.metrics.observe(report)
+        elapsed = time.monotonic() - start
+        self.cycles += 1
+        self.last_cycle_end = time.time()
+        self.metrics.cycle_done(elapsed, self.last_cycle_end)
+        log.info("cycle %d done in %.1fs: %s", self.cycles, elapsed, summarize(reports))
+
+    async def _wait(self, seconds: float) -> None:
+        """Sleep until the next cycle, a reload request or a stop request."""
+        waiters = [asyncio.ensure_future(e.wait()) for e in (self._stop, self._reload)]
+        try:
+            await asyncio.wait(waiters, timeout=max(seconds, 0), return_when="FIRST_COMPLETED")
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    async def run(self) -> None:
+        """Cycle until stop() is called."""
+        self.metrics.configure(self.config)
+        while not self._stop.is_set():
+            if self._reload.is_set():
+                self._apply_reload()
+            started = time.monotonic()
+            cycle = asyncio.ensure_future(self._one_cycle())
+            stopper = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait([cycle, stopper], return_when="FIRST_COMPLETED")
+            stopper.cancel()
+            if not cycle.done():
+                cycle.cancel()
+                await asyncio.gather(cycle, return_exceptions=True)
+                break
+            if cycle.exception() is not None:
+                # A bug must not stop the measurements: log it and try again next cycle.
+                log.error("cycle failed", exc_info=cycle.exception())
+            await self._wait(self.config.agent.interval - (time.monotonic() - started))
+
+    def healthy(self) -> tuple[bool, str]:
+        """Healthy while cycles keep finishing (or the first one is still due)."""
+        interval = self.config.agent.interval
+        grace = 3 * interval + self.config.agent.timeout * 4
+        now = time.time()
+        if self.last_cycle_end is None:
+            age = now - self.started
+            return age < grace, f"no cycle finished yet ({age:.0f}s since start)"
+        age = now - self.last_cycle_end
+        return age < grace, f"last cycle finished {age:.0f}s ago"

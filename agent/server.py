@@ -1,0 +1,55 @@
+"""The agent's HTTP endpoints: /metrics (Prometheus text or OpenMetrics) and /healthz."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from aiohttp import web
+from prometheus_client.exposition import choose_encoder
+
+from agent.metrics import Metrics
+from agent.scheduler import Scheduler
+
+log = logging.getLogger("reachprobe")
+
+INDEX = """<!doctype html><title>reachprobe</title>
+<h1>reachprobe</h1><p><a href="/metrics">/metrics</a> &middot; <a href="/healthz">/healthz</a></p>
+"""
+
+
+def make_app(metrics: Metrics, scheduler: Scheduler) -> web.Application:
+    """The aiohttp application serving the agent's endpoints."""
+
+    async def metrics_handler(request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encoder(metrics.registry), headers={"Content-Type": content_type})
+
+    async def health_handler(request: web.Request) -> web.Response:
+        ok, why = scheduler.healthy()
+        body = {"status": "ok" if ok else "stale", "detail": why, "cycles": scheduler.cycles}
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def index_handler(request: web.Request) -> web.Response:
+        return web.Response(text=INDEX, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", health_handler)
+    app.router.add_get("/", index_handler)
+    return app
+
+
+async def start_server(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Listen on host:port; returns the runner to clean up with `await runner.cleanup()`."""
+    if not ipaddress.ip_address(host).is_loopback:
+        log.warning(
+            "serving metrics on %s, beyond loopback, without TLS or authentication: "
+            "anyone who can reach it can read what this vantage measures",
+            host,
+        )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner

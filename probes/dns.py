@@ -1,0 +1,274 @@
+"""The DNS step: A and AAAA lookups through one resolver, classified.
+
+Transports: `udp` (with an injection window), `tcp`, `dot` (dnspython) and `doh` (RFC 8484 over
+aiohttp); `system` queries the nameservers of /etc/resolv.conf over UDP, so that the system
+resolver gets the same taxonomy (NXDOMAIN vs no answer, injection) as an explicit one.
+
+On-path injectors usually answer first, but not always, so over UDP the client keeps listening
+for `injection_window` after the first answer; two or more differing answers to one query are
+`dns_injected`. Which answer was forged is decided by content elsewhere, never by arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+
+from probes.bogons import BogonFilter
+from probes.errors import classify
+from probes.results import StepResult
+from probes.taxonomy import OK, Step
+
+QTYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
+DOH_MAX_BYTES = 65535
+_RCODE_RESULTS = {
+    dns.rcode.NXDOMAIN: "dns_nxdomain",
+    dns.rcode.SERVFAIL: "dns_servfail",
+    dns.rcode.REFUSED: "dns_refused",
+    dns.rcode.NOERROR: "dns_no_answer",
+}
+
+
+class DnsProtocolError(Exception):
+    """The resolver answered with something that is not a usable DNS response."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resolver:
+    """Where and how to ask. `servers` are (ip, port) pairs; `url` is the DoH endpoint."""
+
+    kind: str
+    servers: tuple[tuple[str, int], ...] = ()
+    url: str | None = None
+    server_name: str | None = None
+
+
+@dataclass(slots=True)
+class QueryOutcome:
+    """Every response to one query (more than one means injection), or the error."""
+
+    responses: list[dns.message.Message] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class DnsAnswer:
+    """The DNS step's result plus the addresses later steps may connect to."""
+
+    result: StepResult
+    addresses: list[str]
+
+
+def _addresses(msg: dns.message.Message) -> list[str]:
+    return [rdata.address for rrset in msg.answer if rrset.rdtype in QTYPES for rdata in rrset]
+
+
+def _fingerprint(msg: dns.message.Message) -> tuple[int, frozenset[str]]:
+    return msg.rcode(), frozenset(_addresses(msg))
+
+
+def _render(msg: dns.message.Message) -> str:
+    addresses = _addresses(msg)
+    return ",".join(sorted(addresses)) if addresses else dns.rcode.to_text(msg.rcode())
+
+
+def evaluate(outcomes: dict[int, QueryOutcome], bogons: BogonFilter) -> tuple[str, str, list[str]]:
+    """Classify the outcomes of the A and AAAA queries: (code, detail, usable addresses).
+
+    Pure, so that the rules can be tested without a network.
+    """
+    for qtype, outcome in outcomes.items():
+        distinct = {_fingerprint(m): m for m in outcome.responses}
+        if len(distinct) > 1:
+            answers = " vs ".join(_render(m) for m in distinct.values())
+            return "dns_injected", f"{dns.rdatatype.to_text(qtype)}: {answers}", []
+
+    addresses: list[str] = []
+    for outcome in outcomes.values():
+        for msg in outcome.responses[:1]:
+            addresses.extend(a for a in _addresses(msg) if a not in addresses)
+    if addresses:
+        bad = [a for a in addresses if bogons.is_bogon(a)]
+        if bad:
+            return "dns_bogon", f"answer in bogon space: {', '.join(bad)}", []
+        return OK, ", ".join(addresses), addresses
+
+    responses = [o.responses[0] for o in outcomes.values() if o.responses]
+    if responses:
+        rcode = responses[0].rcode()
+        return _RCODE_RESULTS.get(rcode, "dns_error"), dns.rcode.to_text(rcode), []
+    errors = [o.error for o in outcomes.values() if o.error is not None]
+    if errors:
+        code, detail = classify(Step.DNS, errors[0])
+        return code, detail, []
+    return "dns_error", "no query was sent", []
+
+
+class _UdpCollector(asyncio.DatagramProtocol):
+    """Collects every valid response to one query until told to stop."""
+
+    def __init__(self, query: dns.message.Message) -> None:
+        self.query = query
+        self.responses: list[dns.message.Message] = []
+        self.first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        try:
+            msg = dns.message.from_wire(data)
+        except dns.exception.DNSException:
+            return  # garbage on our port is not an answer; keep waiting
+        if not self.query.is_response(msg):
+            return
+        self.responses.append(msg)
+        if not self.first.done():
+            self.first.set_result(None)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.first.done():
+            self.first.set_exception(exc)
+
+
+async def _udp(
+    query: dns.message.Message, server: tuple[str, int], timeout: float, window: float
+) -> list[dns.message.Message]:
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(
+        lambda: _UdpCollector(query), remote_addr=server
+    )
+    try:
+        transport.sendto(query.to_wire())
+        async with asyncio.timeout(timeout):
+            await proto.first
+        # Keep listening: a forged answer may arrive before or after the genuine one.
+        await asyncio.sleep(window)
+        return list(proto.responses)
+    finally:
+        transport.close()
+
+
+def _parse_doh(body: bytes, query: dns.message.Message) -> dns.message.Message:
+    try:
+        msg = dns.message.from_wire(body)
+    except dns.exception.DNSException as exc:
+        raise DnsProtocolError(f"DoH answer is not a DNS message: {exc}") from exc
+    if not query.is_response(msg):
+        raise DnsProtocolError("DoH answer does not match the query")
+    return msg
+
+
+class DnsClient:
+    """Sends A/AAAA queries through one configured resolver."""
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        *,
+        timeout: float,
+        injection_window: float = 0.5,
+        ssl_context: object | None = None,
+    ) -> None:
+        self.resolver = resolver
+        self.timeout = timeout
+        self.injection_window = injection_window
+        self.ssl_context = ssl_context
+        self._session: aiohttp.ClientSession | None = None
+
+    def _servers(self) -> Sequence[tuple[str, int]]:
+        if self.resolver.kind == "system":
+            conf = dns.resolver.Resolver(configure=True)
+            return [(str(ns), 53) for ns in conf.nameservers]
+        return self.resolver.servers
+
+    async def _doh(self, query: dns.message.Message) -> list[dns.message.Message]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self.ssl_context or True, limit=16)
+            )
+        headers = {"content-type": "application/dns-message", "accept": "application/dns-message"}
+        assert self.resolver.url is not None
+        async with self._session.post(
+            self.resolver.url, data=query.to_wire(), headers=headers, allow_redirects=False
+        ) as resp:
+            if resp.status != 200:
+                raise DnsProtocolError(f"DoH server answered HTTP {resp.status}")
+            body = await resp.content.read(DOH_MAX_BYTES + 1)
+            if len(body) > DOH_MAX_BYTES:
+                raise DnsProtocolError("DoH answer larger than a DNS message can be")
+        return [_parse_doh(body, query)]
+
+    async def _query_once(
+        self, query: dns.message.Message, server: tuple[str, int] | None
+    ) -> list[dns.message.Message]:
+        kind = self.resolver.kind
+        if kind == "doh":
+            return await self._doh(query)
+        assert server is not None
+        host, port = server
+        if kind in ("udp", "system"):
+            return await _udp(query, server, self.timeout, self.injection_window)
+        if kind == "tcp":
+            return [await dns.asyncquery.tcp(query, host, timeout=self.timeout, port=port)]
+        if kind == "dot":
+            return [
+                await dns.asyncquery.tls(
+                    query,
+                    host,
+                    timeout=self.timeout,
+                    port=port,
+                    ssl_context=self.ssl_context,
+                    server_hostname=self.resolver.server_name or host,
+                )
+            ]
+        raise ValueError(f"unknown resolver type {kind!r}")
+
+    async def query(self, name: str, qtype: int) -> QueryOutcome:
+        """Ask every server in turn until one answers; record all answers or the last error."""
+        query = dns.message.make_query(name, qtype)
+        servers: Sequence[tuple[str, int] | None] = (
+            [None] if self.resolver.kind == "doh" else self._servers()
+        )
+        outcome = QueryOutcome()
+        for server in servers:
+            try:
+                async with asyncio.timeout(self.timeout + self.injection_window + 0.5):
+                    outcome.responses = await self._query_once(query, server)
+                outcome.error = None
+                return outcome
+            except (
+                OSError,
+                TimeoutError,
+                dns.exception.DNSException,
+                aiohttp.ClientError,
+                DnsProtocolError,
+            ) as exc:
+                outcome.error = exc
+        if outcome.error is None:
+            outcome.error = DnsProtocolError("no nameserver configured")
+        return outcome
+
+    async def resolve(self, name: str, bogons: BogonFilter) -> DnsAnswer:
+        """Look up A and AAAA for `name` and classify the outcome."""
+        start = time.perf_counter()
+        results = await asyncio.gather(*(self.query(name, q) for q in QTYPES))
+        code, detail, addresses = evaluate(dict(zip(QTYPES, results, strict=True)), bogons)
+        data: dict[str, object] = {"resolver": self.resolver.kind}
+        if addresses:
+            data["addresses"] = addresses
+        result = StepResult(Step.DNS, code, None, time.perf_counter() - start, detail, data)
+        return DnsAnswer(result, addresses)
+
+    async def aclose(self) -> None:
+        """Release the DoH connection pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
