@@ -1,0 +1,83 @@
+"""Raw TCP servers that misbehave where a censor would: after the client's first flight.
+
+The client's first flight is its TLS ClientHello (or, for plain HTTP, its request), so the
+same server yields the TLS-stage failure for an https target and the HTTP-stage one for an
+http target:
+
+- `reset`: read it, then reset the connection (SO_LINGER 0, then close: the kernel sends RST);
+- `eof`: read it, then close cleanly (FIN);
+- `silent`: accept and never send anything;
+- `alert`: read it, then send a fatal TLS alert record and close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+from tests.servers.net import StreamServer, bind_socket
+
+RAW_MODES = ("reset", "eof", "silent", "alert")
+HANDSHAKE_FAILURE = 40
+_READ_LIMIT = 65536
+
+
+def alert_record(description: int = HANDSHAKE_FAILURE) -> bytes:
+    """A TLS 1.2-framed fatal alert record (content type 21, level 2)."""
+    return bytes([21, 3, 3, 0, 2, 2, description])
+
+
+class RawServer:
+    """Accept TCP connections on `host:port` and misbehave as `mode` says (see the module)."""
+
+    def __init__(
+        self, mode: str, host: str = "127.0.0.1", port: int = 0, alert: int = HANDSHAKE_FAILURE
+    ) -> None:
+        if mode not in RAW_MODES:
+            raise ValueError(f"unknown raw mode {mode!r}; expected one of {RAW_MODES}")
+        self.mode = mode
+        self.host = host
+        self.port = port
+        self.alert = alert
+        self._server = StreamServer(self._serve)
+
+    @property
+    def connections(self) -> int:
+        """How many connections this server has accepted."""
+        return self._server.connections
+
+    async def start(self) -> RawServer:
+        """Bind and start serving; returns self."""
+        sock = bind_socket(self.host, self.port, socket.SOCK_STREAM)
+        self.port = sock.getsockname()[1]
+        await self._server.start(sock)
+        return self
+
+    async def close(self) -> None:
+        """Stop serving and end open connections."""
+        await self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.mode == "silent":
+            # Keep draining so that the client's close is noticed and the task ends.
+            while await reader.read(_READ_LIMIT):
+                pass
+            return
+        if not await reader.read(_READ_LIMIT):
+            return
+        if self.mode == "reset":
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+        elif self.mode == "alert":
+            writer.write(alert_record(self.alert))
+            await writer.drain()
+        # `eof` (and `alert` after its record): StreamServer closes the stream cleanly.
+
+
+async def start_raw(
+    mode: str, host: str = "127.0.0.1", port: int = 0, alert: int = HANDSHAKE_FAILURE
+) -> RawServer:
+    """Start a misbehaving TCP server; see `RawServer`."""
+    return await RawServer(mode, host, port, alert).start()

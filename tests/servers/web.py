@@ -1,0 +1,111 @@
+"""HTTP and HTTPS servers (aiohttp) for the HTTP-stage outcomes, plus `start_web` for every mode.
+
+HTTP modes, one per server:
+- `valid`: 200 with `body` (`VALID_BODY` unless given);
+- `blockpage`: 200 with an ISP-style page carrying Russian RKN markers (`BLOCKPAGE_BODY`);
+- `status`: the `status` code (503 unless given) with a short body;
+- `redirect`: 302 to `location` (`/final` unless given, i.e. the same host) for every path
+  but `/final`, which serves the valid page.
+TLS problems come from the certificate the server is given (wrong name, untrusted CA), and
+the raw modes (`reset`, `eof`, `silent`, `alert`) from `tests.servers.tcp`.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections import deque
+
+from aiohttp import web
+
+from tests.servers.net import bind_socket, format_hostport, serve_app
+from tests.servers.tcp import HANDSHAKE_FAILURE, RAW_MODES, RawServer
+
+HTTP_MODES = ("valid", "blockpage", "status", "redirect")
+MODES = HTTP_MODES + RAW_MODES
+VALID_BODY = "<!doctype html><title>ok</title><p>hello from the reachprobe test server</p>\n"
+# Cyrillic is the point of this page, so RUF001 (ambiguous letters) does not apply.
+BLOCKPAGE_BODY = (
+    "<!doctype html><html lang=ru><title>Доступ ограничен</title>"
+    "<h1>Доступ к информационному ресурсу ограничен</h1>"  # noqa: RUF001
+    "<p>на основании Федерального закона от 27.07.2006 № 149-ФЗ. Реестр: "
+    '<a href="http://eais.rkn.gov.ru/">eais.rkn.gov.ru</a></p></html>\n'
+)
+FINAL_PATH = "/final"
+
+
+class HttpServer:
+    """One HTTP(S) server in one of `HTTP_MODES`; HTTPS when `ssl_context` is given.
+
+    `requests` records `(method, Host header, path)` of recent requests.
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        body: str = VALID_BODY,
+        status: int = 503,
+        location: str = FINAL_PATH,
+    ) -> None:
+        if mode not in HTTP_MODES:
+            raise ValueError(f"unknown HTTP mode {mode!r}; expected one of {HTTP_MODES}")
+        self.mode = mode
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.body = body
+        self.status = status
+        self.location = location
+        self.requests: deque[tuple[str, str, str]] = deque(maxlen=1000)
+        self._runner: web.AppRunner | None = None
+
+    def url(self, hostname: str | None = None, path: str = "/") -> str:
+        """This server's URL, naming it `hostname` (a zone name) or by its address."""
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://{format_hostport(hostname or self.host, self.port)}{path}"
+
+    async def start(self) -> HttpServer:
+        """Bind and start serving; returns self."""
+        sock = bind_socket(self.host, self.port, socket.SOCK_STREAM)
+        self.port = sock.getsockname()[1]
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        self._runner = await serve_app(app, sock, self.ssl_context)
+        return self
+
+    async def close(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.requests.append((request.method, request.host, request.path))
+        if self.mode == "blockpage":
+            return web.Response(text=BLOCKPAGE_BODY, content_type="text/html")
+        if self.mode == "status":
+            return web.Response(status=self.status, text=f"status {self.status}\n")
+        if self.mode == "redirect" and request.path != FINAL_PATH:
+            raise web.HTTPFound(self.location)
+        return web.Response(text=self.body, content_type="text/html")
+
+
+async def start_web(
+    mode: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
+    *,
+    body: str = VALID_BODY,
+    status: int = 503,
+    location: str = FINAL_PATH,
+    alert: int = HANDSHAKE_FAILURE,
+) -> HttpServer | RawServer:
+    """Start a server in any of `MODES` (raw modes ignore the HTTP options and `ssl_context`)."""
+    if mode in RAW_MODES:
+        return await RawServer(mode, host, port, alert).start()
+    server = HttpServer(mode, host, port, ssl_context, body=body, status=status, location=location)
+    return await server.start()
