@@ -192,7 +192,7 @@ class Prober:
         if self.control_dns is not None:
             test, control = await asyncio.gather(
                 self._bounded(lambda: self.test_dns.resolve(target.hostname, self.bogons)),
-                self._bounded(lambda: self.control_dns.resolve(target.hostname, BogonFilter())),
+                self._bounded(lambda: self.control_dns.resolve(target.hostname, self.bogons)),
             )
         else:
             test = await self._bounded(lambda: self.test_dns.resolve(target.hostname, self.bogons))

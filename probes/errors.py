@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import ssl
 
 import aiohttp
@@ -87,10 +88,18 @@ def failure_kind(exc: BaseException) -> str:
 
 
 def describe(exc: BaseException) -> str:
-    """A short, single-line detail for an exception."""
-    text = str(exc).strip() or exc.__class__.__name__
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError) and not str(exc):
-        text = "timed out"
+    """A short, single-line detail for an exception, without OpenSSL's source locations."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        text = exc.verify_message
+    elif isinstance(exc, ssl.SSLError) and exc.reason:
+        text = exc.reason.lower().replace("_", " ")
+    elif isinstance(exc, OSError) and exc.errno and not isinstance(exc, TimeoutError):
+        # asyncio puts the peer's address in strerror; the errno's text is all we want.
+        text = os.strerror(exc.errno)
+    else:
+        text = str(exc).strip()
+    if not text:
+        text = "timed out" if isinstance(exc, TimeoutError) else exc.__class__.__name__
     return text.splitlines()[0][:200]
 
 
