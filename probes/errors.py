@@ -48,7 +48,7 @@ def _ssl_kind(exc: ssl.SSLError) -> str:
         return "cert_invalid"
     if isinstance(exc, ssl.SSLZeroReturnError | ssl.SSLEOFError):
         return "eof"
-    reason = (exc.reason or "").upper()
+    reason = (getattr(exc, "reason", None) or "").upper()
     if "ALERT" in reason:
         return "alert"
     if "UNEXPECTED_EOF" in reason:
@@ -65,7 +65,7 @@ def failure_kind(exc: BaseException) -> str:
         inner = exc.os_error
         if inner is not exc:
             return failure_kind(inner)
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError | dns.exception.Timeout):
+    if isinstance(exc, TimeoutError | dns.exception.Timeout):
         return "timeout"
     if isinstance(exc, ssl.SSLError):
         return _ssl_kind(exc)
@@ -91,7 +91,7 @@ def describe(exc: BaseException) -> str:
     """A short, single-line detail for an exception, without OpenSSL's source locations."""
     if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
         text = exc.verify_message
-    elif isinstance(exc, ssl.SSLError) and exc.reason:
+    elif isinstance(exc, ssl.SSLError) and getattr(exc, "reason", None):
         text = exc.reason.lower().replace("_", " ")
     elif isinstance(exc, OSError) and exc.errno and not isinstance(exc, TimeoutError):
         # asyncio puts the peer's address in strerror; the errno's text is all we want.

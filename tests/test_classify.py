@@ -1,0 +1,216 @@
+"""The exception table, bogon filter, DNS outcome rules and the verdict roll-up."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import ssl
+
+import aiohttp
+import dns.exception
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.verdict import chain_verdict, representative
+from probes.bogons import BogonFilter
+from probes.dns import QueryOutcome, evaluate
+from probes.errors import ERRNO_KINDS, classify
+from probes.results import StepResult
+from probes.taxonomy import ALL_CODES, CODES, OONI_FAILURE, Step
+
+
+def cert_error(code: int, message: str) -> ssl.SSLCertVerificationError:
+    exc = ssl.SSLCertVerificationError(1, message)
+    exc.verify_code = code
+    exc.verify_message = message
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("step", "exc", "code"),
+    [
+        (Step.TCP, ConnectionRefusedError(errno.ECONNREFUSED, "x"), "tcp_refused"),
+        (Step.TCP, OSError(errno.ECONNRESET, "x"), "tcp_reset"),
+        (Step.TCP, TimeoutError(), "tcp_timeout"),
+        (Step.TCP, OSError(errno.EHOSTUNREACH, "x"), "tcp_host_unreachable"),
+        (Step.TCP, OSError(errno.ENETUNREACH, "x"), "tcp_net_unreachable"),
+        (Step.TCP, OSError(errno.EACCES, "x"), "tcp_error"),
+        (Step.TLS, ConnectionResetError(errno.ECONNRESET, "x"), "tls_reset"),
+        (Step.TLS, BrokenPipeError(errno.EPIPE, "x"), "tls_reset"),
+        (Step.TLS, TimeoutError(), "tls_timeout"),
+        (Step.TLS, ssl.SSLEOFError(8, "eof"), "tls_eof"),
+        (Step.TLS, ssl.SSLZeroReturnError(6, "closed"), "tls_eof"),
+        (Step.TLS, cert_error(62, "Hostname mismatch"), "tls_hostname_mismatch"),
+        (Step.TLS, cert_error(20, "unable to get local issuer"), "tls_cert_invalid"),
+        (Step.TLS, cert_error(10, "certificate has expired"), "tls_cert_invalid"),
+        (Step.HTTP, aiohttp.ServerDisconnectedError(), "http_eof"),
+        (Step.HTTP, aiohttp.ServerTimeoutError(), "http_timeout"),
+        (Step.HTTP, ConnectionResetError(errno.ECONNRESET, "x"), "http_reset"),
+        (Step.HTTP, ValueError("odd"), "http_error"),
+        (Step.DNS, dns.exception.Timeout(), "dns_timeout"),
+        (Step.DNS, dns.exception.FormError("bad"), "dns_error"),
+    ],
+)
+def test_exception_table(step: Step, exc: BaseException, code: str) -> None:
+    assert classify(step, exc)[0] == code
+
+
+def test_tls_alert_is_recognised_from_the_openssl_reason() -> None:
+    exc = ssl.SSLError(1, "alert")
+    exc.reason = "SSLV3_ALERT_HANDSHAKE_FAILURE"
+    code, detail = classify(Step.TLS, exc)
+    assert code == "tls_alert"
+    assert detail == "sslv3 alert handshake failure"
+
+
+def test_aiohttp_wrapped_os_errors_are_unwrapped() -> None:
+    key = aiohttp.client_reqrep.ConnectionKey("h", 80, False, True, None, None, None)
+    wrapped = aiohttp.ClientConnectorError(key, ConnectionResetError(errno.ECONNRESET, "x"))
+    assert classify(Step.HTTP, wrapped)[0] == "http_reset"
+
+
+@given(st.sampled_from(list(Step)), st.integers(0, 200))
+def test_every_errno_gives_a_code_of_the_step(step: Step, number: int) -> None:
+    code, _ = classify(step, OSError(number, "x"))
+    assert code in CODES[step]
+    if number in ERRNO_KINDS and f"{step.value}_{ERRNO_KINDS[number]}" in CODES[step]:
+        assert code == f"{step.value}_{ERRNO_KINDS[number]}"
+
+
+def test_every_code_has_an_ooni_failure_string() -> None:
+    assert set(OONI_FAILURE) == ALL_CODES
+    assert OONI_FAILURE["tcp_refused"] == "connection_refused"
+    assert OONI_FAILURE["tls_hostname_mismatch"] == "ssl_invalid_hostname"
+    assert OONI_FAILURE["dns_nxdomain"] == "dns_nxdomain_error"
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["10.1.2.3", "192.168.0.1", "172.16.5.4", "127.0.0.1", "100.64.0.1", "169.254.1.1",
+     "198.18.0.1", "203.0.113.9", "0.0.0.0", "224.0.0.1", "255.255.255.255", "::1", "::",
+     "fe80::1", "fd00::1", "2001:db8::1", "::ffff:10.0.0.1", "ff02::1"],
+)  # fmt: skip
+def test_bogons(address: str) -> None:
+    assert BogonFilter().is_bogon(address)
+
+
+@pytest.mark.parametrize("address", ["149.154.167.51", "1.1.1.1", "2001:67c:4e8::1"])
+def test_public_addresses_are_not_bogons(address: str) -> None:
+    assert not BogonFilter().is_bogon(address)
+
+
+def test_exempt_ranges_are_not_bogons() -> None:
+    lab = BogonFilter([ipaddress.ip_network("198.18.0.0/15")])
+    assert not lab.is_bogon("198.19.4.5")
+    assert lab.is_bogon("10.0.0.1")
+
+
+@given(st.ip_addresses())
+def test_bogon_filter_is_total_and_exemption_wins(ip: ipaddress.IPv4Address) -> None:
+    BogonFilter().is_bogon(ip)  # never raises, for any v4 or v6 address
+    net = ipaddress.ip_network(f"{ip}/{ip.max_prefixlen}")
+    assert not BogonFilter([net]).is_bogon(ip)
+
+
+def response(qtype: int, rcode: int = dns.rcode.NOERROR, *addresses: str) -> dns.message.Message:
+    query = dns.message.make_query("t.example.", qtype)
+    msg = dns.message.make_response(query)
+    msg.set_rcode(rcode)
+    if addresses:
+        msg.answer.append(
+            dns.rrset.from_text("t.example.", 60, "IN", dns.rdatatype.to_text(qtype), *addresses)
+        )
+    return msg
+
+
+A, AAAA = dns.rdatatype.A, dns.rdatatype.AAAA
+
+
+def outcomes(a: list[dns.message.Message], aaaa: list[dns.message.Message] | None = None):
+    return {A: QueryOutcome(responses=a), AAAA: QueryOutcome(responses=aaaa or [])}
+
+
+def test_dns_answers_are_usable_addresses() -> None:
+    code, _, addresses = evaluate(
+        outcomes([response(A, 0, "1.2.3.4")], [response(AAAA, 0, "2001:4860::1")]), BogonFilter()
+    )
+    assert (code, addresses) == ("ok", ["1.2.3.4", "2001:4860::1"])
+
+
+def test_two_differing_answers_are_injection_whatever_their_order() -> None:
+    genuine, forged = response(A, 0, "1.2.3.4"), response(A, 0, "5.6.7.8")
+    for order in ([genuine, forged], [forged, genuine]):
+        code, detail, addresses = evaluate(outcomes(order), BogonFilter())
+        assert code == "dns_injected"
+        assert addresses == []
+        assert "1.2.3.4" in detail
+        assert "5.6.7.8" in detail
+
+
+def test_duplicate_identical_answers_are_not_injection() -> None:
+    same = response(A, 0, "1.2.3.4")
+    assert evaluate(outcomes([same, response(A, 0, "1.2.3.4")]), BogonFilter())[0] == "ok"
+
+
+def test_bogon_answers_are_never_usable() -> None:
+    code, detail, addresses = evaluate(outcomes([response(A, 0, "10.10.34.35")]), BogonFilter())
+    assert code == "dns_bogon"
+    assert addresses == []
+    assert "10.10.34.35" in detail
+
+
+@pytest.mark.parametrize(
+    ("rcode", "code"),
+    [(dns.rcode.NXDOMAIN, "dns_nxdomain"), (dns.rcode.SERVFAIL, "dns_servfail"),
+     (dns.rcode.REFUSED, "dns_refused"), (dns.rcode.NOERROR, "dns_no_answer"),
+     (dns.rcode.NOTIMP, "dns_error")],
+)  # fmt: skip
+def test_rcodes(rcode: int, code: str) -> None:
+    assert (
+        evaluate(outcomes([response(A, rcode)], [response(AAAA, rcode)]), BogonFilter())[0] == code
+    )
+
+
+def test_timeout_on_both_queries() -> None:
+    timed_out = {q: QueryOutcome(error=dns.exception.Timeout()) for q in (A, AAAA)}
+    assert evaluate(timed_out, BogonFilter())[0] == "dns_timeout"
+
+
+def test_an_answer_to_one_family_is_enough() -> None:
+    mixed = {A: QueryOutcome(error=dns.exception.Timeout()),
+             AAAA: QueryOutcome(responses=[response(AAAA, 0, "2001:4860::1")])}  # fmt: skip
+    assert evaluate(mixed, BogonFilter())[0] == "ok"
+
+
+def step(s: Step, result: str) -> StepResult:
+    return StepResult(s, result)
+
+
+@pytest.mark.parametrize(
+    ("results", "verdict"),
+    [
+        ([("dns", "ok"), ("tcp", "ok"), ("tls", "ok"), ("http", "ok")], "reachable"),
+        ([("dns", "dns_nxdomain"), ("tcp", "skipped")], "dns_blocking"),
+        ([("dns", "ok"), ("tcp", "tcp_timeout"), ("tls", "skipped")], "tcp_ip_blocking"),
+        ([("dns", "ok"), ("tcp", "ok"), ("tls", "tls_reset")], "tls_blocking"),
+        ([("dns", "ok"), ("tcp", "ok"), ("tls", "ok"), ("http", "http_blockpage")],
+         "http_blocking"),
+        ([("dns", "ok"), ("tcp", "tcp_error")], "inconclusive"),
+        ([("tcp", "skipped")], "inconclusive"),
+    ],
+)  # fmt: skip
+def test_chain_verdict(results: list[tuple[str, str]], verdict: str) -> None:
+    assert chain_verdict([step(Step(s), r) for s, r in results]) == verdict
+
+
+def test_representative_prefers_a_working_chain_then_the_furthest() -> None:
+    v6 = [step(Step.TCP, "tcp_net_unreachable"), step(Step.TLS, "skipped")]
+    v4_reset = [step(Step.TCP, "ok"), step(Step.TLS, "tls_reset")]
+    v4_ok = [step(Step.TCP, "ok"), step(Step.TLS, "ok")]
+    assert representative([v6, v4_reset]) is v4_reset
+    assert representative([v6, v4_reset, v4_ok]) is v4_ok
