@@ -73,14 +73,22 @@ class StreamServer:
         self._handler = handler
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._accepted = asyncio.Condition()
         self.connections = 0
 
     async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None = None) -> None:
         """Listen on an already bound socket."""
         self._server = await asyncio.start_server(self._accept, sock=sock, ssl=ssl_context)
 
+    async def wait_connections(self, count: int) -> None:
+        """Return once `count` connections have been accepted in all (bound it with a timeout)."""
+        async with self._accepted:
+            await self._accepted.wait_for(lambda: self.connections >= count)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
+        async with self._accepted:
+            self.connections += 1
+            self._accepted.notify_all()
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)

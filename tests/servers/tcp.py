@@ -47,6 +47,10 @@ class RawServer:
         """How many connections this server has accepted."""
         return self._server.connections
 
+    async def wait_connections(self, count: int) -> None:
+        """Return once `count` connections have been accepted in all (call on the server's loop)."""
+        await self._server.wait_connections(count)
+
     async def start(self) -> RawServer:
         """Bind and start serving; returns self."""
         sock = bind_socket(self.host, self.port, socket.SOCK_STREAM)

@@ -1,0 +1,60 @@
+"""Shared fixtures: the loopback lab (real servers on 127.0.0.1) and agent configs for it.
+
+The servers run on an event loop in a background thread for the whole session, so that both
+async tests (talking to them with real clients) and sync tests (running the agent's CLI as a
+subprocess) can use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers.background import BackgroundLoop
+from tests.servers.loopback import LoopbackLab
+
+
+@pytest.fixture(scope="session")
+def server_loop() -> Iterator[BackgroundLoop]:
+    """The background event loop hosting the test servers."""
+    loop = BackgroundLoop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="session")
+def session_lab(
+    server_loop: BackgroundLoop, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LoopbackLab]:
+    """Every loopback server, started once per session."""
+    lab = server_loop.run(LoopbackLab(tmp_path_factory.mktemp("loopback-lab")).start())
+    yield lab
+    server_loop.run(lab.close())
+
+
+@pytest.fixture
+def lab(session_lab: LoopbackLab, server_loop: BackgroundLoop) -> Iterator[LoopbackLab]:
+    """The loopback lab; fails the test if a server callback raised while it ran."""
+    yield session_lab
+    errors = list(server_loop.errors)
+    server_loop.errors.clear()
+    assert not errors, f"a test server raised: {errors}"
+
+
+WriteConfig = Callable[..., Path]
+
+
+@pytest.fixture
+def write_config(lab: LoopbackLab, tmp_path: Path) -> WriteConfig:
+    """Write an agent config for `targets` (list of target dicts) and return its path.
+
+    Keyword arguments go to `LoopbackLab.config` (e.g. `control=False`).
+    """
+
+    def write(targets: list[dict[str, Any]], name: str = "agent.yaml", **options: Any) -> Path:
+        return lab.write_config(tmp_path / name, targets, **options)
+
+    return write

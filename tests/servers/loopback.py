@@ -1,0 +1,146 @@
+"""A whole loopback lab in one process: every server on 127.0.0.1, a zone with one name per DNS
+behaviour, and an agent config pointing at it. Used by the pytest fixtures (and usable by a
+future offline demo).
+
+Addresses: all servers listen on 127.0.0.1; `127.0.0.0/16` is the agent's `bogon_exempt`, so
+`BOGON_ADDRESS` (127.99.0.1, also loopback) is a bogon that is still safe to connect to by
+mistake; a trap server listens there to count such mistakes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.servers.certs import Pki, server_context
+from tests.servers.dns import DnsServer
+from tests.servers.doh import DohServer
+from tests.servers.net import closed_port, format_hostport
+from tests.servers.tcp import RAW_MODES, RawServer
+from tests.servers.web import HttpServer
+from tests.servers.zone import Behaviour, Zone
+
+HOST = "127.0.0.1"
+BOGON_EXEMPT = "127.0.0.0/16"
+BOGON_ADDRESS = "127.99.0.1"
+CONTROL_ONLY_ADDRESS = "127.0.0.4"
+FORGED_ADDRESS = "127.0.0.5"
+WRONG_NAME = "other.test"
+# Names the trusted leaf certificate covers (the DoH endpoint is reached by its IP).
+CERT_NAMES = ("valid.test", "blocked.test", "inject.test", "confirmed.test", HOST)
+
+TEST_ZONE: dict[str, Behaviour] = {
+    "valid.test": Behaviour("answer", (HOST,)),
+    "blocked.test": Behaviour("answer", (HOST,)),
+    "wrongname.test": Behaviour("answer", (HOST,)),
+    "untrusted.test": Behaviour("answer", (HOST,)),
+    "inconsistent.test": Behaviour("answer", (HOST,)),
+    "confirmed.test": Behaviour("answer", (HOST,)),
+    "nx.test": Behaviour("nxdomain"),
+    "nodata.test": Behaviour("nodata"),
+    "servfail.test": Behaviour("servfail"),
+    "refused.test": Behaviour("refused"),
+    "silent.test": Behaviour("silent"),
+    "bogon.test": Behaviour("answer", (BOGON_ADDRESS,)),
+    "inject.test": Behaviour("inject", (HOST,), forged=(FORGED_ADDRESS,)),
+}
+# The control resolver sees the uncensored truth: every name resolves, and two names resolve
+# to an address the test resolver never gives.
+CONTROL_ZONE: dict[str, Behaviour] = {
+    **{name: Behaviour("answer", (HOST,)) for name in TEST_ZONE},
+    "inconsistent.test": Behaviour("answer", (CONTROL_ONLY_ADDRESS,)),
+    "confirmed.test": Behaviour("answer", (CONTROL_ONLY_ADDRESS,)),
+}
+
+Server = DnsServer | DohServer | HttpServer | RawServer
+
+
+@dataclass
+class LoopbackLab:
+    """Every server the loopback tests need; `start()` binds them all on ephemeral ports.
+
+    `web` maps a role to its server: `https`, `http` (valid page), `wrongname`, `untrusted`
+    (HTTPS with a bad certificate), `blockpage`, `status` (503), `redirect` (same host),
+    `redirect-away` (to the blockpage server under another name), and the raw modes `reset`,
+    `eof`, `silent`, `alert`. `trap` listens on the bogon address.
+    """
+
+    directory: Path
+    pki: Pki = field(init=False)
+    dns: DnsServer = field(init=False)
+    doh: DohServer = field(init=False)
+    web: dict[str, HttpServer | RawServer] = field(init=False, default_factory=dict)
+    trap: RawServer = field(init=False)
+    closed_port: int = field(init=False)
+
+    async def start(self) -> LoopbackLab:
+        """Create the PKI and start every server; returns self."""
+        self.pki = Pki(self.directory)
+        good = server_context(self.pki.issue(*CERT_NAMES))
+        self.dns = await DnsServer(Zone(TEST_ZONE), HOST).start()
+        self.doh = await DohServer(Zone(CONTROL_ZONE), good, HOST).start()
+        self.trap = await RawServer("silent", BOGON_ADDRESS).start()
+        https_like = {
+            "https": good,
+            "wrongname": server_context(self.pki.issue(WRONG_NAME)),
+            "untrusted": server_context(self.pki.issue("untrusted.test", trusted=False)),
+        }
+        for role, ctx in https_like.items():
+            self.web[role] = await HttpServer("valid", HOST, ssl_context=ctx).start()
+        for mode in ("status", "redirect"):
+            self.web[mode] = await HttpServer(mode, HOST).start()
+        self.web["http"] = await HttpServer("valid", HOST).start()
+        blockpage = self.web["blockpage"] = await HttpServer("blockpage", HOST).start()
+        away = blockpage.url("blocked.test")
+        self.web["redirect-away"] = await HttpServer("redirect", HOST, location=away).start()
+        for mode in RAW_MODES:
+            self.web[mode] = await RawServer(mode, HOST).start()
+        self.closed_port = closed_port(HOST)
+        return self
+
+    async def close(self) -> None:
+        """Stop every server."""
+        servers: list[Server] = [self.dns, self.doh, self.trap, *self.web.values()]
+        for server in servers:
+            await server.close()
+
+    def port(self, role: str) -> int:
+        """The port of the web server playing `role`."""
+        return self.web[role].port
+
+    def url(self, role: str, hostname: str, path: str = "/") -> str:
+        """A URL naming `hostname` that reaches the web server playing `role`."""
+        scheme = "https" if role in ("https", "wrongname", "untrusted") else "http"
+        return f"{scheme}://{format_hostport(hostname, self.port(role))}{path}"
+
+    def config(self, targets: list[dict[str, Any]], *, control: bool = True) -> dict[str, Any]:
+        """An agent config (as data) probing `targets` through this lab's resolvers."""
+        resolvers: dict[str, Any] = {
+            "test": {"type": "udp", "servers": [format_hostport(HOST, self.dns.port)]},
+            "bogon_exempt": [BOGON_EXEMPT],
+            "injection_window": "300ms",
+        }
+        if control:
+            resolvers["control"] = {"type": "doh", "url": self.doh.url}
+        return {
+            "agent": {
+                "vantage": "loopback",
+                "role": "test",
+                "timeout": "1s",
+                "interval": "60s",
+                "concurrency": 16,
+                "listen": format_hostport(HOST, closed_port(HOST)),
+            },
+            "resolvers": resolvers,
+            "tls": {"ca_file": str(self.pki.ca_file)},
+            "targets": targets,
+            "blockpages": [{"name": "lab-isp", "pattern": r"rkn\.gov\.ru"}],
+        }
+
+    def write_config(self, path: Path, targets: list[dict[str, Any]], **options: Any) -> Path:
+        """Write `config(targets, **options)` as YAML to `path`; returns `path`."""
+        path.write_text(yaml.safe_dump(self.config(targets, **options), allow_unicode=True))
+        return path
