@@ -1,0 +1,173 @@
+"""The real agent in the lab: its config, `reachprobe run` as a daemon, `check` as a one-shot.
+
+Both run as `<this python> -m agent ...` inside a client namespace, always with an explicit lab
+config whose resolvers are lab servers: the agent never sees the shipped default config or the
+system resolver.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from tests.lab import netns, world
+from tests.lab.procs import REPO_ROOT, LabProcess, lab_env, python_argv
+
+# Short cycles keep the suite fast: a rule change shows in the metrics within one interval.
+INTERVAL_SECONDS = 2.0
+TIMEOUT_SECONDS = 1.0
+INJECTION_WINDOW = "300ms"
+
+
+@dataclass(frozen=True)
+class Vantage:
+    """Who an agent is: its namespace role and its agent section's identity."""
+
+    role_ns: str
+    vantage: str
+    role: str
+    country: str
+    asn: str
+
+
+CENSORED_VANTAGE = Vantage(world.CENSORED, "lab-censored", "test", "RU", "AS64500")
+CONTROL_VANTAGE = Vantage(world.CONTROL, "lab-control", "control", "NL", "AS64501")
+
+
+def agent_config(vantage: Vantage, ca_file: Path) -> dict[str, object]:
+    """The agent config (as YAML data) for one lab vantage."""
+    host, port = world.AGENT_LISTEN[vantage.role_ns]
+    return {
+        "agent": {
+            "vantage": vantage.vantage,
+            "role": vantage.role,
+            "country": vantage.country,
+            "asn": vantage.asn,
+            # A namespace address: the agent listens beyond loopback only when told to.
+            "listen": f"{host}:{port}",
+            "interval": f"{INTERVAL_SECONDS:g}s",
+            "timeout": f"{TIMEOUT_SECONDS:g}s",
+            "concurrency": 32,
+        },
+        "resolvers": {
+            "test": {"type": "udp", "servers": [world.DNS_ADDRESS]},
+            "control": {"type": "doh", "url": f"https://{world.DOH_ADDRESS}/dns-query"},
+            # Every lab address is in 198.18.0.0/15, a bogon to OONI's list.
+            "bogon_exempt": [world.LAB_NET],
+            "injection_window": INJECTION_WINDOW,
+        },
+        "tls": {"ca_file": str(ca_file)},
+        "targets": world.targets(),
+        "blockpages": [{"name": "lab-isp", "pattern": world.BLOCKPAGE_PATTERN}],
+    }
+
+
+class Agent:
+    """One vantage's agent: its config file, its daemon, and one-shot checks."""
+
+    def __init__(self, vantage: Vantage, ns: str, directory: Path, ca_file: Path) -> None:
+        self.vantage = vantage
+        self.ns = ns
+        self.config_file = directory / f"agent-{vantage.role_ns}.yaml"
+        self.config_file.write_text(yaml.safe_dump(agent_config(vantage, ca_file)))
+        self.log_path = directory / f"agent-{vantage.role_ns}.log"
+        self.listen = world.AGENT_LISTEN[vantage.role_ns]
+        self.process: LabProcess | None = None
+
+    def start(self) -> None:
+        """Start `reachprobe run` in the agent's namespace (no wait; see `wait_serving`)."""
+        if self.process is None or not self.process.running:
+            argv = python_argv("-m", "agent", "run", "--config", str(self.config_file))
+            self.process = LabProcess(f"agent-{self.vantage.role_ns}", self.ns, argv, self.log_path)
+
+    def stop(self) -> None:
+        """Stop the daemon (idempotent)."""
+        if self.process is not None:
+            self.process.stop()
+
+    def metrics_text(self, timeout: float = 3.0) -> str:
+        """The agent's /metrics page, fetched from inside its own namespace."""
+        status, body = netns.http_get(self.ns, self.listen, "/metrics", timeout)
+        if status != 200:
+            raise RuntimeError(f"{self.vantage.vantage} /metrics answered {status}")
+        return body.decode()
+
+    def wait_serving(self, deadline: float) -> None:
+        """Poll /healthz until the agent answers; raise with its log if it died."""
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            self.process.check_running()
+            try:
+                status, _ = netns.http_get(self.ns, self.listen, "/healthz", 1.0)
+                if status == 200:
+                    return
+            except OSError as exc:
+                last = exc
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.vantage.vantage} not serving: {last}\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        """The end of the daemon's log."""
+        return self.process.log_tail() if self.process else ""
+
+    def check(self, *names: str, timeout: float = 30.0) -> CheckResult:
+        """Run `reachprobe check --format json` for `names` (all targets if none)."""
+        argv = python_argv("-m", "agent", "check", "--config", str(self.config_file))
+        for name in names:
+            argv += ["--target", name]
+        argv += ["--format", "json"]
+        proc = subprocess.run(
+            [*netns.ns_prefix(self.ns), *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO_ROOT,
+            env=lab_env(),
+        )
+        try:
+            report = json.loads(proc.stdout)
+        except json.JSONDecodeError:
+            raise RuntimeError(
+                f"check printed no JSON (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+            ) from None
+        return CheckResult(proc.returncode, report, proc.stderr)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one `check --format json` run."""
+
+    exit_code: int
+    report: dict
+    stderr: str
+
+    def target(self, name: str) -> dict:
+        """The report entry of target `name`."""
+        for entry in self.report.get("targets", []):
+            if entry.get("name") == name:
+                return entry
+        raise KeyError(f"target {name!r} not in the check report: {self.report}")
+
+    def verdict(self, name: str) -> str:
+        """The verdict of target `name`."""
+        return self.target(name)["verdict"]
+
+    def step(self, name: str, step: str) -> dict:
+        """The first report of `step` (dns, tcp, tls, http) for target `name`."""
+        for entry in self.target(name)["steps"]:
+            if entry["step"] == step:
+                return entry
+        raise KeyError(f"target {name!r} has no {step} step: {self.target(name)}")
+
+    def results(self, name: str) -> dict[str, str]:
+        """step -> result of target `name` (the first report of each step)."""
+        out: dict[str, str] = {}
+        for entry in self.target(name)["steps"]:
+            out.setdefault(entry["step"], entry["result"])
+        return out

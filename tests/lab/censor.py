@@ -1,0 +1,249 @@
+"""Censorship scenarios, applied and removed on the censor router.
+
+A `Scenario` is data: nftables rules for its own table (`inet rpl_<name>`), iptables rules
+where nftables has no equivalent (string match for SNI filtering), a tc shaping policy, and
+the lies of a DNS resolver run on the censor. `Censor.apply` is idempotent (it replaces the
+scenario's previous state) and `Censor.remove` undoes exactly one scenario, so tests can
+apply and remove rules around themselves while the lab keeps running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.lab import netns, services, world
+from tests.lab.procs import LabProcess
+
+THROTTLE_CLASS = "1:20"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One censorship policy.
+
+    - `forward`: nft rules for a filter chain on the forward hook (packets the censor routes);
+    - `prerouting`: nft rules for a nat chain on the prerouting hook (DNAT, redirects);
+    - `iptables`: rule specs for iptables' FORWARD chain (e.g. `-m string`, which nftables
+      lacks);
+    - `shape`: a rate (tc syntax, e.g. `256kbit`) and the source addresses whose traffic to the
+      censored client it applies to;
+    - `dns_lies`: tests.servers zone overrides for a lying resolver the censor runs and
+      redirects the lab resolver's port 53 to.
+    """
+
+    name: str
+    description: str
+    forward: tuple[str, ...] = ()
+    prerouting: tuple[str, ...] = ()
+    iptables: tuple[tuple[str, ...], ...] = ()
+    shape: tuple[str, tuple[str, ...]] | None = None
+    dns_lies: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def table(self) -> str:
+        """This scenario's nftables table (in family inet)."""
+        return "rpl_" + self.name.replace("-", "_")
+
+    def nft_script(self) -> str:
+        """An nft script that atomically replaces the scenario's table with its rules."""
+        # `table` then `delete table` makes the delete succeed whether or not it existed.
+        lines = [f"table inet {self.table}", f"delete table inet {self.table}"]
+        lines.append(f"table inet {self.table} {{")
+        if self.forward:
+            lines.append("  chain forward { type filter hook forward priority 0; policy accept;")
+            lines += [f"    {rule}" for rule in self.forward]
+            lines.append("  }")
+        if self.prerouting:
+            lines.append(
+                "  chain prerouting { type nat hook prerouting priority -100; policy accept;"
+            )
+            lines += [f"    {rule}" for rule in self.prerouting]
+            lines.append("  }")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+
+# --- scenario builders ------------------------------------------------------------------------
+
+
+def blackhole(name: str, destination: str) -> Scenario:
+    """Drop every packet to `destination` (an address or a prefix): SYNs go unanswered."""
+    return Scenario(
+        name,
+        f"IP blackhole of {destination}",
+        forward=(f"ip daddr {destination} drop",),
+    )
+
+
+def tcp_reset(name: str, address: str, port: int) -> Scenario:
+    """Answer SYNs to `address:port` with a RST.
+
+    The client sees the RST in answer to its SYN, so connect() fails with ECONNREFUSED: the
+    agent reports `tcp_refused`, not `tcp_reset` (that is a RST on an established connection).
+    """
+    return Scenario(
+        name,
+        f"RST injection on {address}:{port}",
+        forward=(f"ip daddr {address} tcp dport {port} reject with tcp reset",),
+    )
+
+
+def icmp_unreachable(name: str, address: str, kind: str) -> Scenario:
+    """Answer packets to `address` with ICMP `kind` (`host-unreachable`, `net-unreachable`)."""
+    return Scenario(
+        name,
+        f"ICMP {kind} for {address}",
+        forward=(f"ip daddr {address} reject with icmp type {kind}",),
+    )
+
+
+def sni_filter(name: str, server_name: str, port: int = 443) -> Scenario:
+    """Reset TLS connections whose ClientHello carries `server_name`.
+
+    The TCP handshake passes; the packet carrying the name (the ClientHello, whose SNI is in
+    clear) is dropped and answered with a RST, so the client's handshake fails with a reset.
+    nftables has no string match, hence iptables-nft's xt_string, as DPI boxes match strings.
+    """
+    spec = (
+        "-p", "tcp", "--dport", str(port),
+        "-m", "string", "--algo", "bm", "--string", server_name,
+        "-j", "REJECT", "--reject-with", "tcp-reset",
+    )  # fmt: skip
+    return Scenario(name, f"SNI filtering of {server_name}", iptables=(spec,))
+
+
+def dns_poison(name: str, lies: Mapping[str, object]) -> Scenario:
+    """Redirect the lab resolver's port 53 to a resolver on the censor that lies for `lies`.
+
+    `lies` maps a name to a tests.servers behaviour (`nxdomain`, an address list, an `inject`
+    mapping); other names get the genuine answers. DoH (TCP 443) is not redirected, so a
+    control resolver over DoH still gets the truth.
+    """
+    target = f"{world.CENSOR_ADDRESS}:53"
+    return Scenario(
+        name,
+        f"DNS poisoning of {', '.join(lies)}",
+        prerouting=(
+            f"ip daddr {world.DNS_ADDRESS} udp dport 53 dnat ip to {target}",
+            f"ip daddr {world.DNS_ADDRESS} tcp dport 53 dnat ip to {target}",
+        ),
+        dns_lies=dict(lies),
+    )
+
+
+def http_blockpage(name: str, address: str, port: int = 80) -> Scenario:
+    """Send HTTP connections to `address` to the blockpage server instead (DNAT).
+
+    The decision is made on the SYN, so it is per address: each lab host that gets a blockpage
+    has an address of its own.
+    """
+    return Scenario(
+        name,
+        f"HTTP blockpage for {address}:{port}",
+        prerouting=(
+            f"ip daddr {address} tcp dport {port} dnat ip to {world.BLOCKPAGE_ADDRESS}:80",
+        ),
+    )
+
+
+def throttle(name: str, address: str, rate: str) -> Scenario:
+    """Shape traffic from `address` to the censored client to `rate` (htb; no netem here)."""
+    return Scenario(name, f"throttling {address} to {rate}", shape=(rate, (address,)))
+
+
+# --- applying them ----------------------------------------------------------------------------
+
+
+class Censor:
+    """The censor router's policy: which scenarios are applied, and applying them."""
+
+    def __init__(self, ns: str, directory: Path) -> None:
+        self.ns = ns
+        self.directory = directory
+        self.applied: dict[str, Scenario] = {}
+        self._liar: LabProcess | None = None
+
+    def apply(self, scenario: Scenario, ready_timeout: float = 10.0) -> None:
+        """Apply `scenario` (replacing its earlier state, if any)."""
+        self.remove(scenario)
+        self.applied[scenario.name] = scenario
+        if scenario.dns_lies:
+            self._start_liar(scenario, time.monotonic() + ready_timeout)
+        if scenario.forward or scenario.prerouting:
+            netns.run(["nft", "-f", "-"], ns=self.ns, input=scenario.nft_script())
+        for spec in scenario.iptables:
+            netns.run(["iptables", "-A", "FORWARD", *spec], ns=self.ns)
+        if scenario.shape:
+            self._shape(*scenario.shape)
+
+    def remove(self, scenario: Scenario) -> None:
+        """Undo `scenario`; absent parts are fine."""
+        self.applied.pop(scenario.name, None)
+        script = f"table inet {scenario.table}\ndelete table inet {scenario.table}\n"
+        netns.run(["nft", "-f", "-"], ns=self.ns, input=script)
+        for spec in scenario.iptables:
+            # -D removes one copy per call; bounded by a generous count.
+            for _ in range(16):
+                try:
+                    netns.run(["iptables", "-D", "FORWARD", *spec], ns=self.ns)
+                except netns.CommandError:
+                    break
+        if scenario.shape:
+            self._unshape()
+        if scenario.dns_lies:
+            self._stop_liar()
+
+    def clear(self) -> None:
+        """Remove every scenario, including ones a crashed run may have left."""
+        self.applied.clear()
+        netns.run(["nft", "flush", "ruleset"], ns=self.ns)
+        self._unshape()
+        self._stop_liar()
+
+    @contextlib.contextmanager
+    def scenario(self, scenario: Scenario) -> Iterator[Scenario]:
+        """Apply `scenario` for the duration of a with-block."""
+        self.apply(scenario)
+        try:
+            yield scenario
+        finally:
+            self.remove(scenario)
+
+    def _shape(self, rate: str, sources: tuple[str, ...]) -> None:
+        dev = world.CENSOR_CLIENT_DEV
+        # htb without a default class: unclassified traffic is not shaped at all.
+        netns.run(["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb"], ns=self.ns)
+        netns.run(
+            ["tc", "class", "add", "dev", dev, "parent", "1:", "classid", THROTTLE_CLASS]
+            + ["htb", "rate", rate, "ceil", rate],
+            ns=self.ns,
+        )
+        for source in sources:
+            netns.run(
+                ["tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip"]
+                + ["u32", "match", "ip", "src", f"{source}/32", "flowid", THROTTLE_CLASS],
+                ns=self.ns,
+            )
+
+    def _unshape(self) -> None:
+        with contextlib.suppress(netns.CommandError):
+            netns.run(["tc", "qdisc", "del", "dev", world.CENSOR_CLIENT_DEV, "root"], ns=self.ns)
+
+    def _start_liar(self, scenario: Scenario, deadline: float) -> None:
+        zone = services.write_zone(self.directory / "censor-zone.yaml", scenario.dns_lies)
+        spec = services.ServerSpec(
+            "censor-dns",
+            world.CENSOR,
+            ("dns", "--listen", f"{world.CENSOR_ADDRESS}:53", "--zone", str(zone)),
+        )
+        self._liar = services.start_server(spec, self.ns, self.directory)
+        services.wait_ready([self._liar], deadline)
+
+    def _stop_liar(self) -> None:
+        if self._liar is not None:
+            self._liar.stop()
+            self._liar = None

@@ -1,0 +1,121 @@
+"""Long-running lab processes (servers, agents, Prometheus) started inside namespaces.
+
+Each process gets a log file and dies with the process that started it (PR_SET_PDEATHSIG), so
+even a test run killed with SIGKILL leaves no lab process behind; `stop_all` runs at exit for
+the ordinary cases.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tests.lab import netns
+
+PR_SET_PDEATHSIG = 1
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+_live: list[LabProcess] = []
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec; `ip netns exec` execs the command in place,
+    # so the setting survives into the server or agent itself.
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class LabProcess:
+    """One process running in a namespace, with its output in `log_path`."""
+
+    def __init__(
+        self, name: str, ns: str, argv: Sequence[str], log_path: Path, *, cwd: Path = REPO_ROOT
+    ) -> None:
+        self.name = name
+        self.ns = ns
+        self.argv = list(argv)
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            # Logs are appended to across restarts; this run's output starts here.
+            self._log_offset = log.tell()
+            self.popen = subprocess.Popen(
+                [*netns.ns_prefix(ns), *self.argv],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=lab_env(),
+                # Its own session: a Ctrl-C in the terminal reaches the test run, which then
+                # stops the lab in order, instead of killing servers under a live agent.
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        _live.append(self)
+
+    @property
+    def running(self) -> bool:
+        """True while the process has not exited."""
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last `lines` lines this run of the process wrote."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                text = log.read().decode(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check_running(self) -> None:
+        """Raise with the log's tail if the process has exited."""
+        if not self.running:
+            raise RuntimeError(
+                f"{self.name} exited with {self.popen.returncode}; log {self.log_path}:\n"
+                + self.log_tail()
+            )
+
+    def stop(self, grace: float = 3.0) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds; idempotent."""
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.terminate()
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.popen.kill()
+                self.popen.wait(grace)
+        if self in _live:
+            _live.remove(self)
+
+
+def lab_env() -> dict[str, str]:
+    """The environment of lab processes: the repo importable, unbuffered output, no proxies."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and k != "PYTHONPATH"
+    }
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def python_argv(*args: str) -> list[str]:
+    """argv running this interpreter (the venv's) with `args`."""
+    return [sys.executable, *args]
+
+
+def stop_all() -> None:
+    """Stop every lab process this interpreter started (newest first)."""
+    for proc in reversed(list(_live)):
+        proc.stop()
+
+
+atexit.register(stop_all)

@@ -1,0 +1,176 @@
+"""What the lab's small internet contains: its namespaces, links, addresses, names and targets.
+
+Every address is in 198.18.0.0/15 (RFC 2544 benchmarking space), which the host never uses:
+
+    censored --- censor ---+
+                           core --- infra  198.18.0.53 DNS, 198.18.0.54 DoH, 198.18.2.10 blockpage
+    control  --------------+   \--- web    198.18.1.0/24, one host per scenario
+                               \--- cloud  198.18.16.0/20, "telegram" and collateral services
+    mon (Prometheus) --- management links to censored and control (bypassing the censor)
+
+No namespace has a default route: a lab process that tries any address outside 198.18.0.0/15
+gets "network unreachable" at once instead of reaching the host's network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Namespace roles; the namespace name is the lab prefix + role (e.g. `rpl-censored`).
+CENSORED = "censored"
+CONTROL = "control"
+CENSOR = "censor"
+CORE = "core"
+INFRA = "infra"
+WEB = "web"
+CLOUD = "cloud"
+MON = "mon"
+ROLES = (CENSORED, CONTROL, CENSOR, CORE, INFRA, WEB, CLOUD, MON)
+ROUTERS = (CENSOR, CORE)
+
+LAB_NET = "198.18.0.0/15"
+
+
+@dataclass(frozen=True)
+class Link:
+    """A veth pair: device `a_dev` with `a_addr` in `a`, `b_dev` with `b_addr` in `b`."""
+
+    a: str
+    a_dev: str
+    a_addr: str
+    b: str
+    b_dev: str
+    b_addr: str
+
+
+LINKS = (
+    # The censored client's only way out is through the censor.
+    Link(CENSORED, "wan0", "198.19.1.2/30", CENSOR, "lan0", "198.19.1.1/30"),
+    Link(CENSOR, "wan0", "198.19.1.6/30", CORE, "censor0", "198.19.1.5/30"),
+    # The control client reaches the core directly.
+    Link(CONTROL, "wan0", "198.19.2.2/30", CORE, "control0", "198.19.2.1/30"),
+    Link(INFRA, "wan0", "198.19.3.2/30", CORE, "infra0", "198.19.3.1/30"),
+    Link(WEB, "wan0", "198.19.3.6/30", CORE, "web0", "198.19.3.5/30"),
+    Link(CLOUD, "wan0", "198.19.3.10/30", CORE, "cloud0", "198.19.3.9/30"),
+    # Management: Prometheus scrapes the agents without crossing the censor, as an operator's
+    # Prometheus outside the censored network would.
+    Link(MON, "censored0", "198.19.254.1/30", CENSORED, "mgmt0", "198.19.254.2/30"),
+    Link(MON, "control0", "198.19.254.5/30", CONTROL, "mgmt0", "198.19.254.6/30"),
+)
+
+# Addresses hosted on `lo` of the server namespaces. A prefix makes every address in it local.
+LOCAL_PREFIXES = {
+    INFRA: ("198.18.0.53/32", "198.18.0.54/32", "198.18.2.10/32"),
+    WEB: ("198.18.1.0/24",),
+    CLOUD: ("198.18.16.0/20",),
+}
+
+ROUTES = (
+    (CENSORED, LAB_NET, "198.19.1.1"),
+    (CONTROL, LAB_NET, "198.19.2.1"),
+    (CENSOR, LAB_NET, "198.19.1.5"),
+    (CORE, "198.19.1.0/30", "198.19.1.6"),
+    (CORE, "198.18.0.0/24", "198.19.3.2"),
+    (CORE, "198.18.2.0/24", "198.19.3.2"),
+    (CORE, "198.18.1.0/24", "198.19.3.6"),
+    (CORE, "198.18.16.0/20", "198.19.3.10"),
+    (INFRA, LAB_NET, "198.19.3.1"),
+    (WEB, LAB_NET, "198.19.3.5"),
+    (CLOUD, LAB_NET, "198.19.3.9"),
+)
+
+# The censor's device facing the censored client: where tc shapes server-to-client traffic.
+CENSOR_CLIENT_DEV = "lan0"
+CENSOR_ADDRESS = "198.19.1.1"
+
+DNS_ADDRESS = "198.18.0.53"
+DOH_ADDRESS = "198.18.0.54"
+BLOCKPAGE_ADDRESS = "198.18.2.10"
+CLOUD_PREFIX = "198.18.16.0/20"
+
+PROMETHEUS_LISTEN = ("198.19.254.1", 9090)
+AGENT_LISTEN = {CENSORED: ("198.19.254.2", 9787), CONTROL: ("198.19.254.6", 9787)}
+
+ZONE = "lab.test"
+
+
+@dataclass(frozen=True)
+class Host:
+    """A lab service: a DNS name (or None for a bare ip:port target) at one address."""
+
+    name: str | None
+    address: str
+    ns: str
+
+
+def _web(label: str, last_octet: int) -> Host:
+    return Host(f"{label}.{ZONE}", f"198.18.1.{last_octet}", WEB)
+
+
+# One web host per scenario, so that each scenario's rule touches only its own target and the
+# dominant-failure rule of one scenario never sees another's failures.
+HOSTS = {
+    "baseline": _web("baseline", 10),
+    "blackhole": _web("blackhole", 11),
+    "rst": _web("rst", 12),
+    "host-unreach": _web("host-unreach", 13),
+    "net-unreach": _web("net-unreach", 14),
+    "sni-blocked": _web("sni-blocked", 15),
+    "sni-innocent": _web("sni-innocent", 15),  # same address, another name
+    "dns-nxdomain": _web("dns-nxdomain", 16),
+    "dns-bogon": _web("dns-bogon", 17),
+    "dns-injected": _web("dns-injected", 18),
+    "http-block": _web("http-block", 19),
+    "throttle": _web("throttle", 20),
+    # The 2018 case in small: a cloud prefix hosting "telegram" and unrelated services.
+    "telegram-web": Host("web.telegram.test", "198.18.16.10", CLOUD),
+    "telegram-dc": Host(None, "198.18.16.11", CLOUD),
+    "twitch": Host("www.twitch.test", "198.18.18.20", CLOUD),
+    "slack": Host("app.slack.test", "198.18.21.30", CLOUD),
+    "spotify": Host("open.spotify.test", "198.18.27.40", CLOUD),
+    "viber": Host("www.viber.test", "198.18.31.50", CLOUD),
+}
+
+CLOUD_TARGETS = ("telegram-web", "telegram-dc", "twitch", "slack", "spotify", "viber")
+
+# The HTTP page the web and cloud servers serve, padded so that a rate limit shows in the HTTP
+# step's duration (throttling needs bytes to slow down).
+PAGE_MARKER = "hello from the reachprobe lab"
+PAGE_PADDING_BYTES = 24 * 1024
+PAGE_BODY = (
+    f"<!doctype html><title>lab</title><p>{PAGE_MARKER}</p>\n"
+    + "<!-- " + "x" * PAGE_PADDING_BYTES + " -->\n"
+)
+
+BLOCKPAGE_PATTERN = r"rkn\.gov\.ru"
+
+
+def target(key: str) -> dict[str, object]:
+    """The agent config entry for HOSTS[key]; the target's name is the key."""
+    host = HOSTS[key]
+    group = "telegram" if key.startswith("telegram") else ("cloud" if host.ns == CLOUD else "lab")
+    if host.name is None:
+        return {"name": key, "tcp": f"{host.address}:443", "group": group}
+    scheme = "http" if key == "http-block" else "https"
+    return {
+        "name": key,
+        "url": f"{scheme}://{host.name}/",
+        "group": group,
+        "expect_status": [200],
+        "expect_body": PAGE_MARKER,
+    }
+
+
+def targets() -> list[dict[str, object]]:
+    """Every lab target, for both agents' configs."""
+    return [target(key) for key in HOSTS]
+
+
+def zone_records() -> dict[str, list[str]]:
+    """The lab zone for tests.servers' DNS and DoH servers: name -> addresses."""
+    return {host.name: [host.address] for host in HOSTS.values() if host.name}
+
+
+def names_in(ns: str) -> list[str]:
+    """The DNS names served from namespace `ns` (for its TLS certificate)."""
+    return sorted(h.name for h in HOSTS.values() if h.ns == ns and h.name)
