@@ -30,6 +30,8 @@ from probes.results import StepResult
 from probes.taxonomy import OK, Step
 
 QTYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
+RESOLV_CONF = "/etc/resolv.conf"
+SYSTEM_PORT = 53
 DOH_MAX_BYTES = 65535
 _RCODE_RESULTS = {
     dns.rcode.NXDOMAIN: "dns_nxdomain",
@@ -185,8 +187,8 @@ class DnsClient:
 
     def _servers(self) -> Sequence[tuple[str, int]]:
         if self.resolver.kind == "system":
-            conf = dns.resolver.Resolver(configure=True)
-            return [(str(ns), 53) for ns in conf.nameservers]
+            conf = dns.resolver.Resolver(filename=RESOLV_CONF)
+            return [(str(ns), SYSTEM_PORT) for ns in conf.nameservers]
         return self.resolver.servers
 
     async def _doh(self, query: dns.message.Message) -> list[dns.message.Message]:
