@@ -32,6 +32,7 @@ from tests.servers.loopback import (
     CONTROL_ONLY_ADDRESS,
     FORGED_ADDRESS,
     HOST,
+    ISP_REDIRECT,
     LoopbackLab,
 )
 from tests.servers.net import closed_port, parse_listen
@@ -315,12 +316,12 @@ async def test_redirect_stays_on_the_same_host(
     assert ("GET", f"{HOST}:{server.port}", "/final") in server.requests
 
 
-async def test_redirect_away_points_at_the_blockpage_host(
+async def test_redirect_away_points_at_another_host(
     lab: LoopbackLab, http_session: aiohttp.ClientSession
 ) -> None:
     async with http_session.get(lab.web["redirect-away"].url(), allow_redirects=False) as response:
         assert response.status == 302
-        assert response.headers["Location"] == lab.url("blockpage", "blocked.test")
+        assert response.headers["Location"] == ISP_REDIRECT
 
 
 # --- TLS and raw TCP --------------------------------------------------------------------------

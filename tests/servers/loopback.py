@@ -29,6 +29,9 @@ BOGON_ADDRESS = "127.99.0.1"
 CONTROL_ONLY_ADDRESS = "127.0.0.4"
 FORGED_ADDRESS = "127.0.0.5"
 WRONG_NAME = "other.test"
+# Where an ISP redirects blocked sites: a Rostelecom-style blockpage host that OONI's (and the
+# agent's shipped) fingerprints know. Nothing needs to serve it: a probe must not follow it.
+ISP_REDIRECT = "http://block.ip.center.rt.ru/?rkn=reachprobe-lab"
 # Names the trusted leaf certificate covers (the DoH endpoint is reached by its IP).
 CERT_NAMES = ("valid.test", "blocked.test", "inject.test", "confirmed.test", HOST)
 
@@ -64,7 +67,7 @@ class LoopbackLab:
 
     `web` maps a role to its server: `https`, `http` (valid page), `wrongname`, `untrusted`
     (HTTPS with a bad certificate), `blockpage`, `status` (503), `redirect` (same host),
-    `redirect-away` (to the blockpage server under another name), and the raw modes `reset`,
+    `redirect-away` (to `ISP_REDIRECT`, another host), and the raw modes `reset`,
     `eof`, `silent`, `alert`. `trap` listens on the bogon address.
     """
 
@@ -93,9 +96,9 @@ class LoopbackLab:
         for mode in ("status", "redirect"):
             self.web[mode] = await HttpServer(mode, HOST).start()
         self.web["http"] = await HttpServer("valid", HOST).start()
-        blockpage = self.web["blockpage"] = await HttpServer("blockpage", HOST).start()
-        away = blockpage.url("blocked.test")
-        self.web["redirect-away"] = await HttpServer("redirect", HOST, location=away).start()
+        self.web["blockpage"] = await HttpServer("blockpage", HOST).start()
+        away = HttpServer("redirect", HOST, location=ISP_REDIRECT)
+        self.web["redirect-away"] = await away.start()
         for mode in RAW_MODES:
             self.web[mode] = await RawServer(mode, HOST).start()
         self.closed_port = closed_port(HOST)
@@ -111,10 +114,15 @@ class LoopbackLab:
         """The port of the web server playing `role`."""
         return self.web[role].port
 
-    def url(self, role: str, hostname: str, path: str = "/") -> str:
-        """A URL naming `hostname` that reaches the web server playing `role`."""
-        scheme = "https" if role in ("https", "wrongname", "untrusted") else "http"
-        return f"{scheme}://{format_hostport(hostname, self.port(role))}{path}"
+    def url(self, role: str, hostname: str, scheme: str | None = None) -> str:
+        """A URL naming `hostname` that reaches the web server playing `role`.
+
+        The scheme is the server's own, or `scheme` for the raw servers (which fail either).
+        """
+        server = self.web[role]
+        if isinstance(server, HttpServer):
+            scheme = "https" if server.ssl_context else "http"
+        return f"{scheme}://{format_hostport(hostname, server.port)}/"
 
     def config(self, targets: list[dict[str, Any]], *, control: bool = True) -> dict[str, Any]:
         """An agent config (as data) probing `targets` through this lab's resolvers."""
