@@ -25,6 +25,7 @@ from probes.taxonomy import Step
 # Used to tell SNI filtering from IP filtering after a reset handshake: a name no censor
 # targets, whose certificate will not match (so only reset vs. not-reset is read).
 CONTROL_SNI = "www.example.org"
+SNI_CHECKED = frozenset({"tls_reset", "tls_timeout", "tls_eof"})
 _T = TypeVar("_T")
 
 
@@ -116,34 +117,49 @@ class Prober:
         async with self.semaphore:
             return await work()
 
-    async def _address_chain(self, target: TargetConfig, address: str) -> list[StepResult]:
-        agent = self.config.agent
-        port = target.portnumber
+    async def _handshake(
+        self, address: str, port: int, server_name: str | None
+    ) -> tuple[StepResult, StepResult | None]:
+        """Connect, and with `server_name` run a TLS handshake; the socket is closed after."""
+        timeout = self.config.agent.timeout
         endpoint = format_endpoint(address, port)
-        result, sock = await self._bounded(lambda: tcp.connect(address, port, agent.timeout))
-        chain = [result]
+        connected, sock = await tcp.connect(address, port, timeout)
+        if sock is None or server_name is None:
+            if sock is not None:
+                sock.close()
+            return connected, None
+        try:
+            return connected, await tls.handshake(
+                sock, server_name, self.ssl_context, timeout, endpoint
+            )
+        finally:
+            sock.close()
+
+    async def _connection_steps(self, target: TargetConfig, address: str) -> list[StepResult]:
+        """The tcp (and tls) steps to one address. They hold one slot of the concurrency
+        bound for as long as they hold a socket, so `concurrency` also bounds open sockets."""
+        port = target.portnumber
+        async with self.semaphore:
+            sni = target.hostname if target.uses_tls else None
+            connected, handshake = await self._handshake(address, port, sni)
+            if handshake is None:
+                return [connected]
+            if handshake.result in SNI_CHECKED:
+                await self._confirm_sni(handshake, address, port)
+            return [connected, handshake]
+
+    async def _address_chain(self, target: TargetConfig, address: str) -> list[StepResult]:
+        endpoint = format_endpoint(address, target.portnumber)
+        chain = await self._connection_steps(target, address)
         later = [Step.TLS] if target.uses_tls else []
         if target.url is not None:
             later.append(Step.HTTP)
-        if sock is None:
-            return chain + [skipped(s, endpoint, "tcp failed") for s in later]
-        try:
-            if target.uses_tls:
-                hs = await self._bounded(
-                    lambda: tls.handshake(
-                        sock, target.hostname, self.ssl_context, agent.timeout, endpoint
-                    )
-                )
-                chain.append(hs)
-                if hs.result in ("tls_reset", "tls_timeout", "tls_eof"):
-                    await self._confirm_sni(hs, address, port)
-        finally:
-            sock.close()
-        if target.url is not None:
-            if chain[-1].ok:
+        for step in later[len(chain) - 1 :]:
+            failed = next((s for s in chain if not s.ok), None)
+            if failed is None:  # only HTTP is left to run here: TCP and TLS are done
                 chain.append(await self._bounded(lambda: self._http(target, address)))
             else:
-                chain.append(skipped(Step.HTTP, endpoint, "tls failed"))
+                chain.append(skipped(step, endpoint, f"{failed.step.value} failed"))
         return chain
 
     async def _http(self, target: TargetConfig, address: str) -> StepResult:
@@ -165,20 +181,13 @@ class Prober:
     async def _confirm_sni(self, failed: StepResult, address: str, port: int) -> None:
         """Repeat a failed handshake with an innocuous SNI, as OONI's sniblocking test does:
         if that one gets through, the failure was triggered by the name, not the address."""
-        timeout = self.config.agent.timeout
-        result, sock = await self._bounded(lambda: tcp.connect(address, port, timeout))
-        if sock is None:
-            failed.data["control_sni"] = {"sni": CONTROL_SNI, "result": result.result}
-            return
-        try:
-            again = await self._bounded(
-                lambda: tls.handshake(sock, CONTROL_SNI, self.ssl_context, timeout, failed.address)
-            )
-        finally:
-            sock.close()
+        connected, again = await self._handshake(address, port, CONTROL_SNI)
+        outcome = again if again is not None else connected
+        failed.data["control_sni"] = {"sni": CONTROL_SNI, "result": outcome.result}
+        if again is None:
+            return  # could not even connect again: nothing learned about the name
         # Any answer that is not the same kind of failure means the name made the difference.
         by_name = again.result != failed.result
-        failed.data["control_sni"] = {"sni": CONTROL_SNI, "result": again.result}
         failed.data["sni_triggered"] = by_name
         if by_name:
             failed.detail += f"; with SNI {CONTROL_SNI}: {again.result} (SNI-based)"

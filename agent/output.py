@@ -28,7 +28,8 @@ def to_json(config: Config, reports: Sequence[TargetReport]) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
-def _why(report: TargetReport) -> str:
+def why(report: TargetReport) -> str:
+    """The deciding failure of a report in one line (empty when it is reachable)."""
     chosen = [*report.dns, *representative(report.chains)]
     failure = first_failure(chosen)
     if failure is None:
@@ -41,7 +42,7 @@ def _why(report: TargetReport) -> str:
 def to_table(reports: Sequence[TargetReport]) -> str:
     """A plain-text table: target, verdict and, for failures, the step that decided it."""
     rows = [("TARGET", "VERDICT", "WHY")]
-    rows += [(r.target.name, r.verdict, _why(r)) for r in reports]
+    rows += [(r.target.name, r.verdict, why(r)) for r in reports]
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     lines = [f"{n:<{widths[0]}}  {v:<{widths[1]}}  {w}".rstrip() for n, v, w in rows]
     reachable = sum(r.verdict == REACHABLE for r in reports)

@@ -19,6 +19,7 @@ from pathlib import Path
 from agent.chain import Prober, TargetReport
 from agent.config import Config, ConfigError, TargetConfig, load_config
 from agent.metrics import Metrics
+from agent.output import why
 
 log = logging.getLogger("reachprobe")
 
@@ -95,6 +96,7 @@ class Scheduler:
             await prober.aclose()
         for report in reports:
             self.metrics.observe(report)
+            log.debug("%s: %s %s", report.target.name, report.verdict, why(report))
         elapsed = time.monotonic() - start
         self.cycles += 1
         self.last_cycle_end = time.time()
