@@ -38,6 +38,7 @@ class TargetReport:
     dns: list[StepResult] = field(default_factory=list)
     chains: list[list[StepResult]] = field(default_factory=list)
     addresses: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
 
     @property
     def steps(self) -> list[StepResult]:
@@ -45,12 +46,15 @@ class TargetReport:
         return [*self.dns, *(s for chain in self.chains for s in chain)]
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "name": self.target.name,
             "group": self.target.group or None,
             "verdict": self.verdict,
             "steps": [s.to_json() for s in self.steps],
         }
+        if self.error is not None:
+            out["error"] = self.error
+        return out
 
 
 def load_fingerprints(extra: Sequence[BlockpageConfig]) -> BlockpageMatcher:

@@ -30,6 +30,8 @@ def to_json(config: Config, reports: Sequence[TargetReport]) -> str:
 
 def why(report: TargetReport) -> str:
     """The deciding failure of a report in one line (empty when it is reachable)."""
+    if report.error is not None:
+        return report.error
     chosen = [*report.dns, *representative(report.chains)]
     failure = first_failure(chosen)
     if failure is None:

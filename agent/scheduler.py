@@ -20,6 +20,7 @@ from agent.chain import Prober, TargetReport
 from agent.config import Config, ConfigError, TargetConfig, load_config
 from agent.metrics import Metrics
 from agent.output import why
+from agent.verdict import INCONCLUSIVE
 
 log = logging.getLogger("reachprobe")
 
@@ -32,7 +33,12 @@ async def run_cycle(
     async def one(target: TargetConfig) -> TargetReport:
         if jitter > 0:
             await asyncio.sleep(random.uniform(0, jitter))
-        return await prober.probe(target)
+        try:
+            return await prober.probe(target)
+        except Exception as exc:
+            # A bug in one target's probing must not cost the cycle its other results.
+            log.exception("probing %s failed unexpectedly", target.name)
+            return TargetReport(target, INCONCLUSIVE, error=f"internal error: {exc!r}"[:300])
 
     return list(await asyncio.gather(*(one(t) for t in targets)))
 

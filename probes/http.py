@@ -28,6 +28,7 @@ from probes.taxonomy import OK, Step
 
 DEFAULT_MAX_BODY = 1 << 20
 MAX_REDIRECTS = 10
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # An ordinary browser's request: the agent must not stand out on the wire (DESIGN: safety).
 BROWSER_HEADERS = {
     "User-Agent": (
@@ -37,6 +38,10 @@ BROWSER_HEADERS = {
     "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
     "Accept-Language": "en-US,en;q=0.9",
 }
+
+
+class TooManyRedirects(Exception):
+    """The target kept redirecting within its own host."""
 
 
 class _PinnedResolver(AbstractResolver):
@@ -159,16 +164,18 @@ async def fetch(
             aiohttp.ClientSession(connector=connector, auto_decompress=True) as session,
         ):
             resp = await _fetch(session, url, expect.max_body)
-            for _ in range(MAX_REDIRECTS):
+            for hops in range(MAX_REDIRECTS + 1):
                 location = resp.headers.get("location")
-                if resp.status not in (301, 302, 303, 307, 308) or not location:
+                if resp.status not in REDIRECTS or not location:
                     break
                 target = urljoin(resp.url, location)
                 if not _same_host(target, host):
                     data["redirect"] = target
                     break
+                if hops == MAX_REDIRECTS:
+                    raise TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
                 resp = await _fetch(session, target, expect.max_body)
-    except (OSError, TimeoutError, aiohttp.ClientError, ssl.SSLError) as exc:
+    except (OSError, TimeoutError, aiohttp.ClientError, ssl.SSLError, TooManyRedirects) as exc:
         code, detail = classify(Step.HTTP, exc)
         return StepResult(Step.HTTP, code, endpoint, time.perf_counter() - start, detail)
     elapsed = time.perf_counter() - start

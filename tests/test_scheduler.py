@@ -97,3 +97,32 @@ async def test_a_slow_cycle_does_not_overlap_the_next(silent: SilentServer) -> N
         await asyncio.wait_for(task, 5)
     assert silent.most_open == 1
     assert silent.accepted >= 6
+
+
+async def test_a_bug_in_one_target_keeps_the_others_results(
+    silent: SilentServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = config(silent.port, targets=3, concurrency=4)
+    real_probe = Prober.probe
+
+    async def buggy(self: Prober, target):  # fault injection: no real input triggers a bug
+        if target.name == "t1":
+            raise RuntimeError("boom")
+        return await real_probe(self, target)
+
+    monkeypatch.setattr(Prober, "probe", buggy)
+    prober = Prober(cfg)
+    reports = await run_cycle(prober, cfg.targets)
+    await prober.aclose()
+    assert [r.verdict for r in reports] == ["tls_blocking", "inconclusive", "tls_blocking"]
+    assert reports[1].error == "internal error: RuntimeError('boom')"
+    assert reports[1].to_json()["error"].startswith("internal error")
+    metrics = Metrics()
+    for report in reports:
+        metrics.observe(report)
+    assert (
+        metrics.registry.get_sample_value(
+            "reachprobe_target_verdict", {"target": "t1", "verdict": "inconclusive"}
+        )
+        == 1
+    )

@@ -1,0 +1,152 @@
+"""The HTTP step against hostile and odd peers: each gets a clear code, none crashes the probe,
+and reads stay bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from agent.chain import load_fingerprints
+from probes.http import HttpExpectations, fetch
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+CLIENT_TLS = ssl.create_default_context()  # unused for http:// URLs
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    return await reader.readuntil(b"\r\n\r\n")
+
+
+def responder(*chunks: bytes, pause: float = 0.0) -> Handler:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await read_request(reader)
+            for chunk in chunks:
+                writer.write(chunk)
+                await writer.drain()
+                if pause:
+                    await asyncio.sleep(pause)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    return handle
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> int:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        servers.append(server)
+        return server.sockets[0].getsockname()[1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+async def probe(port: int, path: str = "/", **expect: object):
+    expectations = HttpExpectations(blockpages=load_fingerprints([]), **expect)  # type: ignore[arg-type]
+    return await fetch(
+        f"http://site.test:{port}{path}",
+        "127.0.0.1",
+        ssl_context=CLIENT_TLS,
+        timeout=1.5,
+        expect=expectations,
+    )
+
+
+OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+
+
+@pytest.mark.parametrize(
+    ("chunks", "code"),
+    [
+        ((b"HELLO THERE\r\n\r\n",), "http_error"),
+        ((OK_HEAD + b"Content-Length: 100\r\n\r\nonly ten b",), "http_eof"),
+        ((OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",), "http_error"),
+        ((b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 100_000 + b"\r\n\r\n",), "http_error"),
+        ((b"",), "http_eof"),
+    ],
+)
+async def test_broken_responses_get_a_code(serve, chunks: tuple[bytes, ...], code: str) -> None:
+    result = await probe(await serve(responder(*chunks)))
+    assert result.result == code, result.detail
+    assert result.detail
+
+
+async def test_a_trickling_server_times_out(serve) -> None:
+    trickle = [b"HTTP/1.1 200 OK\r\n"] + [b"X-Slow: 1\r\n"] * 50
+    result = await probe(await serve(responder(*trickle, pause=0.1)))
+    assert result.result == "http_timeout"
+
+
+async def test_body_reads_are_capped(serve) -> None:
+    big = 3 << 20
+    head = OK_HEAD + f"Content-Length: {big}\r\n\r\n".encode()
+    result = await probe(await serve(responder(head, b"x" * big)), max_body=1 << 20)
+    assert result.result == "ok"
+    assert result.data["truncated"] is True
+    assert result.data["body_bytes"] == 1 << 20
+
+
+def redirect(location: str, status: int = 302) -> bytes:
+    return f"HTTP/1.1 {status} Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode()
+
+
+async def test_redirect_loops_within_the_host_are_an_error(serve) -> None:
+    result = await probe(await serve(responder(redirect("/again"))))
+    assert result.result == "http_error"
+    assert "redirects" in result.detail
+
+
+async def test_redirect_to_a_known_isp_blockpage_is_named(serve) -> None:
+    port = await serve(responder(redirect("http://blocked.netbynet.ru/?url=site.test")))
+    result = await probe(port)
+    assert result.result == "http_blockpage"
+    assert "ru-netbynet (RU)" in result.detail
+
+
+async def test_redirect_to_another_host_is_reported_not_followed(serve) -> None:
+    result = await probe(await serve(responder(redirect("https://elsewhere.example/"))))
+    assert result.result == "ok"
+    assert result.data["redirect"] == "https://elsewhere.example/"
+
+
+async def test_shipped_body_fingerprint_and_expectations(serve) -> None:
+    page = b"<html><title>Federal block</title></html>"
+    head = OK_HEAD + f"Content-Length: {len(page)}\r\n\r\n".encode()
+    result = await probe(await serve(responder(head + page)))
+    assert result.result == "http_blockpage"
+    assert "ru-federal-block" in result.detail
+    body = b"<title>Hello</title>"
+    head = OK_HEAD + f"Content-Length: {len(body)}\r\n\r\n".encode()
+    port = await serve(responder(head + body))
+    assert (await probe(port, body=re.compile("Goodbye"))).result == "http_body_mismatch"
+    port = await serve(responder(head + body))
+    assert (await probe(port, status=(204,))).result == "http_status_mismatch"
+    port = await serve(responder(head + body))
+    assert (await probe(port, status=(200,), body=re.compile("Hello"))).result == "ok"
+
+
+async def test_request_looks_like_a_browser(serve) -> None:
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await read_request(reader))
+        writer.write(OK_HEAD + b"Content-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    await probe(await serve(handle))
+    request = seen[0].decode().lower()
+    assert "user-agent: mozilla/5.0" in request
+    assert "reachprobe" not in request
+    assert "host: site.test:" in request
