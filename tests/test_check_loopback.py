@@ -19,11 +19,10 @@ import pytest
 import yaml
 
 from probes.taxonomy import OONI_FAILURE
-from tests.conftest import WriteConfig
 from tests.servers.background import BackgroundLoop
-from tests.servers.loopback import BOGON_ADDRESS, HOST, LoopbackLab
+from tests.servers.loopback import BOGON_ADDRESS, HOST, REPO_ROOT, LoopbackLab
 
-REPO = Path(__file__).resolve().parent.parent
+WriteConfig = Callable[..., Path]
 # A bound on one CLI run: the agent's timeout is 1s, the DNS injection window 0.3s.
 RUN_TIMEOUT = 30
 OK, SKIPPED = "ok", "skipped"
@@ -48,13 +47,10 @@ def url(role: str, hostname: str, scheme: str | None = None, **extra: Any) -> Ta
     return lambda lab: {"url": lab.url(role, hostname, scheme), **extra}
 
 
-def dns_failed(code: str, *later: str) -> tuple[tuple[str, str], ...]:
-    """A chain whose DNS step failed with `code`: every later step is skipped."""
-    return (("dns", code), *((step, SKIPPED) for step in later))
-
-
-def chain(*results: str, steps: tuple[str, ...] = ("dns", "tcp", "tls", "http")):
-    """(step, result) pairs for a chain that ran `results`, the rest skipped."""
+def chain(
+    *results: str, steps: tuple[str, ...] = ("dns", "tcp", "tls", "http")
+) -> tuple[tuple[str, str], ...]:
+    """(step, result) pairs for a chain whose first steps gave `results`; the rest skipped."""
     padded = [*results, *[SKIPPED] * (len(steps) - len(results))]
     return tuple(zip(steps, padded, strict=True))
 
@@ -91,7 +87,7 @@ CASES = [
         Case(
             f"dns-{kind}",
             url("https", f"{name}.test"),
-            dns_failed(code, "tcp", "tls", "http"),
+            chain(code),
             "dns_blocking",
         )
         for kind, name, code in [
@@ -187,7 +183,7 @@ def run_agent(*args: str, timeout: float = RUN_TIMEOUT) -> subprocess.CompletedP
     assert "--config" in args, "never run the agent on its shipped (public) targets"
     return subprocess.run(
         [sys.executable, "-m", "agent", *args],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -228,10 +224,6 @@ def full_run(
         targets={t["name"]: t for t in output["targets"]},
         trap_connections=lab.trap.connections - trap_before,
     )
-
-
-def _xfail(case: str, reason: str) -> Any:
-    return pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=reason))
 
 
 @pytest.mark.parametrize("name", [case.name for case in CASES])

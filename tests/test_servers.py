@@ -33,6 +33,7 @@ from tests.servers.loopback import (
     FORGED_ADDRESS,
     HOST,
     ISP_REDIRECT,
+    REPO_ROOT,
     LoopbackLab,
 )
 from tests.servers.net import closed_port, parse_listen
@@ -429,7 +430,7 @@ async def test_issued_files_serve_https_in_process(tmp_path: Path) -> None:
 async def _start_cli(*args: str) -> tuple[asyncio.subprocess.Process, str]:
     """Start `python -m tests.servers ARGS` and return it with its ready line's last word."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.servers", *args, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", "tests.servers", *args, stdout=asyncio.subprocess.PIPE, cwd=REPO_ROOT
     )
     try:
         async with asyncio.timeout(10):
@@ -464,7 +465,7 @@ async def test_cli_dns(tmp_path: Path) -> None:
 async def test_cli_certs_and_https_web(tmp_path: Path) -> None:
     certs = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.servers", "certs", "--dir", str(tmp_path),
-        "--stem", "web", "--name", "cli.test", "--name", HOST,
+        "--stem", "web", "--name", "cli.test", "--name", HOST, cwd=REPO_ROOT,
     )  # fmt: skip
     async with asyncio.timeout(20):
         assert await certs.wait() == 0

@@ -23,6 +23,7 @@ from tests.servers.tcp import RAW_MODES, RawServer
 from tests.servers.web import HttpServer
 from tests.servers.zone import Behaviour, Zone
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 BOGON_EXEMPT = "127.0.0.0/16"
 BOGON_ADDRESS = "127.99.0.1"
