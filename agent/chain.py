@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TypeVar
 
 import yaml
 
 from agent.config import BlockpageConfig, Config, ResolverConfig, TargetConfig
 from agent.resources import shipped_file
-from agent.verdict import chain_verdict, representative
+from agent.verdict import chain_verdict, first_failure, representative
 from probes import http, tcp, tls
 from probes.blockpages import BlockpageMatcher, Fingerprint
 from probes.bogons import BogonFilter
@@ -57,10 +57,15 @@ class TargetReport:
         return out
 
 
+@functools.cache
+def _shipped_blockpages() -> tuple[BlockpageConfig, ...]:
+    shipped = yaml.safe_load(shipped_file("blockpages.yaml").read_text("utf-8")) or []
+    return tuple(BlockpageConfig.model_validate(e) for e in shipped)
+
+
 def load_fingerprints(extra: Sequence[BlockpageConfig]) -> BlockpageMatcher:
     """The shipped blockpage fingerprints plus the config's own."""
-    shipped = yaml.safe_load(Path(shipped_file("blockpages.yaml")).read_text("utf-8")) or []
-    entries = [BlockpageConfig.model_validate(e) for e in shipped] + list(extra)
+    entries = [*_shipped_blockpages(), *extra]
     return BlockpageMatcher(
         Fingerprint(
             name=e.name,
@@ -73,8 +78,14 @@ def load_fingerprints(extra: Sequence[BlockpageConfig]) -> BlockpageMatcher:
     )
 
 
-def _resolver(cfg: ResolverConfig) -> Resolver:
-    return Resolver(cfg.type, cfg.endpoints(), cfg.url, cfg.server_name)
+def steps_after_dns(target: TargetConfig) -> list[Step]:
+    """The steps a target runs against each address, in order."""
+    steps = [Step.TCP]
+    if target.uses_tls:
+        steps.append(Step.TLS)
+    if target.url is not None:
+        steps.append(Step.HTTP)
+    return steps
 
 
 def _interleave(addresses: Sequence[str], limit: int) -> list[str]:
@@ -98,23 +109,16 @@ class Prober:
         self.bogons = BogonFilter(config.resolvers.bogon_exempt)
         self.blockpages = load_fingerprints(config.blockpages)
         self.semaphore = asyncio.Semaphore(agent.concurrency)
-        window = config.resolvers.injection_window
-        self.test_dns = DnsClient(
-            _resolver(config.resolvers.test),
-            timeout=agent.timeout,
-            injection_window=window,
-            ssl_context=self.ssl_context,
-        )
+        self.test_dns = self._dns_client(config.resolvers.test)
         control = config.resolvers.control
-        self.control_dns = (
-            DnsClient(
-                _resolver(control),
-                timeout=agent.timeout,
-                injection_window=window,
-                ssl_context=self.ssl_context,
-            )
-            if control
-            else None
+        self.control_dns = self._dns_client(control) if control else None
+
+    def _dns_client(self, resolver: ResolverConfig) -> DnsClient:
+        return DnsClient(
+            Resolver(resolver.type, resolver.endpoints(), resolver.url, resolver.server_name),
+            timeout=self.config.agent.timeout,
+            injection_window=self.config.resolvers.injection_window,
+            ssl_context=self.ssl_context,
         )
 
     async def _bounded(self, work: Callable[[], Awaitable[_T]]) -> _T:
@@ -153,17 +157,14 @@ class Prober:
             return [connected, handshake]
 
     async def _address_chain(self, target: TargetConfig, address: str) -> list[StepResult]:
-        endpoint = format_endpoint(address, target.portnumber)
         chain = await self._connection_steps(target, address)
-        later = [Step.TLS] if target.uses_tls else []
-        if target.url is not None:
-            later.append(Step.HTTP)
-        for step in later[len(chain) - 1 :]:
-            failed = next((s for s in chain if not s.ok), None)
-            if failed is None:  # only HTTP is left to run here: TCP and TLS are done
-                chain.append(await self._bounded(lambda: self._http(target, address)))
-            else:
-                chain.append(skipped(step, endpoint, f"{failed.step.value} failed"))
+        rest = steps_after_dns(target)[len(chain) :]
+        failed = first_failure(chain)
+        if failed is not None:
+            endpoint = format_endpoint(address, target.portnumber)
+            return chain + [skipped(s, endpoint, f"{failed.step.value} failed") for s in rest]
+        if rest:  # after TCP and TLS, only HTTP can be left
+            chain.append(await self._bounded(lambda: self._http(target, address)))
         return chain
 
     async def _http(self, target: TargetConfig, address: str) -> StepResult:
@@ -251,9 +252,7 @@ class Prober:
         except ValueError:
             addresses, control = await self._resolve(target, report)
         if addresses is None:
-            later = [Step.TCP] + ([Step.TLS] if target.uses_tls else [])
-            later += [Step.HTTP] if target.url else []
-            report.chains.append([skipped(s, None, "dns failed") for s in later])
+            report.chains.append([skipped(s, None, "dns failed") for s in steps_after_dns(target)])
         else:
             picked = _interleave(addresses, self.config.agent.max_addresses)
             report.chains = list(
