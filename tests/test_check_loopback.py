@@ -305,15 +305,21 @@ def test_validate_accepts_the_lab_config(lab: LoopbackLab, write_config: WriteCo
     assert run_agent("validate", "--config", str(config)).returncode == 0
 
 
-@pytest.mark.parametrize(
-    ("mutate", "key_path"),
-    [
-        (lambda cfg: cfg["targets"][1].update(bogus=1), "targets[1].bogus"),
-        (lambda cfg: cfg["agent"].update(timeout="soon"), "agent.timeout"),
-        (lambda cfg: cfg["resolvers"]["test"].update(type="carrier-pigeon"), "resolvers.test.type"),
-        (lambda cfg: cfg["targets"][0].update(url="ftp://valid.test/"), "targets[0].url"),
-    ],
-)
+BROKEN_CONFIGS = [
+    pytest.param(lambda cfg: cfg["targets"][1].update(bogus=1), "targets[1].bogus", id="unknown"),
+    pytest.param(lambda cfg: cfg["agent"].update(timeout="soon"), "agent.timeout", id="duration"),
+    pytest.param(
+        lambda cfg: cfg["resolvers"]["test"].update(type="carrier-pigeon"),
+        "resolvers.test.type",
+        id="resolver-type",
+    ),
+    pytest.param(
+        lambda cfg: cfg["targets"][0].update(url="ftp://valid.test/"), "targets[0].url", id="url"
+    ),
+]
+
+
+@pytest.mark.parametrize(("mutate", "key_path"), BROKEN_CONFIGS)
 @pytest.mark.parametrize("command", ["validate", "check"])
 def test_bad_config_exits_2_naming_file_and_key(
     lab: LoopbackLab, tmp_path: Path, command: str, mutate: Any, key_path: str
