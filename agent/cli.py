@@ -7,11 +7,11 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agent import __version__
-from agent.chain import Prober
+from agent.chain import Prober, TargetReport
 from agent.config import DEFAULT_LISTEN, Config, ConfigError, load_config
 from agent.metrics import Metrics
 from agent.output import to_json, to_table
@@ -73,6 +73,19 @@ def _load(path: Path | None) -> Config | None:
         return None
 
 
+def _progress(total: int) -> Callable[[TargetReport], None]:
+    """A one-line progress display on the terminal for `check`."""
+    done = 0
+
+    def show(report: TargetReport) -> None:
+        nonlocal done
+        done += 1
+        line = f"[{done}/{total}] {report.target.name}: {report.verdict}"
+        print(f"\r\033[K{line[:100]}", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
 async def _check(config: Config, names: Sequence[str] | None, fmt: str) -> int:
     targets = config.targets
     if names:
@@ -82,10 +95,13 @@ async def _check(config: Config, names: Sequence[str] | None, fmt: str) -> int:
             return EXIT_USAGE
         targets = [t for t in targets if t.name in names]
     prober = Prober(config)
+    progress = _progress(len(targets)) if sys.stderr.isatty() else None
     try:
-        reports = await run_cycle(prober, targets)
+        reports = await run_cycle(prober, targets, on_report=progress)
     finally:
         await prober.aclose()
+    if progress is not None:
+        print(file=sys.stderr)
     print(to_json(config, reports) if fmt == "json" else to_table(reports))
     return EXIT_OK if all(r.verdict == REACHABLE for r in reports) else EXIT_UNREACHABLE
 

@@ -26,19 +26,28 @@ log = logging.getLogger("reachprobe")
 
 
 async def run_cycle(
-    prober: Prober, targets: Sequence[TargetConfig], jitter: float = 0.0
+    prober: Prober,
+    targets: Sequence[TargetConfig],
+    jitter: float = 0.0,
+    on_report: Callable[[TargetReport], None] | None = None,
 ) -> list[TargetReport]:
-    """Probe every target once; the reports come back in the targets' order."""
+    """Probe every target once; the reports come back in the targets' order.
+
+    `on_report` is called as each target finishes (progress display).
+    """
 
     async def one(target: TargetConfig) -> TargetReport:
         if jitter > 0:
             await asyncio.sleep(random.uniform(0, jitter))
         try:
-            return await prober.probe(target)
+            report = await prober.probe(target)
         except Exception as exc:
             # A bug in one target's probing must not cost the cycle its other results.
             log.exception("probing %s failed unexpectedly", target.name)
-            return TargetReport(target, INCONCLUSIVE, error=f"internal error: {exc!r}"[:300])
+            report = TargetReport(target, INCONCLUSIVE, error=f"internal error: {exc!r}"[:300])
+        if on_report is not None:
+            on_report(report)
+        return report
 
     return list(await asyncio.gather(*(one(t) for t in targets)))
 
