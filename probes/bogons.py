@@ -41,8 +41,7 @@ BOGON_NETWORKS: tuple[IPNetwork, ...] = tuple(
 )
 
 
-def _normalise(address: str | IPAddress) -> IPAddress:
-    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+def _normalise(ip: IPAddress) -> IPAddress:
     # An IPv4-mapped IPv6 answer (::ffff:10.0.0.1) is as much a bogon as its IPv4 form.
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
@@ -57,7 +56,9 @@ class BogonFilter:
 
     def is_bogon(self, address: str | IPAddress) -> bool:
         """True if `address` is in a bogon range and not in an exempt one."""
-        ip = _normalise(address)
-        if any(ip in net for net in self.exempt if net.version == ip.version):
+        raw = ipaddress.ip_address(address) if isinstance(address, str) else address
+        ip = _normalise(raw)
+        # An exemption may be written in either form of a v4-mapped address.
+        if any(a in net for a in (raw, ip) for net in self.exempt if net.version == a.version):
             return False
         return any(ip in net for net in BOGON_NETWORKS if net.version == ip.version)
