@@ -116,33 +116,60 @@ class Agent:
         """The end of the daemon's log."""
         return self.process.log_tail() if self.process else ""
 
-    def check(self, *names: str, timeout: float = 30.0) -> CheckResult:
-        """Run `reachprobe check --format json` for `names` (all targets if none)."""
+    def start_check(self, *names: str) -> PendingCheck:
+        """Start `reachprobe check --format json` for `names` (all targets if none).
+
+        Returns at once, so that checks at both vantages and Prometheus queries overlap.
+        """
         argv = python_argv("-m", "agent", "check", "--config", str(self.config_file))
         for name in names:
             argv += ["--target", name]
         argv += ["--format", "json"]
-        proc = subprocess.run(
+        popen = subprocess.Popen(
             [*netns.ns_prefix(self.ns), *argv],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
             cwd=REPO_ROOT,
             env=lab_env(),
         )
+        return PendingCheck(self.vantage.vantage, popen)
+
+    def check(self, *names: str, timeout: float = 30.0) -> CheckResult:
+        """Run `reachprobe check --format json` for `names` and return its result."""
+        return self.start_check(*names).result(timeout)
+
+
+class PendingCheck:
+    """A running `check` command."""
+
+    def __init__(self, vantage: str, popen: subprocess.Popen[str]) -> None:
+        self.vantage = vantage
+        self.popen = popen
+
+    def result(self, timeout: float = 30.0) -> CheckResult:
+        """Wait (at most `timeout` seconds) for the check and parse its JSON report."""
         try:
-            report = json.loads(proc.stdout)
+            stdout, stderr = self.popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.communicate()
+            raise
+        try:
+            report = json.loads(stdout)
         except json.JSONDecodeError:
             raise RuntimeError(
-                f"check printed no JSON (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+                f"check at {self.vantage} printed no JSON (exit {self.popen.returncode}):\n"
+                f"{stdout}\n{stderr}"
             ) from None
-        return CheckResult(proc.returncode, report, proc.stderr)
+        return CheckResult(self.vantage, self.popen.returncode, report, stderr)
 
 
 @dataclass(frozen=True)
 class CheckResult:
     """The outcome of one `check --format json` run."""
 
+    vantage: str
     exit_code: int
     report: dict
     stderr: str

@@ -151,7 +151,7 @@ def http_blockpage(name: str, address: str, port: int = 80) -> Scenario:
 
 
 def throttle(name: str, address: str, rate: str) -> Scenario:
-    """Shape traffic from `address` to the censored client to `rate` (htb; no netem here)."""
+    """Shape traffic from `address` to the censored client to `rate` (tbf; no netem here)."""
     return Scenario(name, f"throttling {address} to {rate}", shape=(rate, (address,)))
 
 
@@ -214,20 +214,23 @@ class Censor:
             self.remove(scenario)
 
     def _shape(self, rate: str, sources: tuple[str, ...]) -> None:
-        dev = world.CENSOR_CLIENT_DEV
-        # htb without a default class: unclassified traffic is not shaped at all.
-        netns.run(["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb"], ns=self.ns)
-        netns.run(
-            ["tc", "class", "add", "dev", dev, "parent", "1:", "classid", THROTTLE_CLASS]
-            + ["htb", "rate", rate, "ceil", rate],
-            ns=self.ns,
-        )
-        for source in sources:
-            netns.run(
-                ["tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip"]
-                + ["u32", "match", "ip", "src", f"{source}/32", "flowid", THROTTLE_CLASS],
-                ns=self.ns,
-            )
+        # An htb root (the only classful qdisc besides it here is none: no prio, no netem)
+        # with one class that a filter sends the throttled sources' packets to; unclassified
+        # traffic bypasses htb unshaped. The class holds a tbf that does the metering: the
+        # veth hands over GSO super-packets, which tbf cuts into MTU-sized segments and htb
+        # alone would let through whole whenever it has any tokens.
+        dev, cls = world.CENSOR_CLIENT_DEV, THROTTLE_CLASS
+        commands = [
+            f"qdisc replace dev {dev} root handle 1: htb",
+            f"class add dev {dev} parent 1: classid {cls} htb rate 10gbit",
+            f"qdisc add dev {dev} parent {cls} handle 20: tbf rate {rate} burst 1600 latency 2s",
+        ]
+        commands += [
+            f"filter add dev {dev} parent 1: protocol ip u32 match ip src {src}/32 flowid {cls}"
+            for src in sources
+        ]
+        for command in commands:
+            netns.run(["tc", *command.split()], ns=self.ns)
 
     def _unshape(self) -> None:
         with contextlib.suppress(netns.CommandError):

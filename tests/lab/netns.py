@@ -118,10 +118,8 @@ def _alive(pid: int) -> bool:
 
 def veth(ns_a: str, name_a: str, ns_b: str, name_b: str) -> None:
     """A veth pair between two namespaces, created inside them, both ends up."""
-    run(
-        ["ip", "link", "add", "name", name_a, "netns", ns_a, "type", "veth"]
-        + ["peer", "name", name_b, "netns", ns_b]
-    )
+    command = f"ip link add name {name_a} netns {ns_a} type veth peer name {name_b} netns {ns_b}"
+    run(command.split())
     run(["ip", "link", "set", "dev", name_a, "up"], ns=ns_a)
     run(["ip", "link", "set", "dev", name_b, "up"], ns=ns_b)
 
@@ -248,7 +246,9 @@ class _NsHTTPConnection(http.client.HTTPConnection):
         self.sock = connect(self._ns, (self.host, self.port), self.timeout)
 
 
-def http_get(ns: str, address: tuple[str, int], path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+def http_get(
+    ns: str, address: tuple[str, int], path: str, timeout: float = 5.0
+) -> tuple[int, bytes]:
     """GET http://address/path from inside namespace `ns`; return (status, body)."""
     conn = _NsHTTPConnection(ns, address[0], address[1], timeout)
     try:

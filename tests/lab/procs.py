@@ -100,7 +100,9 @@ class LabProcess:
 def lab_env() -> dict[str, str]:
     """The environment of lab processes: the repo importable, unbuffered output, no proxies."""
     env = {
-        k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and k != "PYTHONPATH"
+        k: v
+        for k, v in os.environ.items()
+        if not k.lower().endswith("_proxy") and k != "PYTHONPATH"
     }
     env["PYTHONPATH"] = str(REPO_ROOT)
     env["PYTHONUNBUFFERED"] = "1"

@@ -78,21 +78,31 @@ class LabPki:
 
 def server_specs(pki: LabPki, zone_file: Path) -> list[ServerSpec]:
     """The servers of the lab's internet (the censor's helpers are in censor.py)."""
-    web_tls = pki.leaf("web", world.names_in(world.WEB))
+    web_tls = pki.leaf("web", [*world.names_in(world.WEB), *world.CERT_FILLER_NAMES])
     cloud_tls = pki.leaf("cloud", world.names_in(world.CLOUD))
     doh_tls = pki.leaf("doh", [world.DOH_ADDRESS])
     page = ("--mode", "valid", "--body", world.PAGE_BODY)
     return [
-        ServerSpec("dns", world.INFRA, ("dns", "--listen", f"{world.DNS_ADDRESS}:53",
-                                        "--zone", str(zone_file))),
-        ServerSpec("doh", world.INFRA, ("doh", "--listen", f"{world.DOH_ADDRESS}:443",
-                                        "--zone", str(zone_file), *doh_tls)),
-        ServerSpec("blockpage", world.INFRA, ("web", "--listen", f"{world.BLOCKPAGE_ADDRESS}:80",
-                                              "--mode", "blockpage")),
+        ServerSpec(
+            "dns",
+            world.INFRA,
+            ("dns", "--listen", f"{world.DNS_ADDRESS}:53", "--zone", str(zone_file)),
+        ),
+        ServerSpec(
+            "doh",
+            world.INFRA,
+            ("doh", "--listen", f"{world.DOH_ADDRESS}:443", "--zone", str(zone_file), *doh_tls),
+        ),
+        ServerSpec(
+            "blockpage",
+            world.INFRA,
+            ("web", "--listen", f"{world.BLOCKPAGE_ADDRESS}:80", "--mode", "blockpage"),
+        ),
         # The web and cloud namespaces host whole prefixes on lo; one wildcard listener per
         # port answers on every address in them.
         ServerSpec("web-https", world.WEB, ("web", "--listen", "0.0.0.0:443", *page, *web_tls)),
         ServerSpec("web-http", world.WEB, ("web", "--listen", "0.0.0.0:80", *page)),
-        ServerSpec("cloud-https", world.CLOUD,
-                   ("web", "--listen", "0.0.0.0:443", *page, *cloud_tls)),
+        ServerSpec(
+            "cloud-https", world.CLOUD, ("web", "--listen", "0.0.0.0:443", *page, *cloud_tls)
+        ),
     ]

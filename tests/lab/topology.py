@@ -34,7 +34,9 @@ class Lab:
 
     def __init__(self, prefix: str = DEFAULT_PREFIX, workdir: Path | None = None) -> None:
         self.prefix = prefix
-        self._own_workdir = workdir is None
+        # A workdir we made is removed at stop unless kept (REACHPROBE_LAB_KEEP=1, or a test
+        # failed and the fixture wants the logs).
+        self.keep_workdir = workdir is not None or bool(os.environ.get("REACHPROBE_LAB_KEEP"))
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="reachprobe-lab-"))
         self.lock = netns.LabLock(prefix)
         self.servers: list[LabProcess] = []
@@ -122,7 +124,7 @@ class Lab:
             agent.wait_serving(deadline)
         self.prometheus.wait_ready(deadline)
         self.prometheus.wait_for(
-            'count(reachprobe_agent_info) by (role)',
+            "count(reachprobe_agent_info) by (role)",
             lambda result: len(result) == 2,
             timeout=max(deadline - time.monotonic(), 1.0),
             what="Prometheus scraping both agents",
@@ -141,7 +143,7 @@ class Lab:
             netns.destroy(name)
         self.lock.release()
         self.started = False
-        if self._own_workdir and not os.environ.get("REACHPROBE_LAB_KEEP"):
+        if not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Lab:

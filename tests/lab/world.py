@@ -1,4 +1,4 @@
-"""What the lab's small internet contains: its namespaces, links, addresses, names and targets.
+r"""What the lab's small internet contains: its namespaces, links, addresses, names and targets.
 
 Every address is in 198.18.0.0/15 (RFC 2544 benchmarking space), which the host never uses:
 
@@ -136,11 +136,18 @@ CLOUD_TARGETS = ("telegram-web", "telegram-dc", "twitch", "slack", "spotify", "v
 # The HTTP page the web and cloud servers serve, padded so that a rate limit shows in the HTTP
 # step's duration (throttling needs bytes to slow down).
 PAGE_MARKER = "hello from the reachprobe lab"
-PAGE_PADDING_BYTES = 24 * 1024
+PAGE_PADDING_BYTES = 16 * 1024
 PAGE_BODY = (
     f"<!doctype html><title>lab</title><p>{PAGE_MARKER}</p>\n"
-    + "<!-- " + "x" * PAGE_PADDING_BYTES + " -->\n"
+    + "<!-- "
+    + "x" * PAGE_PADDING_BYTES
+    + " -->\n"
 )
+
+# Real sites send 3-5 KB of certificates in the TLS handshake; a bare trustme leaf is 0.8 KB,
+# which a rate limit's burst lets through untouched. Extra SANs bring the web hosts' chain to
+# about 3.5 KB, so that throttling shows in the TLS step too.
+CERT_FILLER_NAMES = tuple(f"mirror{i}.{ZONE}" for i in range(120))
 
 BLOCKPAGE_PATTERN = r"rkn\.gov\.ru"
 

@@ -1,0 +1,106 @@
+"""The lab fixture: one lab per test session, built on first use and always torn down.
+
+Without root or the tools, every lab test skips with one reason (the skip comes from this
+fixture, so `pytest -ra` folds them into a single line) and the rest of the suite runs.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.lab import netns
+from tests.lab.prometheus import Prometheus
+from tests.lab.topology import Lab
+
+
+@dataclass
+class _LabRun:
+    """What the terminal summary reports about this session's lab."""
+
+    start_seconds: float = 0.0
+    total_seconds: float | None = None
+    leftovers: list[str] = field(default_factory=list)
+    failed_tests: list[str] = field(default_factory=list)
+    kept_workdir: str | None = None
+
+
+_run = _LabRun()
+
+
+def lab_unavailable() -> str | None:
+    """Why the lab cannot run on this machine, or None."""
+    reason = netns.missing_requirements()
+    if reason is None and Prometheus.binary() is None:
+        reason = "the censorship lab needs prometheus (Debian package prometheus)"
+    return reason
+
+
+def _host_links() -> str:
+    return subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """The running lab; its censor has no scenario applied between tests."""
+    reason = lab_unavailable()
+    if reason:
+        pytest.skip(f"{reason}; lab tests skipped")
+    if threading.current_thread() is threading.main_thread():
+        # A SIGTERM (CI cancelling) then unwinds through the teardown below, like Ctrl-C.
+        signal.signal(signal.SIGTERM, _terminate)
+    links_before = _host_links()
+    started = time.monotonic()
+    instance = Lab()
+    try:
+        instance.start()
+        _run.start_seconds = time.monotonic() - started
+        yield instance
+    finally:
+        # A failed run keeps its logs and configs for the summary to point at.
+        instance.keep_workdir = instance.keep_workdir or bool(_run.failed_tests)
+        instance.stop()
+        _run.total_seconds = time.monotonic() - started
+        _run.kept_workdir = str(instance.workdir) if instance.keep_workdir else None
+        _run.leftovers = netns.namespaces(instance.prefix)
+        if _host_links() != links_before:
+            _run.leftovers.append("a link in the host namespace")
+    assert not _run.leftovers, f"the lab left things behind: {_run.leftovers}"
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture
+def censor(lab: Lab) -> Iterator:
+    """The lab's censor, with every scenario removed after the test (pass or fail)."""
+    yield lab.censor
+    lab.censor.clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and item.get_closest_marker("lab"):
+        _run.failed_tests.append(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _run.total_seconds is None:
+        return
+    left = ", ".join(_run.leftovers) if _run.leftovers else "nothing"
+    terminalreporter.write_sep(
+        "-",
+        f"censorship lab: wall time {_run.total_seconds:.1f}s "
+        f"(start {_run.start_seconds:.1f}s); left behind: {left}",
+    )
+    if _run.kept_workdir:
+        terminalreporter.write_line(f"lab logs and configs kept in {_run.kept_workdir}")
