@@ -155,6 +155,51 @@ def throttle(name: str, address: str, rate: str) -> Scenario:
     return Scenario(name, f"throttling {address} to {rate}", shape=(rate, (address,)))
 
 
+# --- the lab's named scenarios ------------------------------------------------------------
+
+
+def _address(key: str) -> str:
+    return world.HOSTS[key].address
+
+
+def _name(key: str) -> str:
+    name = world.HOSTS[key].name
+    assert name is not None, key
+    return name
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        blackhole("blackhole", _address("blackhole")),
+        tcp_reset("rst", _address("rst"), 443),
+        icmp_unreachable("host-unreach", _address("host-unreach"), "host-unreachable"),
+        icmp_unreachable("net-unreach", _address("net-unreach"), "net-unreachable"),
+        sni_filter("sni", _name("sni-blocked")),
+        dns_poison("dns-nxdomain", {_name("dns-nxdomain"): "nxdomain"}),
+        # 10.10.34.35: a private address, as Russian ISPs' resolvers answer for blocked names.
+        dns_poison("dns-bogon", {_name("dns-bogon"): ["10.10.34.35"]}),
+        # A forged answer at once (the blockpage server's address), the genuine one 50ms later.
+        dns_poison(
+            "dns-injected",
+            {
+                _name("dns-injected"): {
+                    "kind": "inject",
+                    "addresses": [_address("dns-injected")],
+                    "forged": [world.BLOCKPAGE_ADDRESS],
+                    "delay": "50ms",
+                }
+            },
+        ),
+        http_blockpage("http-block", _address("http-block")),
+        # Slow enough to show in the TLS handshake (about 3.5 KB of certificates) and the page
+        # (16 KB), fast enough for both to finish within the agent's 1s timeout.
+        throttle("throttle", _address("throttle"), "384kbit"),
+        blackhole("cloud-prefix", world.CLOUD_PREFIX),
+    )
+}
+
+
 # --- applying them ----------------------------------------------------------------------------
 
 

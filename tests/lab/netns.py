@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import http.client
 import os
 import shutil
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 NETNS_DIR = Path("/run/netns")
+LOCK_FILE = Path("/run/reachprobe-lab.lock")
 CLONE_NEWNET = 0x40000000
 REQUIRED_TOOLS = ("ip", "nft", "tc")
 
@@ -139,8 +141,12 @@ def add_route(ns: str, prefix: str, via: str) -> None:
 
 
 def sysctl(ns: str, key: str, value: str) -> None:
-    """Set a sysctl inside `ns` (network sysctls are per namespace)."""
-    run(["sysctl", "-qw", f"{key}={value}"], ns=ns)
+    """Set a network sysctl inside `ns` (they are per namespace).
+
+    Written through /proc/sys from a shell in the namespace, so that procps is not needed.
+    """
+    path = "/proc/sys/" + key.replace(".", "/")
+    run(["sh", "-c", f"echo {value} > {path}"], ns=ns)
 
 
 def _in_namespace(name: str, fn, *args):
@@ -199,40 +205,38 @@ def wait_tcp(ns: str, address: tuple[str, int], deadline: float) -> None:
 
 
 class LabLock:
-    """An exclusive lock for labs using one prefix, so that two runs never share names.
+    """An exclusive lock (flock on LOCK_FILE), so that two lab runs never build at once.
 
     The kernel drops a lock whose holder died, so whatever a crashed run left behind is stale
-    by the time the next holder gets the lock and may be cleaned up.
+    by the time the next holder gets the lock and may be cleaned up. (Not a lock on /run/netns
+    itself: `ip netns add` takes that one.)
     """
 
-    def __init__(self, prefix: str) -> None:
-        self.path = Path(f"/run/reachprobe-lab-{prefix.strip('-') or 'lab'}.lock")
-        self._fh = None
+    def __init__(self) -> None:
+        self._fd: int | None = None
 
-    def acquire(self, timeout: float = 600.0) -> None:
+    def acquire(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for the lock."""
-        import fcntl
-
-        if self._fh is not None:
+        if self._fd is not None:
             return
-        fh = self.path.open("w")
+        fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + timeout
         while True:
             try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    fh.close()
-                    raise TimeoutError(f"another lab holds {self.path}") from None
+                    os.close(fd)
+                    raise TimeoutError(f"another lab run holds {LOCK_FILE}") from None
                 time.sleep(0.5)
-        self._fh = fh
+        self._fd = fd
 
     def release(self) -> None:
-        """Release the lock (closing the file drops it)."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        """Release the lock (closing the descriptor drops it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class _NsHTTPConnection(http.client.HTTPConnection):

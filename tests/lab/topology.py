@@ -7,7 +7,7 @@
     lab.stop()           # everything gone: processes, namespaces (and so every veth)
 
 `start` first removes whatever a crashed earlier run with the same prefix left behind (the
-prefix lock says no live run owns it), and `stop` is idempotent and registered at exit.
+lock on /run/netns says no live run owns it), and `stop` is idempotent and registered at exit.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from tests.lab.prometheus import Prometheus
 
 DEFAULT_PREFIX = os.environ.get("REACHPROBE_LAB_PREFIX", "rpl-")
 START_TIMEOUT_SECONDS = 60.0
+# How long `start` waits for another lab run (another `make test`) to finish with the lock.
+LOCK_TIMEOUT_SECONDS = 180.0
 
 
 class Lab:
@@ -38,7 +40,7 @@ class Lab:
         # failed and the fixture wants the logs).
         self.keep_workdir = workdir is not None or bool(os.environ.get("REACHPROBE_LAB_KEEP"))
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="reachprobe-lab-"))
-        self.lock = netns.LabLock(prefix)
+        self.lock = netns.LabLock()
         self.servers: list[LabProcess] = []
         self.pki: services.LabPki | None = None
         self.censor = Censor(self.ns(world.CENSOR), self.workdir)
@@ -70,7 +72,7 @@ class Lab:
         """Build the network, start servers, Prometheus and both agents; wait until scraped."""
         if self.started:
             return
-        self.lock.acquire()
+        self.lock.acquire(LOCK_TIMEOUT_SECONDS)
         atexit.register(self.stop)
         self.started = True
         deadline = time.monotonic() + timeout
@@ -133,6 +135,7 @@ class Lab:
     def stop(self) -> None:
         """Stop everything and delete every namespace; safe to call twice, or unstarted."""
         if not self.started:
+            self._remove_workdir()
             return
         for agent in self.agents.values():
             agent.stop()
@@ -143,6 +146,9 @@ class Lab:
             netns.destroy(name)
         self.lock.release()
         self.started = False
+        self._remove_workdir()
+
+    def _remove_workdir(self) -> None:
         if not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
