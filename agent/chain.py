@@ -119,6 +119,7 @@ class Prober:
             timeout=self.config.agent.timeout,
             injection_window=self.config.resolvers.injection_window,
             ssl_context=self.ssl_context,
+            limiter=self.semaphore,
         )
 
     async def _bounded(self, work: Callable[[], Awaitable[_T]]) -> _T:
@@ -205,11 +206,11 @@ class Prober:
         control = None
         if self.control_dns is not None:
             test, control = await asyncio.gather(
-                self._bounded(lambda: self.test_dns.resolve(target.hostname, self.bogons)),
-                self._bounded(lambda: self.control_dns.resolve(target.hostname, self.bogons)),
+                self.test_dns.resolve(target.hostname, self.bogons),
+                self.control_dns.resolve(target.hostname, self.bogons),
             )
         else:
-            test = await self._bounded(lambda: self.test_dns.resolve(target.hostname, self.bogons))
+            test = await self.test_dns.resolve(target.hostname, self.bogons)
         report.dns.append(test.result)
         report.addresses["test"] = len(test.addresses)
         if control is not None:

@@ -12,8 +12,10 @@ for `injection_window` after the first answer; two or more differing answers to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -141,16 +143,28 @@ class _UdpCollector(asyncio.DatagramProtocol):
 
 
 async def _udp(
-    query: dns.message.Message, server: tuple[str, int], timeout: float, window: float
+    query: dns.message.Message,
+    server: tuple[str, int],
+    timeout: float,
+    window: float,
+    limiter: AbstractAsyncContextManager[object],
 ) -> list[dns.message.Message]:
     loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(
-        lambda: _UdpCollector(query), remote_addr=server
-    )
+    # The limiter (the agent's concurrency slot) is held while waiting for an answer, not
+    # while merely listening for late injected ones: that window is passive, and holding a
+    # slot through it would cost every cycle ceil(targets / concurrency) windows.
+    async with limiter:
+        transport, proto = await loop.create_datagram_endpoint(
+            lambda: _UdpCollector(query), remote_addr=server
+        )
+        try:
+            transport.sendto(query.to_wire())
+            async with asyncio.timeout(timeout):
+                await proto.first
+        except BaseException:
+            transport.close()
+            raise
     try:
-        transport.sendto(query.to_wire())
-        async with asyncio.timeout(timeout):
-            await proto.first
         # Keep listening: a forged answer may arrive before or after the genuine one.
         await asyncio.sleep(window)
         return list(proto.responses)
@@ -178,7 +192,10 @@ class DnsClient:
         timeout: float,
         injection_window: float = 0.5,
         ssl_context: object | None = None,
+        limiter: AbstractAsyncContextManager[object] | None = None,
     ) -> None:
+        """`limiter` bounds queries in flight (the agent passes its concurrency semaphore)."""
+        self.limiter = limiter if limiter is not None else contextlib.nullcontext()
         self.resolver = resolver
         self.timeout = timeout
         self.injection_window = injection_window
@@ -212,12 +229,20 @@ class DnsClient:
         self, query: dns.message.Message, server: tuple[str, int] | None
     ) -> list[dns.message.Message]:
         kind = self.resolver.kind
+        if kind in ("udp", "system"):
+            assert server is not None
+            return await _udp(query, server, self.timeout, self.injection_window, self.limiter)
+        async with self.limiter:
+            return await self._stream_query(query, server)
+
+    async def _stream_query(
+        self, query: dns.message.Message, server: tuple[str, int] | None
+    ) -> list[dns.message.Message]:
+        kind = self.resolver.kind
         if kind == "doh":
             return await self._doh(query)
         assert server is not None
         host, port = server
-        if kind in ("udp", "system"):
-            return await _udp(query, server, self.timeout, self.injection_window)
         if kind == "tcp":
             return [await dns.asyncquery.tcp(query, host, timeout=self.timeout, port=port)]
         if kind == "dot":
