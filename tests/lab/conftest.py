@@ -1,7 +1,7 @@
-"""The lab fixture: one lab per test session, built on first use and always torn down.
+"""The lab fixture: one lab for all of tests/lab, built on first use and always torn down.
 
-Without root or the tools, every lab test skips with one reason (the skip comes from this
-fixture, so `pytest -ra` folds them into a single line) and the rest of the suite runs.
+Without root or the tools, each lab test module skips as a whole at import with one message
+(`skip_unless_lab_can_run`), and the rest of the suite runs.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.lab import netns
-from tests.lab.prometheus import Prometheus
-from tests.lab.topology import Lab
+from tests.lab.topology import Lab, unavailable
 
 
 @dataclass
@@ -34,24 +33,20 @@ class _LabRun:
 _run = _LabRun()
 
 
-def lab_unavailable() -> str | None:
-    """Why the lab cannot run on this machine, or None."""
-    reason = netns.missing_requirements()
-    if reason is None and Prometheus.binary() is None:
-        reason = "the censorship lab needs prometheus (Debian package prometheus)"
-    return reason
-
-
 def _host_links() -> str:
     return subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab() -> Iterator[Lab]:
-    """The running lab; its censor has no scenario applied between tests."""
-    reason = lab_unavailable()
+    """The running lab; its censor has no scenario applied between tests.
+
+    Package scope: built for the first lab test, torn down after the last test of tests/lab,
+    so the wall time measured here is the lab's alone.
+    """
+    reason = unavailable()
     if reason:
-        pytest.skip(f"{reason}; lab tests skipped")
+        pytest.skip(reason)
     if threading.current_thread() is threading.main_thread():
         # A SIGTERM (CI cancelling) then unwinds through the teardown below, like Ctrl-C.
         signal.signal(signal.SIGTERM, _terminate)

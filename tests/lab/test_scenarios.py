@@ -18,7 +18,9 @@ from tests.lab import censor as scenarios
 from tests.lab import observe, world
 from tests.lab.agents import CheckResult
 from tests.lab.censor import Censor, Scenario
-from tests.lab.topology import Lab
+from tests.lab.topology import Lab, skip_unless_lab_can_run
+
+skip_unless_lab_can_run()
 
 # The first test also builds the lab, and may wait for another run's lab to finish.
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
@@ -192,6 +194,13 @@ def test_throttling_shows_in_durations(lab: Lab, censor: Censor) -> None:
             observe.DETECTION_SECONDS,
             f"rule: {target} {step} at least {factor}x slower at the censored vantage",
         )
+    observe.wait_true(
+        prom,
+        observe.selector("reachprobe:http_throughput_ratio:control_over_test", target=target)
+        + " > 10",
+        observe.DETECTION_SECONDS,
+        f"rule: {target} downloads at least 10x faster at the control vantage",
+    )
     censored, control = (
         p.result() for p in (lab.censored.start_check(target), lab.control.start_check(target))
     )

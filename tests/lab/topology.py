@@ -31,6 +31,23 @@ START_TIMEOUT_SECONDS = 60.0
 LOCK_TIMEOUT_SECONDS = 180.0
 
 
+def unavailable() -> str | None:
+    """Why the lab cannot run on this machine (not root, a tool missing), or None."""
+    reason = netns.missing_requirements()
+    if reason is None and Prometheus.binary() is None:
+        reason = "the censorship lab needs prometheus (Debian package prometheus)"
+    return reason
+
+
+def skip_unless_lab_can_run() -> None:
+    """Skip the calling test module, with one message, when the lab cannot run here."""
+    import pytest
+
+    reason = unavailable()
+    if reason:
+        pytest.skip(f"{reason}; lab tests skipped", allow_module_level=True)
+
+
 class Lab:
     """The censorship lab. Requires root; see `netns.missing_requirements`."""
 
