@@ -205,6 +205,7 @@ def test_throttling_shows_in_durations(lab: Lab, censor: Censor) -> None:
         p.result() for p in (lab.censored.start_check(target), lab.control.start_check(target))
     )
     assert censored.verdict(target) == REACHABLE, censored.target(target)
+    assert_all_reachable(control, [target])
     for step in ("tls", "http"):
         slow = censored.step(target, step)["duration_seconds"]
         fast = control.step(target, step)["duration_seconds"]

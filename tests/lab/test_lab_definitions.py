@@ -1,0 +1,116 @@
+"""The lab's definitions, checked without root: the agent and Prometheus accept the configs the
+lab writes, the address plan holds together, and the scenarios say what they mean.
+
+These run everywhere, so a mistake in the lab's data shows up even where the lab cannot run.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent.config import parse_config
+from tests.lab import world
+from tests.lab.agents import CENSORED_VANTAGE, CONTROL_VANTAGE, agent_config
+from tests.lab.censor import SCENARIOS, Scenario
+from tests.lab.prometheus import prometheus_config
+
+LAB_NET = ipaddress.ip_network(world.LAB_NET)
+
+
+@pytest.mark.parametrize("vantage", [CENSORED_VANTAGE, CONTROL_VANTAGE], ids=lambda v: v.role)
+def test_agent_config_is_valid_and_explicit(vantage, tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("placeholder; the config only checks that the file exists\n")
+    config = parse_config(agent_config(vantage, ca_file), "lab")
+    assert config.agent.role == vantage.role
+    # Never the system resolver: both resolvers are lab servers.
+    assert config.resolvers.test.type == "udp"
+    assert config.resolvers.test.servers == [world.DNS_ADDRESS]
+    assert config.resolvers.control is not None
+    assert config.resolvers.control.url == f"https://{world.DOH_ADDRESS}/dns-query"
+    assert {t.name for t in config.targets} == set(world.HOSTS)
+    assert config.agent.timeout < config.agent.interval
+
+
+def test_prometheus_config_is_valid(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(prometheus_config(list(world.AGENT_LISTEN.values()))))
+    proc = subprocess.run(
+        [promtool, "check", "config", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _local_networks(role: str) -> list[ipaddress.IPv4Network]:
+    return [ipaddress.ip_network(p) for p in world.LOCAL_PREFIXES.get(role, ())]
+
+
+def test_every_address_is_lab_space_and_hosted_where_it_says() -> None:
+    for key, host in world.HOSTS.items():
+        address = ipaddress.ip_address(host.address)
+        assert address in LAB_NET, key
+        assert any(address in net for net in _local_networks(host.ns)), key
+    for link in world.LINKS:
+        for cidr in (link.a_addr, link.b_addr):
+            assert ipaddress.ip_interface(cidr).ip in LAB_NET, link
+    for _, prefix, via in world.ROUTES:
+        assert ipaddress.ip_network(prefix).subnet_of(LAB_NET)
+        assert ipaddress.ip_address(via) in LAB_NET
+
+
+def test_no_default_route_anywhere() -> None:
+    """Without a default route a lab process cannot send to the host's network."""
+    assert all(prefix not in ("0.0.0.0/0", "default") for _, prefix, _ in world.ROUTES)
+
+
+def test_cloud_targets_fill_the_blackholed_prefix() -> None:
+    prefix = ipaddress.ip_network(world.CLOUD_PREFIX)
+    assert len(world.CLOUD_TARGETS) >= 5
+    for key in world.CLOUD_TARGETS:
+        assert ipaddress.ip_address(world.HOSTS[key].address) in prefix
+    outside = [k for k in world.HOSTS if k not in world.CLOUD_TARGETS]
+    assert all(ipaddress.ip_address(world.HOSTS[k].address) not in prefix for k in outside)
+
+
+def test_sni_pair_shares_an_address() -> None:
+    assert world.HOSTS["sni-blocked"].address == world.HOSTS["sni-innocent"].address
+    assert world.HOSTS["sni-blocked"].name != world.HOSTS["sni-innocent"].name
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS.values(), ids=list(SCENARIOS))
+def test_scenario_nft_script_replaces_only_its_own_table(scenario: Scenario) -> None:
+    script = scenario.nft_script()
+    assert scenario.table.startswith("rpl_")
+    tables = set(re.findall(r"table inet (\S+)", script))
+    assert tables == {scenario.table}
+    # Idempotent apply: create-if-absent, delete, then define.
+    lines = script.splitlines()
+    assert lines[0] == f"table inet {scenario.table}"
+    assert lines[1] == f"delete table inet {scenario.table}"
+
+
+def test_scenarios_touch_one_target_each() -> None:
+    """Each scenario's rules name only its own host, so scenarios never see each other."""
+    for name, scenario in SCENARIOS.items():
+        text = " ".join([*scenario.forward, *scenario.prerouting])
+        text += " ".join(" ".join(spec) for spec in scenario.iptables)
+        text += str(scenario.shape or "") + str(dict(scenario.dns_lies))
+        tokens = set(re.findall(r"[\w.-]+", text))
+        named = {k for k, h in world.HOSTS.items() if {h.address, h.name} & tokens}
+        if name == "cloud-prefix":
+            assert world.CLOUD_PREFIX in text
+        elif name == "sni":
+            # The address is shared with sni-innocent, but the rule matches the name only.
+            assert named == {"sni-blocked"}
+        else:
+            assert len(named) == 1, (name, named)
