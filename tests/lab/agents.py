@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from tests.lab import netns, world
-from tests.lab.procs import REPO_ROOT, LabProcess, lab_env, python_argv
+from tests.lab.procs import REPO_ROOT, LabProcess, die_with_parent, lab_env, python_argv
 
 # Short cycles keep the suite fast: a rule change shows in the metrics within one interval.
 INTERVAL_SECONDS = 2.0
@@ -132,6 +132,7 @@ class Agent:
             text=True,
             cwd=REPO_ROOT,
             env=lab_env(),
+            preexec_fn=die_with_parent,
         )
         return PendingCheck(self.vantage.vantage, popen)
 

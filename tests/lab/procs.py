@@ -25,9 +25,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 _live: list[LabProcess] = []
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """preexec_fn for Popen: the child gets SIGKILL when the process that started it dies."""
     # Runs in the child between fork and exec; `ip netns exec` execs the command in place,
-    # so the setting survives into the server or agent itself.
+    # so the setting survives into the server or agent itself. The "parent" is the forking
+    # *thread*: start lab processes from a thread that lives as long as the lab (the main one).
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
@@ -55,7 +57,7 @@ class LabProcess:
                 # Its own session: a Ctrl-C in the terminal reaches the test run, which then
                 # stops the lab in order, instead of killing servers under a live agent.
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         _live.append(self)
 
