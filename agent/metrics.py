@@ -9,7 +9,13 @@ from __future__ import annotations
 import contextlib
 from collections import defaultdict
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 
 from agent import __version__
 from agent.chain import TargetReport
@@ -25,6 +31,9 @@ class Metrics:
     """The agent's registry and the series it exports."""
 
     def __init__(self) -> None:
+        # `_created` series add one series per labelled counter and histogram and tell
+        # nothing the rules use. The switch is process-wide; the agent has one registry.
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.results = Counter(
@@ -123,16 +132,27 @@ class Metrics:
             ok = any(s.ok for s in ran)
             self._labels(self.success, name, step.value).set(1 if ok else 0)
             shown = next((s for s in chosen if s.step == step), ran[0])
-            if shown.result != SKIPPED:
-                self._labels(self.last_duration, name, step.value).set(shown.duration_seconds)
+            self._set_or_drop(
+                self.last_duration, (name, step.value),
+                None if shown.result == SKIPPED else shown.duration_seconds,
+            )  # fmt: skip
         self._labels(self.up, name).set(1 if report.verdict == REACHABLE else 0)
         for verdict in VERDICTS:
             self._labels(self.verdict, name, verdict).set(1 if verdict == report.verdict else 0)
         for resolver, count in report.addresses.items():
             self._labels(self.addresses, name, resolver).set(count)
         http = next((s for s in chosen if s.step == Step.HTTP and s.ok), None)
-        if http is not None and http.data.get("bytes_per_second") is not None:
-            self._labels(self.throughput, name).set(float(http.data["bytes_per_second"]))  # type: ignore[arg-type]
+        rate = http.data.get("bytes_per_second") if http is not None else None
+        self._set_or_drop(self.throughput, (name,), float(rate) if rate is not None else None)  # type: ignore[arg-type]
+
+    def _set_or_drop(self, gauge: Gauge, labels: tuple[str, ...], value: float | None) -> None:
+        """Set a "last run" gauge, or remove it when this cycle has no value: a stale figure
+        from an earlier cycle would read as current."""
+        if value is not None:
+            self._labels(gauge, *labels).set(value)
+        else:
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
 
     def cycle_done(self, duration: float, finished_at: float) -> None:
         """Record a finished cycle."""
