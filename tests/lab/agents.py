@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from tests.lab import netns, world
+from tests.lab import netns, procs, world
 from tests.lab.procs import REPO_ROOT, LabProcess, die_with_parent, lab_env, python_argv
 
 # Short cycles keep the suite fast: a rule change shows in the metrics within one interval.
@@ -99,18 +98,10 @@ class Agent:
 
     def wait_serving(self, deadline: float) -> None:
         """Poll /healthz until the agent answers; raise with its log if it died."""
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            self.process.check_running()
-            try:
-                status, _ = netns.http_get(self.ns, self.listen, "/healthz", 1.0)
-                if status == 200:
-                    return
-            except OSError as exc:
-                last = exc
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.vantage.vantage} not serving: {last}\n{self.log_tail()}")
+        assert self.process is not None
+        procs.wait_http_ok(
+            self.process, self.listen, "/healthz", deadline, f"{self.vantage.vantage} not serving"
+        )
 
     def log_tail(self) -> str:
         """The end of the daemon's log."""

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -123,3 +124,22 @@ def stop_all() -> None:
 
 
 atexit.register(stop_all)
+
+
+def wait_http_ok(
+    process: LabProcess, address: tuple[str, int], path: str, deadline: float, what: str
+) -> None:
+    """Poll GET `path` on `address` from the process's namespace until it answers 200.
+
+    Fails at once if the process died; on timeout the error carries the process's log.
+    """
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        process.check_running()
+        try:
+            if netns.http_get(process.ns, address, path, 1.0)[0] == 200:
+                return
+        except OSError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise TimeoutError(f"{what}: {last}\n{process.log_tail()}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.lab import netns, world
+from tests.lab import netns, procs, world
 from tests.lab.procs import REPO_ROOT, LabProcess
 
 RULES_FILE = REPO_ROOT / "deploy" / "prometheus" / "reachprobe.rules.yml"
@@ -97,17 +97,8 @@ class Prometheus:
 
     def wait_ready(self, deadline: float) -> None:
         """Poll /-/ready until Prometheus serves queries."""
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            self.process.check_running()
-            try:
-                if netns.http_get(self.ns, self.address, "/-/ready", 1.0)[0] == 200:
-                    return
-            except OSError as exc:
-                last = exc
-            time.sleep(0.1)
-        raise TimeoutError(f"prometheus not ready: {last}\n{self.process.log_tail()}")
+        assert self.process is not None
+        procs.wait_http_ok(self.process, self.address, "/-/ready", deadline, "prometheus not ready")
 
     def query(self, expr: str) -> list[dict]:
         """An instant query; returns the result vector, each item `{"metric", "value"}`."""
