@@ -40,8 +40,8 @@ BROWSER_HEADERS = {
 }
 
 
-class TooManyRedirects(Exception):
-    """The target kept redirecting within its own host."""
+class RedirectError(Exception):
+    """A redirect that cannot be followed: a loop within the host, or a malformed Location."""
 
 
 class _PinnedResolver(AbstractResolver):
@@ -137,7 +137,9 @@ def _judge(resp: _Response, expect: HttpExpectations) -> tuple[str, str]:
 
 
 def _same_host(url: str, host: str) -> bool:
+    """True if `url` is http(s) on `host`; ValueError if it is malformed (a bad port too)."""
     parts = urlsplit(url)
+    parts.port  # noqa: B018 - urlsplit checks the port only when asked
     return parts.scheme in ("http", "https") and (parts.hostname or "").lower() == host.lower()
 
 
@@ -168,14 +170,18 @@ async def fetch(
                 location = resp.headers.get("location")
                 if resp.status not in REDIRECTS or not location:
                     break
-                target = urljoin(resp.url, location)
-                if not _same_host(target, host):
+                try:
+                    target = urljoin(resp.url, location)
+                    same_host = _same_host(target, host)
+                except ValueError as exc:
+                    raise RedirectError(f"malformed redirect {location[:100]!r}: {exc}") from None
+                if not same_host:
                     data["redirect"] = target
                     break
                 if hops == MAX_REDIRECTS:
-                    raise TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
+                    raise RedirectError(f"more than {MAX_REDIRECTS} redirects")
                 resp = await _fetch(session, target, expect.max_body)
-    except (OSError, TimeoutError, aiohttp.ClientError, ssl.SSLError, TooManyRedirects) as exc:
+    except (OSError, TimeoutError, aiohttp.ClientError, ssl.SSLError, RedirectError) as exc:
         code, detail = classify(Step.HTTP, exc)
         return StepResult(Step.HTTP, code, endpoint, time.perf_counter() - start, detail)
     elapsed = time.perf_counter() - start

@@ -107,6 +107,13 @@ async def test_redirect_loops_within_the_host_are_an_error(serve) -> None:
     assert "redirects" in result.detail
 
 
+@pytest.mark.parametrize("location", ["http://[::1", "http://site.test:99999/"])
+async def test_malformed_redirects_are_an_error(serve, location: str) -> None:
+    result = await probe(await serve(responder(redirect(location))))
+    assert result.result == "http_error"
+    assert "redirect" in result.detail
+
+
 async def test_redirect_to_a_known_isp_blockpage_is_named(serve) -> None:
     port = await serve(responder(redirect("http://blocked.netbynet.ru/?url=site.test")))
     result = await probe(port)
