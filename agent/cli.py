@@ -58,8 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     check = add("check", "probe every target once, print the results, exit")
     check.add_argument(
-        "--target", "-t", action="append", metavar="NAME", help="only this target (repeatable)"
-    )
+        "--target", "-t", action="extend", nargs="+", metavar="NAME",
+        help="only these targets (names; the flag may also be repeated)",
+    )  # fmt: skip
     check.add_argument("--format", "-f", choices=["table", "json"], default="table")
     add("validate", "check a config file and exit")
     return parser
