@@ -45,6 +45,11 @@ class TargetReport:
         """All step results: DNS first, then each address's chain."""
         return [*self.dns, *(s for chain in self.chains for s in chain)]
 
+    @property
+    def deciding_steps(self) -> list[StepResult]:
+        """DNS and the address chain that speaks for the target (see `representative`)."""
+        return [*self.dns, *representative(self.chains)]
+
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
             "name": self.target.name,
@@ -261,7 +266,7 @@ class Prober:
             )
             if report.dns and target.uses_tls:
                 self._check_consistency(report, control)
-        report.verdict = chain_verdict([*report.dns, *representative(report.chains)])
+        report.verdict = chain_verdict(report.deciding_steps)
         return report
 
     async def aclose(self) -> None:

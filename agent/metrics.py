@@ -20,7 +20,7 @@ from prometheus_client import (
 from agent import __version__
 from agent.chain import TargetReport
 from agent.config import Config
-from agent.verdict import REACHABLE, VERDICTS, representative
+from agent.verdict import REACHABLE, VERDICTS
 from probes.taxonomy import SKIPPED, Step
 
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -118,17 +118,17 @@ class Metrics:
     def observe(self, report: TargetReport) -> None:
         """Record one target's cycle."""
         name = report.target.name
-        for step in report.steps:
+        steps = report.steps
+        for step in steps:
             if step.result == SKIPPED:
                 continue
             self._labels(self.results, name, step.step.value, step.result).inc()
             self.duration.labels(step.step.value).observe(step.duration_seconds)
-        chosen = [*report.dns, *representative(report.chains)]
-        steps_present = {s.step for s in report.steps}
+        chosen = report.deciding_steps
         for step in Step:
-            if step not in steps_present:
+            ran = [s for s in steps if s.step == step]
+            if not ran:
                 continue
-            ran = [s for s in report.steps if s.step == step]
             ok = any(s.ok for s in ran)
             self._labels(self.success, name, step.value).set(1 if ok else 0)
             shown = next((s for s in chosen if s.step == step), ran[0])

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from agent import __version__
 from agent.chain import TargetReport
 from agent.config import Config
-from agent.verdict import REACHABLE, first_failure, representative
+from agent.verdict import REACHABLE, first_failure
 
 
 def to_json(config: Config, reports: Sequence[TargetReport]) -> str:
@@ -32,8 +32,7 @@ def why(report: TargetReport) -> str:
     """The deciding failure of a report in one line (empty when it is reachable)."""
     if report.error is not None:
         return report.error
-    chosen = [*report.dns, *representative(report.chains)]
-    failure = first_failure(chosen)
+    failure = first_failure(report.deciding_steps)
     if failure is None:
         return ""
     where = f" {failure.address}" if failure.address else ""

@@ -52,6 +52,6 @@ def representative(chains: Sequence[Sequence[StepResult]]) -> Sequence[StepResul
     """The chain that speaks for the target: a fully successful one if there is one, else the
     one that got furthest (it shows best where the path breaks), the first on a tie."""
     for chain in chains:
-        if first_failure(chain) is None and any(s.result == OK for s in chain):
+        if chain_verdict(chain) == REACHABLE:
             return chain
     return max(chains, key=progress) if chains else ()
