@@ -61,17 +61,13 @@ def summarize(reports: Sequence[TargetReport]) -> str:
 class Scheduler:
     """Runs cycles until stopped, reloading the config on request."""
 
-    def __init__(
-        self,
-        config: Config,
-        metrics: Metrics,
-        config_path: Path | None,
-        loader: Callable[[Path | None], Config] = load_config,
-    ) -> None:
+    def __init__(self, config: Config, metrics: Metrics, config_path: Path | None) -> None:
         self.config = config
+        # What the probes share (TLS context, fingerprints, resolver pools) belongs to a
+        # config, not a cycle: built once here, replaced only by a reload.
+        self.prober = Prober(config)
         self.metrics = metrics
         self.config_path = config_path
-        self.loader = loader
         self.cycles = 0
         self.last_cycle_end: float | None = None
         self.started = time.time()
@@ -86,29 +82,27 @@ class Scheduler:
         """Ask the loop to finish (SIGTERM/SIGINT); the running cycle is cancelled."""
         self._stop.set()
 
-    def _apply_reload(self) -> None:
+    async def _apply_reload(self) -> None:
         self._reload.clear()
         try:
-            new = self.loader(self.config_path)
+            new = load_config(self.config_path)
         except ConfigError as exc:
             self.metrics.config_reloads.labels("failure").inc()
             log.error("config reload failed, keeping the old config:\n%s", exc)
             return
         if new.agent.listen != self.config.agent.listen:
             log.warning("agent.listen changed: the new address takes effect after a restart")
-        self.config = new
+        old = self.prober
+        self.config, self.prober = new, Prober(new)
+        await old.aclose()
         self.metrics.configure(new)
         self.metrics.config_reloads.labels("success").inc()
         log.info("config reloaded: %d targets", len(new.targets))
 
     async def _one_cycle(self) -> None:
         config = self.config
-        prober = Prober(config)
         start = time.monotonic()
-        try:
-            reports = await run_cycle(prober, config.targets, config.agent.effective_jitter)
-        finally:
-            await prober.aclose()
+        reports = await run_cycle(self.prober, config.targets, config.agent.effective_jitter)
         for report in reports:
             self.metrics.observe(report)
             log.debug("%s: %s %s", report.target.name, report.verdict, why(report))
@@ -129,10 +123,16 @@ class Scheduler:
 
     async def run(self) -> None:
         """Cycle until stop() is called."""
+        try:
+            await self._cycles()
+        finally:
+            await self.prober.aclose()
+
+    async def _cycles(self) -> None:
         self.metrics.configure(self.config)
         while not self._stop.is_set():
             if self._reload.is_set():
-                self._apply_reload()
+                await self._apply_reload()
             started = time.monotonic()
             cycle = asyncio.ensure_future(self._one_cycle())
             stopper = asyncio.ensure_future(self._stop.wait())
