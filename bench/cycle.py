@@ -1,7 +1,7 @@
 """Benchmark: CPU, memory and wall time per probe of reachprobe vs. prometheus-blackbox-exporter.
 
 Everything runs on loopback (127.0.0.0/8): one HTTPS server and one DNS server from
-`tests/servers` (each in its own process, so that their CPU is charged to neither tool), then
+`simlab` (each in its own process, so that their CPU is charged to neither tool), then
 
 1. reachprobe `check --format json` over N URL targets by name (DNS + TCP + TLS + HTTP),
 2. reachprobe over the same N URLs with the IP literal as host (TCP + TLS + HTTP, no DNS),
@@ -32,15 +32,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+import yaml
+
+from simlab.certs import Pki
+from simlab.net import closed_port
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# `tests.servers` is imported from the source tree, as the test suite does.
-sys.path.insert(0, str(REPO_ROOT))
-
-import aiohttp  # noqa: E402
-import yaml  # noqa: E402
-
-from tests.servers.certs import Pki  # noqa: E402
-from tests.servers.net import closed_port  # noqa: E402
 
 HOST = "127.0.0.1"
 DOMAIN = "bench.test"
@@ -390,7 +388,7 @@ def start_servers(children: Children, workdir: Path, targets: int) -> tuple[Pki,
     cert, key = pki.issue_files("web", f"*.{DOMAIN}", HOST)
     zone = workdir / "zone.yaml"
     zone.write_text(yaml.safe_dump({target_name(i): [HOST] for i in range(targets)}))
-    server = [sys.executable, "-m", "tests.servers"]
+    server = [sys.executable, "-m", "simlab"]
     dns_argv = [*server, "dns", "--listen", f"{HOST}:0", "--zone", str(zone)]
     _, dns_line = children.start(dns_argv, re.compile(r"^ready dns"))
     web_argv = [*server, "web", "--listen", f"{HOST}:0", "--mode", "valid"]

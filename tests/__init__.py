@@ -1,1 +1,1 @@
-"""reachprobe's test suite (a package so that `python -m tests.servers` works from the tree)."""
+"""reachprobe's test suite (a package so that tests can import shared helpers)."""

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.servers.background import BackgroundLoop
-from tests.servers.loopback import LoopbackLab
+from simlab.background import BackgroundLoop
+from simlab.loopback import LoopbackLab
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import Pki, Zone, closed_port, server_context, start_dns, start_web
+from simlab import Pki, Zone, closed_port, server_context, start_dns, start_web
 
 REPO = Path(__file__).resolve().parent.parent
 DEADLINE = 20.0  # seconds any awaited condition may take before the test fails

@@ -19,8 +19,10 @@ import pytest
 import yaml
 
 from probes.taxonomy import OONI_FAILURE
-from tests.servers.background import BackgroundLoop
-from tests.servers.loopback import BOGON_ADDRESS, HOST, REPO_ROOT, LoopbackLab
+from simlab.background import BackgroundLoop
+from simlab.loopback import BOGON_ADDRESS, HOST, LoopbackLab
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 WriteConfig = Callable[..., Path]
 # A bound on one CLI run: the agent's timeout is 1s, the DNS injection window 0.3s.

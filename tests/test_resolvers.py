@@ -17,8 +17,8 @@ from probes import dns as dnsprobe
 from probes.bogons import BogonFilter
 from probes.dns import DnsClient, Resolver
 from probes.tls import make_context
-from tests.servers import Pki, Zone, server_context, start_dns, start_doh
-from tests.servers.net import StreamServer, bind_socket
+from simlab import Pki, Zone, server_context, start_dns, start_doh
+from simlab.net import StreamServer, bind_socket
 
 LOOPBACK = BogonFilter(["127.0.0.0/8", "::1/128"])
 ZONE = Zone({"site.test": ["127.0.0.7", "::1"], "gone.test": "nxdomain"})

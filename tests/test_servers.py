@@ -24,21 +24,22 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.servers.background import BackgroundLoop
-from tests.servers.certs import Pki, client_context, server_context_from_files
-from tests.servers.loopback import (
+from simlab.background import BackgroundLoop
+from simlab.certs import Pki, client_context, server_context_from_files
+from simlab.loopback import (
     BOGON_ADDRESS,
     BOGON_EXEMPT,
     CONTROL_ONLY_ADDRESS,
     FORGED_ADDRESS,
     HOST,
     ISP_REDIRECT,
-    REPO_ROOT,
     LoopbackLab,
 )
-from tests.servers.net import closed_port, parse_listen
-from tests.servers.web import BLOCKPAGE_BODY, VALID_BODY, HttpServer
-from tests.servers.zone import Behaviour, Zone
+from simlab.net import closed_port, parse_listen
+from simlab.web import BLOCKPAGE_BODY, VALID_BODY, HttpServer
+from simlab.zone import Behaviour, Zone
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 NOERROR, NXDOMAIN = dns.rcode.NOERROR, dns.rcode.NXDOMAIN
 DNS_MESSAGE = "application/dns-message"
@@ -428,9 +429,9 @@ async def test_issued_files_serve_https_in_process(tmp_path: Path) -> None:
 
 
 async def _start_cli(*args: str) -> tuple[asyncio.subprocess.Process, str]:
-    """Start `python -m tests.servers ARGS` and return it with its ready line's last word."""
+    """Start `python -m simlab ARGS` and return it with its ready line's last word."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.servers", *args, stdout=asyncio.subprocess.PIPE, cwd=REPO_ROOT
+        sys.executable, "-m", "simlab", *args, stdout=asyncio.subprocess.PIPE, cwd=REPO_ROOT
     )
     try:
         async with asyncio.timeout(10):
@@ -464,7 +465,7 @@ async def test_cli_dns(tmp_path: Path) -> None:
 
 async def test_cli_certs_and_https_web(tmp_path: Path) -> None:
     certs = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.servers", "certs", "--dir", str(tmp_path),
+        sys.executable, "-m", "simlab", "certs", "--dir", str(tmp_path),
         "--stem", "web", "--name", "cli.test", "--name", HOST, cwd=REPO_ROOT,
     )  # fmt: skip
     async with asyncio.timeout(20):

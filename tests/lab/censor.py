@@ -31,7 +31,7 @@ class Scenario:
       lacks);
     - `shape`: a rate (tc syntax, e.g. `256kbit`) and the source addresses whose traffic to the
       censored client it applies to;
-    - `dns_lies`: tests.servers zone overrides for a lying resolver the censor runs and
+    - `dns_lies`: simlab zone overrides for a lying resolver the censor runs and
       redirects the lab resolver's port 53 to.
     """
 
@@ -119,7 +119,7 @@ def sni_filter(name: str, server_name: str, port: int = 443) -> Scenario:
 def dns_poison(name: str, lies: Mapping[str, object]) -> Scenario:
     """Redirect the lab resolver's port 53 to a resolver on the censor that lies for `lies`.
 
-    `lies` maps a name to a tests.servers behaviour (`nxdomain`, an address list, an `inject`
+    `lies` maps a name to a simlab behaviour (`nxdomain`, an address list, an `inject`
     mapping); other names get the genuine answers. DoH (TCP 443) is not redirected, so a
     control resolver over DoH still gets the truth.
     """

@@ -1,6 +1,6 @@
-"""The lab's servers: tests.servers' DNS, DoH and web servers run inside the namespaces.
+"""The lab's servers: simlab' DNS, DoH and web servers run inside the namespaces.
 
-Each server is `python -m tests.servers <kind> ...` in its namespace; it prints one
+Each server is `python -m simlab <kind> ...` in its namespace; it prints one
 `ready <kind> ...` line once it accepts traffic, which is what `wait_ready` waits for.
 """
 
@@ -13,14 +13,14 @@ from pathlib import Path
 
 import yaml
 
+from simlab.certs import Pki
 from tests.lab import world
 from tests.lab.procs import LabProcess, python_argv
-from tests.servers.certs import Pki
 
 
 @dataclass(frozen=True)
 class ServerSpec:
-    """One server to run: a name for logs, a namespace role, and tests.servers arguments."""
+    """One server to run: a name for logs, a namespace role, and simlab arguments."""
 
     name: str
     role: str
@@ -29,7 +29,7 @@ class ServerSpec:
 
 def start_server(spec: ServerSpec, ns: str, log_dir: Path) -> LabProcess:
     """Start one server (without waiting for it)."""
-    argv = python_argv("-m", "tests.servers", *spec.args)
+    argv = python_argv("-m", "simlab", *spec.args)
     return LabProcess(spec.name, ns, argv, log_dir / f"{spec.name}.log")
 
 
@@ -52,9 +52,9 @@ def wait_ready(procs: Iterable[LabProcess], deadline: float) -> None:
 
 
 def write_zone(path: Path, overrides: Mapping[str, object] | None = None) -> Path:
-    """Write the lab zone (world.zone_records) as tests.servers zone YAML, with `overrides`.
+    """Write the lab zone (world.zone_records) as simlab zone YAML, with `overrides`.
 
-    An override maps a name to a tests.servers behaviour (`nxdomain`, an address list, an
+    An override maps a name to a simlab behaviour (`nxdomain`, an address list, an
     `inject` mapping ...): that is how the censor's lying resolver is made.
     """
     zone: dict[str, object] = dict(world.zone_records())

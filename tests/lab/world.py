@@ -174,7 +174,7 @@ def targets() -> list[dict[str, object]]:
 
 
 def zone_records() -> dict[str, list[str]]:
-    """The lab zone for tests.servers' DNS and DoH servers: name -> addresses."""
+    """The lab zone for simlab' DNS and DoH servers: name -> addresses."""
     return {host.name: [host.address] for host in HOSTS.values() if host.name}
 
 

@@ -1,11 +1,11 @@
 """Command line: run one test server until SIGTERM/SIGINT, or write test certificates.
 
-    python -m tests.servers dns --listen 198.18.0.53:53 --zone zone.yaml
-    python -m tests.servers doh --listen 198.18.0.54:443 --zone zone.yaml --cert C --key K
-    python -m tests.servers web --listen 198.18.0.80:443 --mode valid --cert C --key K
-    python -m tests.servers web --listen 198.18.0.81:443 --mode reset
-    python -m tests.servers certs --dir DIR --stem web --name web.test --name 198.18.0.80
-    python -m tests.servers closed-port --host 127.0.0.1
+    python -m simlab dns --listen 198.18.0.53:53 --zone zone.yaml
+    python -m simlab doh --listen 198.18.0.54:443 --zone zone.yaml --cert C --key K
+    python -m simlab web --listen 198.18.0.80:443 --mode valid --cert C --key K
+    python -m simlab web --listen 198.18.0.81:443 --mode reset
+    python -m simlab certs --dir DIR --stem web --name web.test --name 198.18.0.80
+    python -m simlab closed-port --host 127.0.0.1
 
 A server prints one line `ready <kind> <url-or-addr>` on stdout once it accepts traffic.
 """
@@ -20,13 +20,13 @@ import sys
 from pathlib import Path
 from typing import Protocol
 
-from tests.servers.certs import Pki, server_context_from_files
-from tests.servers.dns import DnsServer
-from tests.servers.doh import DohServer
-from tests.servers.net import closed_port, format_hostport, parse_listen
-from tests.servers.tcp import HANDSHAKE_FAILURE
-from tests.servers.web import FINAL_PATH, MODES, VALID_BODY, HttpServer, start_web
-from tests.servers.zone import Zone
+from simlab.certs import Pki, server_context_from_files
+from simlab.dns import DnsServer
+from simlab.doh import DohServer
+from simlab.net import closed_port, format_hostport, parse_listen
+from simlab.tcp import HANDSHAKE_FAILURE
+from simlab.web import FINAL_PATH, MODES, VALID_BODY, HttpServer, start_web
+from simlab.zone import Zone
 
 
 class _Closable(Protocol):
@@ -36,7 +36,7 @@ class _Closable(Protocol):
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m tests.servers",
+        prog="python -m simlab",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

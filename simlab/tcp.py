@@ -16,7 +16,7 @@ import asyncio
 import socket
 import struct
 
-from tests.servers.net import StreamServer, bind_socket
+from simlab.net import StreamServer, bind_socket
 
 RAW_MODES = ("reset", "eof", "silent", "alert")
 HANDSHAKE_FAILURE = 40

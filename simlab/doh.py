@@ -13,9 +13,9 @@ from collections import deque
 import dns.rdatatype
 from aiohttp import web
 
-from tests.servers.dns import encode, parse_query
-from tests.servers.net import bind_socket, format_hostport, serve_app
-from tests.servers.zone import Zone
+from simlab.dns import encode, parse_query
+from simlab.net import bind_socket, format_hostport, serve_app
+from simlab.zone import Zone
 
 CONTENT_TYPE = "application/dns-message"
 # A `silent` name holds its request at most this long, so that a client without a timeout

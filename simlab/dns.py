@@ -18,8 +18,8 @@ import dns.opcode
 import dns.rcode
 import dns.rdatatype
 
-from tests.servers.net import StreamServer, bind_socket
-from tests.servers.zone import Zone
+from simlab.net import StreamServer, bind_socket
+from simlab.zone import Zone
 
 log = logging.getLogger(__name__)
 

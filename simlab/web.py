@@ -7,7 +7,7 @@ HTTP modes, one per server:
 - `redirect`: 302 to `location` (`/final` unless given, i.e. the same host) for every path
   but `/final`, which serves the valid page.
 TLS problems come from the certificate the server is given (wrong name, untrusted CA), and
-the raw modes (`reset`, `eof`, `silent`, `alert`) from `tests.servers.tcp`.
+the raw modes (`reset`, `eof`, `silent`, `alert`) from `simlab.tcp`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from collections import deque
 
 from aiohttp import web
 
-from tests.servers.net import bind_socket, format_hostport, serve_app
-from tests.servers.tcp import HANDSHAKE_FAILURE, RAW_MODES, RawServer
+from simlab.net import bind_socket, format_hostport, serve_app
+from simlab.tcp import HANDSHAKE_FAILURE, RAW_MODES, RawServer
 
 HTTP_MODES = ("valid", "blockpage", "status", "redirect")
 MODES = HTTP_MODES + RAW_MODES

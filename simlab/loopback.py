@@ -15,15 +15,14 @@ from typing import Any
 
 import yaml
 
-from tests.servers.certs import Pki, server_context
-from tests.servers.dns import DnsServer
-from tests.servers.doh import DohServer
-from tests.servers.net import closed_port, format_hostport
-from tests.servers.tcp import RAW_MODES, RawServer
-from tests.servers.web import HttpServer
-from tests.servers.zone import Behaviour, Zone
+from simlab.certs import Pki, server_context
+from simlab.dns import DnsServer
+from simlab.doh import DohServer
+from simlab.net import closed_port, format_hostport
+from simlab.tcp import RAW_MODES, RawServer
+from simlab.web import HttpServer
+from simlab.zone import Behaviour, Zone
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 BOGON_EXEMPT = "127.0.0.0/16"
 BOGON_ADDRESS = "127.99.0.1"

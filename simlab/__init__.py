@@ -1,11 +1,11 @@
 """Real loopback/lab test servers: DNS, DoH, HTTP(S) and misbehaving TCP, plus a test PKI.
 
 Usable in-process (`await start_dns(...)` etc., or from sync code via `BackgroundLoop`) and as
-a CLI (`python -m tests.servers --help`) for the network-namespace lab.
+a CLI (`python -m simlab --help`) for the network-namespace lab.
 """
 
-from tests.servers.background import BackgroundLoop
-from tests.servers.certs import (
+from simlab.background import BackgroundLoop
+from simlab.certs import (
     Pki,
     client_context,
     load_or_create_ca,
@@ -13,11 +13,11 @@ from tests.servers.certs import (
     server_context_from_files,
     write_leaf,
 )
-from tests.servers.dns import DnsServer, start_dns
-from tests.servers.doh import DohServer, start_doh
-from tests.servers.net import closed_port, parse_listen
-from tests.servers.tcp import RAW_MODES, RawServer, alert_record, start_raw
-from tests.servers.web import (
+from simlab.dns import DnsServer, start_dns
+from simlab.doh import DohServer, start_doh
+from simlab.net import closed_port, parse_listen
+from simlab.tcp import RAW_MODES, RawServer, alert_record, start_raw
+from simlab.web import (
     BLOCKPAGE_BODY,
     HTTP_MODES,
     MODES,
@@ -25,7 +25,7 @@ from tests.servers.web import (
     HttpServer,
     start_web,
 )
-from tests.servers.zone import Behaviour, Zone
+from simlab.zone import Behaviour, Zone
 
 __all__ = [
     "BLOCKPAGE_BODY",
