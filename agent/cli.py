@@ -11,13 +11,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agent import __version__
-from agent.chain import Prober, TargetReport
 from agent.config import DEFAULT_LISTEN, Config, ConfigError, load_config
-from agent.metrics import Metrics
-from agent.output import to_json, to_table
-from agent.scheduler import Scheduler, run_cycle
+from agent.planner import make_plan
+from agent.scheduler import Scheduler
 from agent.server import make_app, start_server
-from agent.verdict import REACHABLE
+from agent.sinks.console import ConsoleSink
+from agent.sinks.prometheus import PrometheusSink
+from measure.cycle import run_cycle
+from measure.prober import Prober
+from measure.report import TargetReport
+from measure.verdict import REACHABLE
 
 EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("reachprobe")
@@ -88,28 +91,31 @@ def _progress(total: int) -> Callable[[TargetReport], None]:
 
 
 async def _check(config: Config, names: Sequence[str] | None, fmt: str) -> int:
-    targets = config.targets
+    plan = make_plan(config)
+    targets = plan.targets
     if names:
         unknown = sorted(set(names) - {t.name for t in targets})
         if unknown:
             print(f"reachprobe: no target named {', '.join(unknown)}", file=sys.stderr)
             return EXIT_USAGE
-        targets = [t for t in targets if t.name in names]
-    prober = Prober(config)
+        targets = tuple(t for t in targets if t.name in names)
+    prober = Prober(plan)
     progress = _progress(len(targets)) if sys.stderr.isatty() else None
     try:
-        reports = await run_cycle(prober, targets, on_report=progress)
+        cycle = await run_cycle(prober, targets, on_report=progress, number=1)
     finally:
         await prober.aclose()
     if progress is not None:
         print(file=sys.stderr)
-    print(to_json(config, reports) if fmt == "json" else to_table(reports))
-    return EXIT_OK if all(r.verdict == REACHABLE for r in reports) else EXIT_UNREACHABLE
+    sink = ConsoleSink(fmt)
+    sink.configure(config, plan)
+    sink.publish(cycle)
+    return EXIT_OK if all(r.verdict == REACHABLE for r in cycle.reports) else EXIT_UNREACHABLE
 
 
 async def _run(config: Config, path: Path | None) -> int:
-    metrics = Metrics()
-    scheduler = Scheduler(config, metrics, path)
+    metrics = PrometheusSink()
+    scheduler = Scheduler(config, [metrics], path)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, scheduler.stop)
@@ -118,7 +124,7 @@ async def _run(config: Config, path: Path | None) -> int:
     if config.agent.listen_address is not None:
         host, port = config.agent.listen_address
         try:
-            runner = await start_server(make_app(metrics, scheduler), host, port)
+            runner = await start_server(make_app(metrics.registry, scheduler), host, port)
         except OSError as exc:
             log.error("cannot listen on %s: %s", config.agent.listen, exc.strerror or exc)
             return EXIT_USAGE

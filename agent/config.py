@@ -26,6 +26,9 @@ from pydantic import (
 
 from agent.durations import parse_duration
 from agent.resources import shipped_file
+from probes.blockpages import check_location
+from probes.dns import DEFAULT_PORTS, Resolver
+from probes.http import DEFAULT_MAX_BODY
 
 DEFAULT_PORT = 9787
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
@@ -117,7 +120,7 @@ class AgentSection(_Strict):
     jitter: Duration | None = None
     concurrency: Annotated[int, Field(ge=1, le=4096)] = 64
     max_addresses: Annotated[int, Field(ge=1, le=32)] = 4
-    max_body_bytes: Annotated[int, Field(ge=1024, le=64 << 20)] = 1 << 20
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 << 20)] = DEFAULT_MAX_BODY
 
     @field_validator("listen")
     @classmethod
@@ -150,9 +153,6 @@ class AgentSection(_Strict):
     @property
     def listen_address(self) -> tuple[str, int] | None:
         return split_host_port(self.listen) if self.listen else None
-
-
-DEFAULT_PORTS = {"udp": 53, "tcp": 53, "dot": 853}
 
 
 class ResolverConfig(_Strict):
@@ -190,6 +190,10 @@ class ResolverConfig(_Strict):
         """(ip, port) of every configured server."""
         port = DEFAULT_PORTS.get(self.type, 53)
         return tuple(split_host_port(s, port) for s in self.servers)
+
+    def resolver(self) -> Resolver:
+        """What the DNS step needs to ask this resolver."""
+        return Resolver(self.type, self.endpoints(), self.url, self.server_name)
 
 
 class ResolversSection(_Strict):
@@ -274,35 +278,6 @@ class TargetConfig(_Strict):
             raise ValueError("expect_status and expect_body need a url target")
         return self
 
-    @property
-    def scheme(self) -> str:
-        """`https`, `http`, `tls` (host with tls: true) or `tcp`."""
-        if self.url is not None:
-            return urlsplit(self.url).scheme
-        if self.host is not None:
-            return "tls" if self.tls else "tcp"
-        return "tcp"
-
-    @property
-    def hostname(self) -> str:
-        if self.url is not None:
-            return urlsplit(self.url).hostname or ""
-        if self.host is not None:
-            return self.host
-        return split_host_port(self.tcp or "")[0]
-
-    @property
-    def portnumber(self) -> int:
-        if self.url is not None:
-            return urlsplit(self.url).port or (443 if self.scheme == "https" else 80)
-        if self.port is not None:
-            return self.port
-        return split_host_port(self.tcp or "")[1]
-
-    @property
-    def uses_tls(self) -> bool:
-        return self.scheme in ("https", "tls")
-
 
 class BlockpageConfig(_Strict):
     """A blockpage fingerprint: a regex over the status line, headers and body."""
@@ -325,10 +300,7 @@ class BlockpageConfig(_Strict):
     @field_validator("location")
     @classmethod
     def _location(cls, value: str) -> str:
-        named_header = re.fullmatch(r"header:[a-z0-9-]+", value)
-        if value not in ("any", "body", "headers") and not named_header:
-            raise ValueError("location is any, body, headers or header:<lowercase-name>")
-        return value
+        return check_location(value)
 
 
 class Config(_Strict):

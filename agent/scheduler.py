@@ -10,63 +10,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from agent.chain import Prober, TargetReport
-from agent.config import Config, ConfigError, TargetConfig, load_config
-from agent.metrics import Metrics
-from agent.output import why
-from agent.verdict import INCONCLUSIVE
+from agent.config import Config, ConfigError, load_config
+from agent.planner import make_plan
+from agent.sinks import Sink
+from measure.cycle import run_cycle
+from measure.prober import Prober
+from measure.report import CycleReport
 
 log = logging.getLogger("reachprobe")
 
 
-async def run_cycle(
-    prober: Prober,
-    targets: Sequence[TargetConfig],
-    jitter: float = 0.0,
-    on_report: Callable[[TargetReport], None] | None = None,
-) -> list[TargetReport]:
-    """Probe every target once; the reports come back in the targets' order.
-
-    `on_report` is called as each target finishes (progress display).
-    """
-
-    async def one(target: TargetConfig) -> TargetReport:
-        if jitter > 0:
-            await asyncio.sleep(random.uniform(0, jitter))
-        try:
-            report = await prober.probe(target)
-        except Exception as exc:
-            # A bug in one target's probing must not cost the cycle its other results.
-            log.exception("probing %s failed unexpectedly", target.name)
-            report = TargetReport(target, INCONCLUSIVE, error=f"internal error: {exc!r}"[:300])
-        if on_report is not None:
-            on_report(report)
-        return report
-
-    return list(await asyncio.gather(*(one(t) for t in targets)))
-
-
-def summarize(reports: Sequence[TargetReport]) -> str:
+def summarize(cycle: CycleReport) -> str:
     """One log line for a cycle: counts by verdict."""
-    counts = Counter(r.verdict for r in reports)
+    counts = Counter(r.verdict.value for r in cycle.reports)
     return ", ".join(f"{v}={n}" for v, n in sorted(counts.items())) or "no targets"
 
 
 class Scheduler:
-    """Runs cycles until stopped, reloading the config on request."""
+    """Runs cycles until stopped, reloading the config on request, and publishes each
+    finished cycle to its sinks."""
 
-    def __init__(self, config: Config, metrics: Metrics, config_path: Path | None) -> None:
+    def __init__(self, config: Config, sinks: Sequence[Sink], config_path: Path | None) -> None:
         self.config = config
+        self.plan = make_plan(config)
         # What the probes share (TLS context, fingerprints, resolver pools) belongs to a
-        # config, not a cycle: built once here, replaced only by a reload.
-        self.prober = Prober(config)
-        self.metrics = metrics
+        # plan, not a cycle: built once here, replaced only by a reload.
+        self.prober = Prober(self.plan)
+        self.sinks = tuple(sinks)
         self.config_path = config_path
         self.cycles = 0
         self.last_cycle_end: float | None = None
@@ -87,30 +62,41 @@ class Scheduler:
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
-            self.metrics.config_reloads.labels("failure").inc()
+            self._tell_sinks(lambda sink: sink.reloaded(False, time.time()))
             log.error("config reload failed, keeping the old config:\n%s", exc)
             return
         if new.agent.listen != self.config.agent.listen:
             log.warning("agent.listen changed: the new address takes effect after a restart")
         old = self.prober
-        self.config, self.prober = new, Prober(new)
+        self.config, self.plan = new, make_plan(new)
+        self.prober = Prober(self.plan)
         await old.aclose()
-        self.metrics.configure(new)
-        self.metrics.config_reloads.labels("success").inc()
+        self._configure_sinks()
+        self._tell_sinks(lambda sink: sink.reloaded(True, time.time()))
         log.info("config reloaded: %d targets", len(new.targets))
 
+    def _configure_sinks(self) -> None:
+        self._tell_sinks(lambda sink: sink.configure(self.config, self.plan))
+
+    def _tell_sinks(self, call: Callable[[Sink], None]) -> None:
+        for sink in self.sinks:
+            try:
+                call(sink)
+            except Exception:
+                # One broken output must not cost the others their results.
+                log.exception("sink %s failed", type(sink).__name__)
+
     async def _one_cycle(self) -> None:
-        config = self.config
-        start = time.monotonic()
-        reports = await run_cycle(self.prober, config.targets, config.agent.effective_jitter)
-        for report in reports:
-            self.metrics.observe(report)
-            log.debug("%s: %s %s", report.target.name, report.verdict, why(report))
-        elapsed = time.monotonic() - start
+        plan = self.plan
+        cycle = await run_cycle(self.prober, plan.targets, plan.jitter, number=self.cycles + 1)
+        for report in cycle.reports:
+            log.debug("%s: %s %s", report.target.name, report.verdict.value, report.why())
         self.cycles += 1
         self.last_cycle_end = time.time()
-        self.metrics.cycle_done(elapsed, self.last_cycle_end)
-        log.info("cycle %d done in %.1fs: %s", self.cycles, elapsed, summarize(reports))
+        self._tell_sinks(lambda sink: sink.publish(cycle))
+        log.info(
+            "cycle %d done in %.1fs: %s", self.cycles, cycle.duration_seconds, summarize(cycle)
+        )
 
     async def _wait(self, seconds: float) -> None:
         """Sleep until the next cycle, a reload request or a stop request."""
@@ -127,9 +113,11 @@ class Scheduler:
             await self._cycles()
         finally:
             await self.prober.aclose()
+            for sink in self.sinks:
+                await sink.aclose()
 
     async def _cycles(self) -> None:
-        self.metrics.configure(self.config)
+        self._configure_sinks()
         while not self._stop.is_set():
             if self._reload.is_set():
                 await self._apply_reload()

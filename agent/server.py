@@ -6,9 +6,9 @@ import ipaddress
 import logging
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from agent.metrics import Metrics
 from agent.scheduler import Scheduler
 
 log = logging.getLogger("reachprobe")
@@ -18,12 +18,12 @@ INDEX = """<!doctype html><title>reachprobe</title>
 """
 
 
-def make_app(metrics: Metrics, scheduler: Scheduler) -> web.Application:
+def make_app(registry: CollectorRegistry, scheduler: Scheduler) -> web.Application:
     """The aiohttp application serving the agent's endpoints."""
 
     async def metrics_handler(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encoder(metrics.registry), headers={"Content-Type": content_type})
+        return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
 
     async def health_handler(request: web.Request) -> web.Response:
         ok, why = scheduler.healthy()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -27,19 +26,21 @@ import dns.rdatatype
 import dns.resolver
 
 from probes.bogons import BogonFilter
-from probes.errors import classify
-from probes.results import StepResult
-from probes.taxonomy import OK, Step
+from probes.errors import Outcome, classify, measure
+from probes.results import DnsFacts, StepResult
+from probes.taxonomy import Code, Step
 
 QTYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
 RESOLV_CONF = "/etc/resolv.conf"
 SYSTEM_PORT = 53
 DOH_MAX_BYTES = 65535
+TRANSPORTS = ("system", "udp", "tcp", "dot", "doh")
+DEFAULT_PORTS = {"udp": 53, "tcp": 53, "dot": 853}
 _RCODE_RESULTS = {
-    dns.rcode.NXDOMAIN: "dns_nxdomain",
-    dns.rcode.SERVFAIL: "dns_servfail",
-    dns.rcode.REFUSED: "dns_refused",
-    dns.rcode.NOERROR: "dns_no_answer",
+    dns.rcode.NXDOMAIN: Code.DNS_NXDOMAIN,
+    dns.rcode.SERVFAIL: Code.DNS_SERVFAIL,
+    dns.rcode.REFUSED: Code.DNS_REFUSED,
+    dns.rcode.NOERROR: Code.DNS_NO_ANSWER,
 }
 
 
@@ -49,9 +50,10 @@ class DnsProtocolError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Resolver:
-    """Where and how to ask. `servers` are (ip, port) pairs; `url` is the DoH endpoint."""
+    """Where and how to ask: `type` is one of TRANSPORTS; `servers` are (ip, port) pairs;
+    `url` is the DoH endpoint."""
 
-    kind: str
+    type: str
     servers: tuple[tuple[str, int], ...] = ()
     url: str | None = None
     server_name: str | None = None
@@ -63,14 +65,6 @@ class QueryOutcome:
 
     responses: list[dns.message.Message] = field(default_factory=list)
     error: BaseException | None = None
-
-
-@dataclass(slots=True)
-class DnsAnswer:
-    """The DNS step's result plus the addresses later steps may connect to."""
-
-    result: StepResult
-    addresses: list[str]
 
 
 def _addresses(msg: dns.message.Message) -> list[str]:
@@ -86,7 +80,7 @@ def _render(msg: dns.message.Message) -> str:
     return ",".join(sorted(addresses)) if addresses else dns.rcode.to_text(msg.rcode())
 
 
-def evaluate(outcomes: dict[int, QueryOutcome], bogons: BogonFilter) -> tuple[str, str, list[str]]:
+def evaluate(outcomes: dict[int, QueryOutcome], bogons: BogonFilter) -> tuple[Code, str, list[str]]:
     """Classify the outcomes of the A and AAAA queries: (code, detail, usable addresses).
 
     Pure, so that the rules can be tested without a network.
@@ -95,7 +89,7 @@ def evaluate(outcomes: dict[int, QueryOutcome], bogons: BogonFilter) -> tuple[st
         distinct = {_fingerprint(m): m for m in outcome.responses}
         if len(distinct) > 1:
             answers = " vs ".join(_render(m) for m in distinct.values())
-            return "dns_injected", f"{dns.rdatatype.to_text(qtype)}: {answers}", []
+            return Code.DNS_INJECTED, f"{dns.rdatatype.to_text(qtype)}: {answers}", []
 
     addresses: list[str] = []
     for outcome in outcomes.values():
@@ -104,18 +98,18 @@ def evaluate(outcomes: dict[int, QueryOutcome], bogons: BogonFilter) -> tuple[st
     if addresses:
         bad = [a for a in addresses if bogons.is_bogon(a)]
         if bad:
-            return "dns_bogon", f"answer in bogon space: {', '.join(bad)}", []
-        return OK, ", ".join(addresses), addresses
+            return Code.DNS_BOGON, f"answer in bogon space: {', '.join(bad)}", []
+        return Code.OK, ", ".join(addresses), addresses
 
     responses = [o.responses[0] for o in outcomes.values() if o.responses]
     if responses:
         rcode = responses[0].rcode()
-        return _RCODE_RESULTS.get(rcode, "dns_error"), dns.rcode.to_text(rcode), []
+        return _RCODE_RESULTS.get(rcode, Code.DNS_ERROR), dns.rcode.to_text(rcode), []
     errors = [o.error for o in outcomes.values() if o.error is not None]
     if errors:
         code, detail = classify(Step.DNS, errors[0])
         return code, detail, []
-    return "dns_error", "no query was sent", []
+    return Code.DNS_ERROR, "no query was sent", []
 
 
 class _UdpCollector(asyncio.DatagramProtocol):
@@ -203,7 +197,7 @@ class DnsClient:
         self._session: aiohttp.ClientSession | None = None
 
     def _servers(self) -> Sequence[tuple[str, int]]:
-        if self.resolver.kind == "system":
+        if self.resolver.type == "system":
             conf = dns.resolver.Resolver(filename=RESOLV_CONF)
             return [(str(ns), SYSTEM_PORT) for ns in conf.nameservers]
         return self.resolver.servers
@@ -228,7 +222,7 @@ class DnsClient:
     async def _query_once(
         self, query: dns.message.Message, server: tuple[str, int] | None
     ) -> list[dns.message.Message]:
-        kind = self.resolver.kind
+        kind = self.resolver.type
         if kind in ("udp", "system"):
             assert server is not None
             return await _udp(query, server, self.timeout, self.injection_window, self.limiter)
@@ -238,7 +232,7 @@ class DnsClient:
     async def _stream_query(
         self, query: dns.message.Message, server: tuple[str, int] | None
     ) -> list[dns.message.Message]:
-        kind = self.resolver.kind
+        kind = self.resolver.type
         if kind == "doh":
             return await self._doh(query)
         assert server is not None
@@ -262,7 +256,7 @@ class DnsClient:
         """Ask every server in turn until one answers; record all answers or the last error."""
         query = dns.message.make_query(name, qtype)
         servers: Sequence[tuple[str, int] | None] = (
-            [None] if self.resolver.kind == "doh" else self._servers()
+            [None] if self.resolver.type == "doh" else self._servers()
         )
         outcome = QueryOutcome()
         for server in servers:
@@ -283,16 +277,16 @@ class DnsClient:
             outcome.error = DnsProtocolError("no nameserver configured")
         return outcome
 
-    async def resolve(self, name: str, bogons: BogonFilter) -> DnsAnswer:
-        """Look up A and AAAA for `name` and classify the outcome."""
-        start = time.perf_counter()
-        results = await asyncio.gather(*(self.query(name, q) for q in QTYPES))
-        code, detail, addresses = evaluate(dict(zip(QTYPES, results, strict=True)), bogons)
-        data: dict[str, object] = {"resolver": self.resolver.kind}
-        if addresses:
-            data["addresses"] = addresses
-        result = StepResult(Step.DNS, code, None, time.perf_counter() - start, detail, data)
-        return DnsAnswer(result, addresses)
+    async def resolve(self, name: str, bogons: BogonFilter) -> StepResult:
+        """The DNS step: A and AAAA for `name`, classified; the usable addresses are in the
+        result's `DnsFacts`. Each query bounds itself (per server, and the injection window)."""
+
+        async def work() -> Outcome:
+            results = await asyncio.gather(*(self.query(name, q) for q in QTYPES))
+            code, detail, addresses = evaluate(dict(zip(QTYPES, results, strict=True)), bogons)
+            return Outcome(code, detail, DnsFacts(self.resolver.type, tuple(addresses)))
+
+        return await measure(Step.DNS, None, None, work)
 
     async def aclose(self) -> None:
         """Release the DoH connection pool."""

@@ -1,39 +1,47 @@
 """The one place where exceptions become result codes.
 
-Every probe runs its network work inside `classify_errors(step)`, or calls `classify(step, exc)`,
-and gets exactly one taxonomy code back. The mapping goes through a step-independent failure
-*kind* (timeout, reset, refused, eof ...), the way OONI's netxlite classifier and httpcore's
-`map_exceptions` work: one table from errno, `ssl` and timeout errors to kinds, and
-`taxonomy.step_code` to turn a kind into the step's code (`tcp_reset`, `tls_reset`, ...).
+Every step runs its network work through `measure(step, endpoint, timeout, work)`: the step's
+only boundary, where it is timed, bounded by its timeout and classified. A step never catches
+exceptions itself. The mapping goes through a step-independent failure kind (`Failure`), the
+way OONI's netxlite classifier and httpcore's `map_exceptions` work: one table from errno,
+`ssl` and timeout errors to kinds, and `taxonomy.step_code` to turn a kind into the step's code
+(`tcp_reset`, `tls_reset`, ...).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import aiohttp
 import dns.exception
 
-from probes.taxonomy import Step, step_code
+from probes.results import Facts, StepResult
+from probes.taxonomy import Code, Failure, Step, step_code
+
+log = logging.getLogger("reachprobe")
 
 # errno -> failure kind. ECONNABORTED and EPIPE are what a RST looks like when it lands
 # while we are writing rather than reading.
-ERRNO_KINDS: dict[int, str] = {
-    errno.ECONNREFUSED: "refused",
-    errno.ECONNRESET: "reset",
-    errno.ECONNABORTED: "reset",
-    errno.EPIPE: "reset",
-    errno.ETIMEDOUT: "timeout",
-    errno.EHOSTUNREACH: "host_unreachable",
-    errno.EHOSTDOWN: "host_unreachable",
-    errno.ENETUNREACH: "net_unreachable",
-    errno.ENETDOWN: "net_unreachable",
+ERRNO_KINDS: dict[int, Failure] = {
+    errno.ECONNREFUSED: Failure.REFUSED,
+    errno.ECONNRESET: Failure.RESET,
+    errno.ECONNABORTED: Failure.RESET,
+    errno.EPIPE: Failure.RESET,
+    errno.ETIMEDOUT: Failure.TIMEOUT,
+    errno.EHOSTUNREACH: Failure.HOST_UNREACHABLE,
+    errno.EHOSTDOWN: Failure.HOST_UNREACHABLE,
+    errno.ENETUNREACH: Failure.NET_UNREACHABLE,
+    errno.ENETDOWN: Failure.NET_UNREACHABLE,
     # No route or no source address of that family (an IPv6 answer on an IPv4-only home).
-    errno.EADDRNOTAVAIL: "net_unreachable",
-    errno.EAFNOSUPPORT: "net_unreachable",
+    errno.EADDRNOTAVAIL: Failure.NET_UNREACHABLE,
+    errno.EAFNOSUPPORT: Failure.NET_UNREACHABLE,
 }
 
 # OpenSSL verify codes that mean "valid chain, wrong name" rather than "untrusted chain".
@@ -41,22 +49,24 @@ _X509_V_ERR_HOSTNAME_MISMATCH = 62
 _X509_V_ERR_IP_ADDRESS_MISMATCH = 64
 
 
-def _ssl_kind(exc: ssl.SSLError) -> str:
+def _ssl_kind(exc: ssl.SSLError) -> Failure:
     if isinstance(exc, ssl.SSLCertVerificationError):
-        if exc.verify_code in (_X509_V_ERR_HOSTNAME_MISMATCH, _X509_V_ERR_IP_ADDRESS_MISMATCH):
-            return "hostname_mismatch"
-        return "cert_invalid"
+        # getattr: aiohttp's certificate errors pass this isinstance without the attributes.
+        code = getattr(exc, "verify_code", None)
+        if code in (_X509_V_ERR_HOSTNAME_MISMATCH, _X509_V_ERR_IP_ADDRESS_MISMATCH):
+            return Failure.HOSTNAME_MISMATCH
+        return Failure.CERT_INVALID
     if isinstance(exc, ssl.SSLZeroReturnError | ssl.SSLEOFError):
-        return "eof"
-    reason = (getattr(exc, "reason", None) or "").upper()
+        return Failure.EOF
+    reason = str(getattr(exc, "reason", None) or "").upper()
     if "ALERT" in reason:
-        return "alert"
+        return Failure.ALERT
     if "UNEXPECTED_EOF" in reason:
-        return "eof"
-    return "error"
+        return Failure.EOF
+    return Failure.ERROR
 
 
-def failure_kind(exc: BaseException) -> str:
+def failure_kind(exc: BaseException) -> Failure:
     """The step-independent kind of a failure: timeout, reset, refused, eof, alert ..."""
     # aiohttp wraps the interesting error; look at what it wraps first.
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -66,7 +76,7 @@ def failure_kind(exc: BaseException) -> str:
         if inner is not exc:
             return failure_kind(inner)
     if isinstance(exc, TimeoutError | dns.exception.Timeout):
-        return "timeout"
+        return Failure.TIMEOUT
     if isinstance(exc, ssl.SSLError):
         return _ssl_kind(exc)
     if isinstance(
@@ -76,23 +86,25 @@ def failure_kind(exc: BaseException) -> str:
         | aiohttp.ServerDisconnectedError
         | aiohttp.ClientPayloadError,
     ):
-        return "eof"
+        return Failure.EOF
     if isinstance(exc, OSError) and exc.errno in ERRNO_KINDS:
         return ERRNO_KINDS[exc.errno]
     if isinstance(exc, ConnectionResetError):
-        return "reset"
+        return Failure.RESET
     cause = exc.__cause__
     if cause is not None and cause is not exc:
         return failure_kind(cause)
-    return "error"
+    return Failure.ERROR
 
 
 def describe(exc: BaseException) -> str:
     """A short, single-line detail for an exception, without OpenSSL's source locations."""
-    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
-        text = exc.verify_message
-    elif isinstance(exc, ssl.SSLError) and getattr(exc, "reason", None):
-        text = exc.reason.lower().replace("_", " ")
+    verify_message = getattr(exc, "verify_message", None)
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, ssl.SSLCertVerificationError) and isinstance(verify_message, str):
+        text = verify_message
+    elif isinstance(exc, ssl.SSLError) and isinstance(reason, str) and reason:
+        text = reason.lower().replace("_", " ")
     elif isinstance(exc, OSError) and exc.errno and not isinstance(exc, TimeoutError):
         # asyncio puts the peer's address in strerror; the errno's text is all we want.
         text = os.strerror(exc.errno)
@@ -103,6 +115,40 @@ def describe(exc: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
-def classify(step: Step, exc: BaseException) -> tuple[str, str]:
+def classify(step: Step, exc: BaseException) -> tuple[Code, str]:
     """Map an exception raised during `step` to (result code, detail)."""
     return step_code(step, failure_kind(exc)), describe(exc)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a step's work concluded when it raised nothing."""
+
+    code: Code = Code.OK
+    detail: str = ""
+    facts: Facts | None = None
+
+
+async def measure(
+    step: Step,
+    endpoint: str | None,
+    timeout: float | None,
+    work: Callable[[], Awaitable[Outcome]],
+) -> StepResult:
+    """Run one step's `work`: timed, bounded by `timeout`, its exceptions classified here.
+
+    Any exception a library raises while talking to a peer becomes a code of the step
+    (`*_error` when the table does not know it), so network input never reaches the caller
+    as an exception. Cancellation passes through.
+    """
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            outcome = await work()
+    except Exception as exc:
+        code, detail = classify(step, exc)
+        if code.value.endswith("_error"):
+            log.debug("%s %s: unclassified %r", step.value, endpoint, exc, exc_info=exc)
+        return StepResult(step, code, endpoint, time.perf_counter() - start, detail)
+    elapsed = time.perf_counter() - start
+    return StepResult(step, outcome.code, endpoint, elapsed, outcome.detail, outcome.facts)

@@ -8,28 +8,27 @@ host is seen and fingerprinted rather than silently followed.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
 import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from probes.blockpages import BlockpageMatcher
-from probes.errors import classify
-from probes.results import StepResult, format_endpoint
-from probes.taxonomy import OK, Step
+from probes.connection import Connection
+from probes.errors import Outcome, measure
+from probes.results import HttpFacts, StepResult
+from probes.taxonomy import Code, Step
 
 DEFAULT_MAX_BODY = 1 << 20
 MAX_REDIRECTS = 10
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-# An ordinary browser's request: the agent must not stand out on the wire (DESIGN: safety).
+# An ordinary browser's request: the agent must not stand out on the wire (README: Risks).
 BROWSER_HEADERS = {
     "User-Agent": (
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
@@ -69,7 +68,7 @@ class _PinnedResolver(AbstractResolver):
         return None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class HttpExpectations:
     """What a genuine answer looks like. No `status` means any status below 400."""
 
@@ -121,19 +120,21 @@ async def _fetch(session: aiohttp.ClientSession, url: str, cap: int) -> _Respons
         )
 
 
-def _judge(resp: _Response, expect: HttpExpectations) -> tuple[str, str]:
+def _judge(resp: _Response, expect: HttpExpectations) -> tuple[Code, str]:
     fp = expect.blockpages.match(resp.status_line, resp.headers, resp.body)
     if fp is not None:
         origin = f" ({fp.country})" if fp.country else ""
-        return "http_blockpage", f"blockpage {fp.name}{origin}"
+        return Code.HTTP_BLOCKPAGE, f"blockpage {fp.name}{origin}"
     if expect.status:
         if resp.status not in expect.status:
-            return "http_status_mismatch", f"status {resp.status}, expected {list(expect.status)}"
+            return Code.HTTP_STATUS_MISMATCH, (
+                f"status {resp.status}, expected {list(expect.status)}"
+            )
     elif resp.status >= 400:
-        return "http_status_mismatch", f"status {resp.status}"
+        return Code.HTTP_STATUS_MISMATCH, f"status {resp.status}"
     if expect.body is not None and not expect.body.search(resp.body):
-        return "http_body_mismatch", f"body does not match /{expect.body.pattern}/"
-    return OK, f"status {resp.status}"
+        return Code.HTTP_BODY_MISMATCH, f"body does not match /{expect.body.pattern}/"
+    return Code.OK, f"status {resp.status}"
 
 
 def _same_host(url: str, host: str) -> bool:
@@ -143,54 +144,56 @@ def _same_host(url: str, host: str) -> bool:
     return parts.scheme in ("http", "https") and (parts.hostname or "").lower() == host.lower()
 
 
-async def fetch(
+async def _follow(
+    session: aiohttp.ClientSession, url: str, host: str, cap: int
+) -> tuple[_Response, str | None]:
+    """GET `url`, following redirects within `host`: (last response, redirect elsewhere)."""
+    resp = await _fetch(session, url, cap)
+    for hops in range(MAX_REDIRECTS + 1):
+        location = resp.headers.get("location")
+        if resp.status not in REDIRECTS or not location:
+            break
+        try:
+            target = urljoin(resp.url, location)
+            same_host = _same_host(target, host)
+        except ValueError as exc:
+            raise RedirectError(f"malformed redirect {location[:100]!r}: {exc}") from None
+        if not same_host:
+            return resp, target
+        if hops == MAX_REDIRECTS:
+            raise RedirectError(f"more than {MAX_REDIRECTS} redirects")
+        resp = await _fetch(session, target, cap)
+    return resp, None
+
+
+async def run(
+    conn: Connection,
     url: str,
-    address: str,
     *,
     ssl_context: ssl.SSLContext,
     timeout: float,
     expect: HttpExpectations,
 ) -> StepResult:
-    """GET `url` from `address`, following redirects within the URL's host, and judge it."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    endpoint = format_endpoint(address, parts.port or (443 if parts.scheme == "https" else 80))
-    start = time.perf_counter()
-    connector = aiohttp.TCPConnector(
-        resolver=_PinnedResolver(address), ssl=ssl_context, force_close=True, limit=1
-    )
-    data: dict[str, Any] = {}
-    try:
-        async with (
-            asyncio.timeout(timeout),
-            aiohttp.ClientSession(connector=connector, auto_decompress=True) as session,
-        ):
-            resp = await _fetch(session, url, expect.max_body)
-            for hops in range(MAX_REDIRECTS + 1):
-                location = resp.headers.get("location")
-                if resp.status not in REDIRECTS or not location:
-                    break
-                try:
-                    target = urljoin(resp.url, location)
-                    same_host = _same_host(target, host)
-                except ValueError as exc:
-                    raise RedirectError(f"malformed redirect {location[:100]!r}: {exc}") from None
-                if not same_host:
-                    data["redirect"] = target
-                    break
-                if hops == MAX_REDIRECTS:
-                    raise RedirectError(f"more than {MAX_REDIRECTS} redirects")
-                resp = await _fetch(session, target, expect.max_body)
-    except (OSError, TimeoutError, aiohttp.ClientError, ssl.SSLError, RedirectError) as exc:
-        code, detail = classify(Step.HTTP, exc)
-        return StepResult(Step.HTTP, code, endpoint, time.perf_counter() - start, detail)
-    elapsed = time.perf_counter() - start
-    code, detail = _judge(resp, expect)
-    data.update(
-        status=resp.status,
-        body_bytes=resp.body_bytes,
-        bytes_per_second=round(resp.body_bytes / elapsed, 1) if elapsed > 0 else None,
-    )
-    if resp.truncated:
-        data["truncated"] = True
-    return StepResult(Step.HTTP, code, endpoint, elapsed, detail, data)
+    """GET `url` from `conn`'s address, following redirects within the URL's host, and judge
+    the answer against `expect` (blockpage fingerprints first)."""
+    host = urlsplit(url).hostname or ""
+
+    async def work() -> Outcome:
+        connector = aiohttp.TCPConnector(
+            resolver=_PinnedResolver(conn.address), ssl=ssl_context, force_close=True, limit=1
+        )
+        async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
+            started = time.perf_counter()
+            resp, redirect = await _follow(session, url, host, expect.max_body)
+            elapsed = time.perf_counter() - started
+        code, detail = _judge(resp, expect)
+        facts = HttpFacts(
+            status=resp.status,
+            body_bytes=resp.body_bytes,
+            bytes_per_second=round(resp.body_bytes / elapsed, 1) if elapsed > 0 else None,
+            truncated=resp.truncated,
+            redirect=redirect,
+        )
+        return Outcome(code, detail, facts)
+
+    return await measure(Step.HTTP, conn.endpoint, timeout, work)

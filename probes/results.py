@@ -1,48 +1,118 @@
-"""Typed results shared by every probe step."""
+"""Typed, immutable results shared by every probe step.
+
+A step's facts are typed per step (`DnsFacts`, `TlsFacts`, `HttpFacts`), so that what later
+layers read (addresses, throughput ...) is a field, not a key in a dict.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
-from probes.taxonomy import OK, SKIPPED, Step, ooni_failure
+from probes.taxonomy import SKIPPED, Code, Step, ooni_failure
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class DnsFacts:
+    """What a resolver answered: its transport and the usable addresses."""
+
+    resolver: str
+    addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFacts:
+    """Facts about a completed handshake."""
+
+    version: str | None
+    cipher: str | None
+    cert_not_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpFacts:
+    """What the HTTP exchange returned. `redirect` is a redirect to another host, not followed."""
+
+    status: int
+    body_bytes: int
+    bytes_per_second: float | None
+    truncated: bool = False
+    redirect: str | None = None
+
+
+Facts = DnsFacts | TlsFacts | HttpFacts
+
+
+class Evidence(Protocol):
+    """What a follow-up learned about a finished step (a dataclass). It shows in the step's
+    JSON `data` under `key`, and `summary()`, when not None, extends the step's detail."""
+
+    key: ClassVar[str]
+
+    def summary(self) -> str | None: ...
+
+
+def facts_json(facts: object) -> dict[str, object]:
+    """A dataclass of facts or evidence as JSON, leaving out what is unset."""
+    if facts is None:
+        return {}
+    pairs = dataclasses.asdict(facts)  # type: ignore[call-overload]
+    return {
+        k: (list(v) if isinstance(v, tuple) else v)
+        for k, v in pairs.items()
+        if v is not None and v is not False
+    }
+
+
+@dataclass(frozen=True, slots=True)
 class StepResult:
     """The outcome of one probe step against one address.
 
     `result` is exactly one code of the taxonomy; `detail` is a short human-readable
-    explanation (never the volunteer's own address); `data` holds step-specific facts
-    (DNS answers, TLS version, certificate expiry, HTTP status ...) for the JSON output.
+    explanation (never the volunteer's own address); `facts` holds what the step learned.
     """
 
     step: Step
-    result: str
+    result: Code
     address: str | None = None
     duration_seconds: float = 0.0
     detail: str = ""
-    data: dict[str, object] = field(default_factory=dict)
+    facts: Facts | None = None
+    evidence: tuple[Evidence, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.result == OK
+        return self.result == Code.OK
 
     @property
     def ooni_failure(self) -> str | None:
         return ooni_failure(self.result)
 
+    @property
+    def full_detail(self) -> str:
+        """The detail, with what the follow-ups concluded about this step."""
+        notes = [n for n in (e.summary() for e in self.evidence) if n]
+        return "; ".join([self.detail, *notes]) if notes else self.detail
+
+    def with_evidence(self, evidence: Evidence) -> StepResult:
+        """This result with one more piece of evidence (results are immutable)."""
+        return dataclasses.replace(self, evidence=(*self.evidence, evidence))
+
     def to_json(self) -> dict[str, object]:
-        """The JSON shape of DESIGN.md's `check --format json` step."""
+        """The JSON shape of one step in `check --format json`."""
         out: dict[str, object] = {
             "step": self.step.value,
             "address": self.address,
-            "result": self.result,
+            "result": self.result.value,
             "ooni_failure": self.ooni_failure,
             "duration_seconds": round(self.duration_seconds, 6),
-            "detail": self.detail,
+            "detail": self.full_detail,
         }
-        if self.data:
-            out["data"] = self.data
+        data = facts_json(self.facts)
+        data.update({e.key: facts_json(e) for e in self.evidence})
+        if data:
+            out["data"] = data
         return out
 
 

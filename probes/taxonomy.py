@@ -1,8 +1,9 @@
 """The failure taxonomy: every step ends in exactly one result code.
 
-The codes are a contract (metrics, JSON output, dashboards and rules depend on them); see
-DESIGN.md. Each code maps to the closest failure string of OONI (ooni/spec df-007-errors) so
-that researchers can line our results up with OONI's.
+The codes are a contract (metrics, JSON output, dashboards and rules depend on them); the
+repository's docs/taxonomy.md lists them. Each code maps to the closest failure string of OONI
+(ooni/spec df-007-errors) so that researchers can line our results up with OONI's. The enums
+are the single source: the per-step code sets, the OONI table and the docs table derive from them.
 """
 
 from __future__ import annotations
@@ -19,98 +20,118 @@ class Step(StrEnum):
     HTTP = "http"
 
 
-OK = "ok"
-SKIPPED = "skipped"
+class Failure(StrEnum):
+    """A step-independent kind of failure, as the exception table sees it."""
 
-CODES: dict[Step, tuple[str, ...]] = {
-    Step.DNS: (
-        "dns_nxdomain",
-        "dns_no_answer",
-        "dns_servfail",
-        "dns_refused",
-        "dns_timeout",
-        "dns_bogon",
-        "dns_inconsistent",
-        "dns_injected",
-        "dns_error",
-    ),
-    Step.TCP: (
-        "tcp_timeout",
-        "tcp_reset",
-        "tcp_refused",
-        "tcp_host_unreachable",
-        "tcp_net_unreachable",
-        "tcp_error",
-    ),
-    Step.TLS: (
-        "tls_timeout",
-        "tls_reset",
-        "tls_eof",
-        "tls_alert",
-        "tls_cert_invalid",
-        "tls_hostname_mismatch",
-        "tls_error",
-    ),
-    Step.HTTP: (
-        "http_timeout",
-        "http_reset",
-        "http_eof",
-        "http_blockpage",
-        "http_status_mismatch",
-        "http_body_mismatch",
-        "http_error",
-    ),
+    TIMEOUT = "timeout"
+    RESET = "reset"
+    REFUSED = "refused"
+    EOF = "eof"
+    ALERT = "alert"
+    CERT_INVALID = "cert_invalid"
+    HOSTNAME_MISMATCH = "hostname_mismatch"
+    HOST_UNREACHABLE = "host_unreachable"
+    NET_UNREACHABLE = "net_unreachable"
+    ERROR = "error"
+
+
+class Code(StrEnum):
+    """A step's result code. The prefix before the first `_` names the step."""
+
+    OK = "ok"
+    SKIPPED = "skipped"
+    DNS_NXDOMAIN = "dns_nxdomain"
+    DNS_NO_ANSWER = "dns_no_answer"
+    DNS_SERVFAIL = "dns_servfail"
+    DNS_REFUSED = "dns_refused"
+    DNS_TIMEOUT = "dns_timeout"
+    DNS_BOGON = "dns_bogon"
+    DNS_INCONSISTENT = "dns_inconsistent"
+    DNS_INJECTED = "dns_injected"
+    DNS_ERROR = "dns_error"
+    TCP_TIMEOUT = "tcp_timeout"
+    TCP_RESET = "tcp_reset"
+    TCP_REFUSED = "tcp_refused"
+    TCP_HOST_UNREACHABLE = "tcp_host_unreachable"
+    TCP_NET_UNREACHABLE = "tcp_net_unreachable"
+    TCP_ERROR = "tcp_error"
+    TLS_TIMEOUT = "tls_timeout"
+    TLS_RESET = "tls_reset"
+    TLS_EOF = "tls_eof"
+    TLS_ALERT = "tls_alert"
+    TLS_CERT_INVALID = "tls_cert_invalid"
+    TLS_HOSTNAME_MISMATCH = "tls_hostname_mismatch"
+    TLS_ERROR = "tls_error"
+    HTTP_TIMEOUT = "http_timeout"
+    HTTP_RESET = "http_reset"
+    HTTP_EOF = "http_eof"
+    HTTP_BLOCKPAGE = "http_blockpage"
+    HTTP_STATUS_MISMATCH = "http_status_mismatch"
+    HTTP_BODY_MISMATCH = "http_body_mismatch"
+    HTTP_ERROR = "http_error"
+
+    @property
+    def step(self) -> Step | None:
+        """The step this code belongs to; None for `ok` and `skipped`, which every step has."""
+        prefix = self.value.split("_", 1)[0]
+        return Step(prefix) if prefix in Step.__members__.values() else None
+
+
+OK = Code.OK
+SKIPPED = Code.SKIPPED
+
+CODES: dict[Step, tuple[Code, ...]] = {
+    step: tuple(c for c in Code if c.step is step) for step in Step
 }
-
-ALL_CODES: frozenset[str] = frozenset({OK, SKIPPED}.union(*CODES.values()))
+ALL_CODES: frozenset[Code] = frozenset(Code)
 
 # Our code -> OONI's failure string. None means success (OONI writes `failure: null`).
 # Codes with no OONI counterpart use the string OONI's probe-cli uses for the same
 # observation in its analysis (e.g. `dns_bogons_failure`), or `unknown_failure: ...`.
-OONI_FAILURE: dict[str, str | None] = {
-    OK: None,
-    SKIPPED: None,
-    "dns_nxdomain": "dns_nxdomain_error",
-    "dns_no_answer": "dns_no_answer",
-    "dns_servfail": "dns_server_misbehaving",
-    "dns_refused": "dns_refused_error",
-    "dns_timeout": "generic_timeout_error",
-    "dns_bogon": "dns_bogons_failure",
-    "dns_inconsistent": "dns_consistency_failure",
-    "dns_injected": "dns_injection_failure",
-    "dns_error": "unknown_failure: dns",
-    "tcp_timeout": "generic_timeout_error",
-    "tcp_reset": "connection_reset",
-    "tcp_refused": "connection_refused",
-    "tcp_host_unreachable": "host_unreachable",
-    "tcp_net_unreachable": "network_unreachable",
-    "tcp_error": "unknown_failure: tcp",
-    "tls_timeout": "generic_timeout_error",
-    "tls_reset": "connection_reset",
-    "tls_eof": "eof_error",
-    "tls_alert": "ssl_failed_handshake",
-    "tls_cert_invalid": "ssl_unknown_authority",
-    "tls_hostname_mismatch": "ssl_invalid_hostname",
-    "tls_error": "ssl_failed_handshake",
-    "http_timeout": "generic_timeout_error",
-    "http_reset": "connection_reset",
-    "http_eof": "eof_error",
-    "http_blockpage": "http_blockpage",
-    "http_status_mismatch": "http_unexpected_status_code",
-    "http_body_mismatch": "http_unexpected_body",
-    "http_error": "unknown_failure: http",
+OONI_FAILURE: dict[Code, str | None] = {
+    Code.OK: None,
+    Code.SKIPPED: None,
+    Code.DNS_NXDOMAIN: "dns_nxdomain_error",
+    Code.DNS_NO_ANSWER: "dns_no_answer",
+    Code.DNS_SERVFAIL: "dns_server_misbehaving",
+    Code.DNS_REFUSED: "dns_refused_error",
+    Code.DNS_TIMEOUT: "generic_timeout_error",
+    Code.DNS_BOGON: "dns_bogons_failure",
+    Code.DNS_INCONSISTENT: "dns_consistency_failure",
+    Code.DNS_INJECTED: "dns_injection_failure",
+    Code.DNS_ERROR: "unknown_failure: dns",
+    Code.TCP_TIMEOUT: "generic_timeout_error",
+    Code.TCP_RESET: "connection_reset",
+    Code.TCP_REFUSED: "connection_refused",
+    Code.TCP_HOST_UNREACHABLE: "host_unreachable",
+    Code.TCP_NET_UNREACHABLE: "network_unreachable",
+    Code.TCP_ERROR: "unknown_failure: tcp",
+    Code.TLS_TIMEOUT: "generic_timeout_error",
+    Code.TLS_RESET: "connection_reset",
+    Code.TLS_EOF: "eof_error",
+    Code.TLS_ALERT: "ssl_failed_handshake",
+    Code.TLS_CERT_INVALID: "ssl_unknown_authority",
+    Code.TLS_HOSTNAME_MISMATCH: "ssl_invalid_hostname",
+    Code.TLS_ERROR: "ssl_failed_handshake",
+    Code.HTTP_TIMEOUT: "generic_timeout_error",
+    Code.HTTP_RESET: "connection_reset",
+    Code.HTTP_EOF: "eof_error",
+    Code.HTTP_BLOCKPAGE: "http_blockpage",
+    Code.HTTP_STATUS_MISMATCH: "http_unexpected_status_code",
+    Code.HTTP_BODY_MISMATCH: "http_unexpected_body",
+    Code.HTTP_ERROR: "unknown_failure: http",
 }
 
 
-def step_code(step: Step, kind: str) -> str:
-    """Return the code `<step>_<kind>` if the taxonomy has it, else `<step>_error`.
+def step_code(step: Step, kind: Failure) -> Code:
+    """The code `<step>_<kind>` if the taxonomy has it, else `<step>_error`."""
+    try:
+        code = Code(f"{step.value}_{kind.value}")
+    except ValueError:
+        return Code(f"{step.value}_error")
+    return code if code.step is step else Code(f"{step.value}_error")
 
-    `kind` is a step-independent failure kind such as `timeout`, `reset` or `eof`.
-    """
-    code = f"{step.value}_{kind}"
-    return code if code in CODES[step] else f"{step.value}_error"
 
-
-def ooni_failure(code: str) -> str | None:
+def ooni_failure(code: Code | str) -> str | None:
     """OONI's failure string for one of our result codes."""
-    return OONI_FAILURE[code]
+    return OONI_FAILURE[Code(code)]

@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import time
-from dataclasses import dataclass
 
-from probes.errors import classify
-from probes.results import StepResult
-from probes.taxonomy import OK, Step
+from probes.connection import Connection
+from probes.errors import Outcome, measure
+from probes.results import StepResult, TlsFacts
+from probes.taxonomy import Step
 
 _READ_SIZE = 65536
 
@@ -26,15 +25,6 @@ def make_context(ca_file: str | None = None) -> ssl.SSLContext:
     if ca_file:
         ctx.load_verify_locations(cafile=ca_file)
     return ctx
-
-
-@dataclass(slots=True)
-class TlsInfo:
-    """Facts about a completed handshake."""
-
-    version: str | None
-    cipher: str | None
-    not_after: float | None
 
 
 async def _pump(sock: socket.socket, outgoing: ssl.MemoryBIO) -> None:
@@ -62,39 +52,30 @@ async def _handshake(sock: socket.socket, ctx: ssl.SSLContext, server_name: str)
         return tls
 
 
-def _info(tls: ssl.SSLObject) -> TlsInfo:
+def _facts(tls: ssl.SSLObject) -> TlsFacts:
     cert = tls.getpeercert() or {}
     not_after = cert.get("notAfter")
     cipher = tls.cipher()
-    return TlsInfo(
+    return TlsFacts(
         version=tls.version(),
         cipher=cipher[0] if cipher else None,
-        not_after=ssl.cert_time_to_seconds(not_after) if isinstance(not_after, str) else None,
+        cert_not_after=ssl.cert_time_to_seconds(not_after) if isinstance(not_after, str) else None,
     )
 
 
-async def handshake(
-    sock: socket.socket,
-    server_name: str,
-    ctx: ssl.SSLContext,
-    timeout: float,
-    endpoint: str,
+async def run(
+    conn: Connection, server_name: str, ctx: ssl.SSLContext, timeout: float
 ) -> StepResult:
-    """Run a TLS handshake with SNI `server_name` over the connected socket `sock`.
+    """Run a TLS handshake with SNI `server_name` over `conn`'s connected socket.
 
-    The certificate is validated for `server_name` against `ctx`'s trust store. The socket is
-    left open; the caller closes it. `endpoint` is only reported.
+    The certificate is validated for `server_name` against `ctx`'s trust store. On success
+    `conn.tls` holds the session; the socket stays open for the caller to close.
     """
-    start = time.perf_counter()
-    try:
-        async with asyncio.timeout(timeout):
-            tls = await _handshake(sock, ctx, server_name)
-    except (OSError, TimeoutError, ssl.SSLError) as exc:
-        code, detail = classify(Step.TLS, exc)
-        return StepResult(Step.TLS, code, endpoint, time.perf_counter() - start, detail)
-    info = _info(tls)
-    data: dict[str, object] = {"version": info.version, "cipher": info.cipher}
-    if info.not_after is not None:
-        data["cert_not_after"] = info.not_after
-    detail = f"{info.version}, SNI {server_name}"
-    return StepResult(Step.TLS, OK, endpoint, time.perf_counter() - start, detail, data)
+
+    async def work() -> Outcome:
+        assert conn.sock is not None, "tls runs after a successful tcp step"
+        conn.tls = await _handshake(conn.sock, ctx, server_name)
+        facts = _facts(conn.tls)
+        return Outcome(detail=f"{facts.version}, SNI {server_name}", facts=facts)
+
+    return await measure(Step.TLS, conn.endpoint, timeout, work)

@@ -16,12 +16,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.verdict import chain_verdict, representative
+from measure.verdict import chain_verdict, representative
 from probes.bogons import BogonFilter
 from probes.dns import QueryOutcome, evaluate
 from probes.errors import ERRNO_KINDS, classify
 from probes.results import StepResult
-from probes.taxonomy import ALL_CODES, CODES, OONI_FAILURE, Step
+from probes.taxonomy import ALL_CODES, CODES, OONI_FAILURE, Code, Step
 
 
 def cert_error(code: int, message: str) -> ssl.SSLCertVerificationError:
@@ -188,7 +188,7 @@ def test_an_answer_to_one_family_is_enough() -> None:
 
 
 def step(s: Step, result: str) -> StepResult:
-    return StepResult(s, result)
+    return StepResult(s, Code(result))
 
 
 @pytest.mark.parametrize(

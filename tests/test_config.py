@@ -1,4 +1,4 @@
-"""Config loading: the shape of DESIGN.md, strict keys, and errors that name file, key and why."""
+"""Config loading: the shape in README's config reference, strict keys, clear errors."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from agent.config import ConfigError, load_config, parse_config, split_host_port
 from agent.durations import parse_duration
+from agent.planner import make_plan
 
 
 def write(tmp_path: Path, data: object) -> Path:
@@ -66,8 +67,9 @@ def test_full_design_shape_is_accepted(tmp_path: Path) -> None:
     assert config.agent.timeout == 0.5
     assert config.resolvers.test.endpoints() == (("192.0.2.53", 53), ("2001:db8::53", 5353))
     assert config.tls.ca_file == ca  # relative to the config file's folder
-    assert [t.scheme for t in config.targets] == ["https", "tcp", "tls"]
-    assert [t.portnumber for t in config.targets] == [443, 443, 465]
+    plans = make_plan(config).targets
+    assert [t.scheme for t in plans] == ["https", "tcp", "tls"]
+    assert [t.port for t in plans] == [443, 443, 465]
 
 
 def test_errors_name_file_key_path_and_reason(tmp_path: Path) -> None:

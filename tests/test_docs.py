@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.metrics import Metrics
+from agent.sinks.prometheus import PrometheusSink
 from probes.taxonomy import ALL_CODES, OONI_FAILURE
 
 DOCS = Path(__file__).resolve().parent.parent
@@ -26,7 +26,7 @@ def test_taxonomy_doc_lists_every_code_with_its_ooni_string() -> None:
 
 def test_readme_documents_every_exported_metric() -> None:
     readme = (DOCS / "README.md").read_text(encoding="utf-8")
-    for family in Metrics().registry.collect():
+    for family in PrometheusSink().registry.collect():
         # The client names a counter's family without the `_total` its samples carry.
         shown = f"{family.name}_total" if family.type == "counter" else family.name
         assert f"`{shown}`" in readme, shown

@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from agent.chain import load_fingerprints
-from probes.http import HttpExpectations, fetch
+from agent.planner import fingerprints
+from probes.blockpages import BlockpageMatcher
+from probes.connection import Connection
+from probes.http import HttpExpectations, run
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 CLIENT_TLS = ssl.create_default_context()  # unused for http:// URLs
@@ -53,10 +55,10 @@ async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
 
 
 async def probe(port: int, path: str = "/", **expect: object):
-    expectations = HttpExpectations(blockpages=load_fingerprints([]), **expect)  # type: ignore[arg-type]
-    return await fetch(
+    expectations = HttpExpectations(blockpages=BlockpageMatcher(fingerprints()), **expect)  # type: ignore[arg-type]
+    return await run(
+        Connection("127.0.0.1", port),
         f"http://site.test:{port}{path}",
-        "127.0.0.1",
         ssl_context=CLIENT_TLS,
         timeout=1.5,
         expect=expectations,
@@ -93,8 +95,8 @@ async def test_body_reads_are_capped(serve) -> None:
     head = OK_HEAD + f"Content-Length: {big}\r\n\r\n".encode()
     result = await probe(await serve(responder(head, b"x" * big)), max_body=1 << 20)
     assert result.result == "ok"
-    assert result.data["truncated"] is True
-    assert result.data["body_bytes"] == 1 << 20
+    assert result.facts.truncated is True
+    assert result.facts.body_bytes == 1 << 20
 
 
 def redirect(location: str, status: int = 302) -> bytes:
@@ -124,7 +126,7 @@ async def test_redirect_to_a_known_isp_blockpage_is_named(serve) -> None:
 async def test_redirect_to_another_host_is_reported_not_followed(serve) -> None:
     result = await probe(await serve(responder(redirect("https://elsewhere.example/"))))
     assert result.result == "ok"
-    assert result.data["redirect"] == "https://elsewhere.example/"
+    assert result.facts.redirect == "https://elsewhere.example/"
 
 
 async def test_shipped_body_fingerprint_and_expectations(serve) -> None:

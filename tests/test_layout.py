@@ -1,12 +1,18 @@
-"""Architecture rules: probes/ knows nothing of the agent, Prometheus or the scheduler."""
+"""Architecture rules (docs/architecture.md): each layer imports only the layers below it.
+
+probes (steps) <- measure (plan, follow-ups, verdict, report) <- agent (config, planner,
+scheduler, CLI, server) and agent/sinks (outputs), and no sink imports another.
+"""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-PROBES = Path(__file__).resolve().parent.parent / "probes"
-FORBIDDEN = ("agent", "prometheus_client")
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SINKS = ROOT / "agent" / "sinks"
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -20,9 +26,49 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-def test_probes_never_import_the_agent_or_prometheus() -> None:
-    files = sorted(PROBES.glob("*.py"))
-    assert files
-    for path in files:
-        for module in imported_modules(path):
-            assert module.split(".")[0] not in FORBIDDEN, f"{path.name} imports {module}"
+def files(package: str) -> list[Path]:
+    found = sorted((ROOT / package).rglob("*.py"))
+    assert found, package
+    return found
+
+
+def violations(package: str, forbidden: tuple[str, ...]) -> list[str]:
+    return [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in files(package)
+        for module in imported_modules(path)
+        if module.split(".")[0] in forbidden
+    ]
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        # Steps know nothing of plans, reports, the agent or Prometheus.
+        ("probes", ("measure", "agent", "prometheus_client", "pydantic")),
+        # The measurement layer never sees config models, sinks, the CLI or Prometheus.
+        ("measure", ("agent", "prometheus_client", "pydantic")),
+    ],
+)
+def test_layers_import_only_downwards(package: str, forbidden: tuple[str, ...]) -> None:
+    assert violations(package, forbidden) == []
+
+
+def test_sinks_never_import_each_other() -> None:
+    sinks = {p.stem for p in SINKS.glob("*.py") if p.stem != "__init__"}
+    assert sinks
+    for path in SINKS.glob("*.py"):
+        others = {f"agent.sinks.{s}" for s in sinks - {path.stem}}
+        assert not imported_modules(path) & others, path.name
+
+
+def test_only_the_boundary_maps_exceptions_to_codes() -> None:
+    """`classify` (the exception table) is called from probes/errors.py's boundary and from
+    DNS evaluation of errors already caught per server, nowhere else."""
+    callers = {
+        path.relative_to(ROOT).as_posix()
+        for package in ("probes", "measure", "agent")
+        for path in files(package)
+        if "classify(" in path.read_text(encoding="utf-8")
+    }
+    assert callers == {"probes/errors.py", "probes/dns.py"}

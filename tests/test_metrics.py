@@ -2,32 +2,39 @@
 
 from __future__ import annotations
 
-from agent.chain import TargetReport
 from agent.config import parse_config
-from agent.metrics import Metrics
-from probes.results import StepResult
-from probes.taxonomy import Step
+from agent.planner import make_plan
+from agent.sinks.prometheus import PrometheusSink
+from measure.report import TargetReport
+from measure.verdict import Verdict
+from probes.results import HttpFacts, StepResult
+from probes.taxonomy import Code, Step
 
 CONFIG = parse_config(
     {"targets": [{"name": "site", "url": "https://site.example/"},
                  {"name": "other", "tcp": "192.0.2.1:443"}]},
     "t.yaml",
 )  # fmt: skip
-SITE = CONFIG.targets[0]
+PLAN = make_plan(CONFIG)
+SITE = PLAN.targets[0]
 
 
 def report(verdict: str, *steps: tuple[Step, str, float]) -> TargetReport:
-    results = [StepResult(s, r, None, d, data={"bytes_per_second": 1000.0}) for s, r, d in steps]
-    return TargetReport(SITE, verdict, dns=results[:1], chains=[results[1:]])
+    facts = HttpFacts(status=200, body_bytes=1000, bytes_per_second=1000.0)
+    results = [
+        StepResult(s, Code(r), None, d, facts=facts if s == Step.HTTP else None)
+        for s, r, d in steps
+    ]
+    return TargetReport(SITE, Verdict(verdict), dns=results[0], chains=(tuple(results[1:]),))
 
 
-def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+def sample(metrics: PrometheusSink, name: str, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
 
 
 def test_a_step_that_stops_running_loses_its_last_duration_and_throughput() -> None:
-    metrics = Metrics()
-    metrics.configure(CONFIG)
+    metrics = PrometheusSink()
+    metrics.configure(CONFIG, PLAN)
     metrics.observe(report("reachable", (Step.DNS, "ok", 0.01), (Step.TCP, "ok", 0.02),
                            (Step.TLS, "ok", 0.03), (Step.HTTP, "ok", 0.04)))  # fmt: skip
     last = "reachprobe_probe_last_duration_seconds"
@@ -45,10 +52,11 @@ def test_a_step_that_stops_running_loses_its_last_duration_and_throughput() -> N
 
 
 def test_reconfiguring_forgets_removed_targets_and_no_created_series() -> None:
-    metrics = Metrics()
-    metrics.configure(CONFIG)
+    metrics = PrometheusSink()
+    metrics.configure(CONFIG, PLAN)
     metrics.observe(report("reachable", (Step.DNS, "ok", 0.01), (Step.TCP, "ok", 0.02)))
-    metrics.configure(parse_config({"targets": [{"name": "other", "tcp": "192.0.2.1:443"}]}, "t"))
+    other = parse_config({"targets": [{"name": "other", "tcp": "192.0.2.1:443"}]}, "t")
+    metrics.configure(other, make_plan(other))
     targets = {
         s.labels.get("target") for family in metrics.registry.collect() for s in family.samples
     }

@@ -61,18 +61,18 @@ async def test_each_transport_resolves_and_classifies(servers: dict, kind: str) 
         missing = await dns_client.resolve("gone.test", LOOPBACK)
     finally:
         await dns_client.aclose()
-    assert found.result.result == "ok"
-    assert sorted(found.addresses) == ["127.0.0.7", "::1"]
-    assert found.result.data["resolver"] == kind
-    assert missing.result.result == "dns_nxdomain"
+    assert found.result == "ok"
+    assert sorted(found.facts.addresses) == ["127.0.0.7", "::1"]
+    assert found.facts.resolver == kind
+    assert missing.result == "dns_nxdomain"
 
 
 async def test_dot_with_the_wrong_server_name_is_not_trusted(servers: dict) -> None:
     resolver = Resolver("dot", (("127.0.0.1", servers["dot"]),), server_name="other.test")
     dns_client = DnsClient(resolver, timeout=2, ssl_context=make_context(servers["ca"]))
     answer = await dns_client.resolve("site.test", LOOPBACK)
-    assert answer.result.result == "dns_error"
-    assert "mismatch" in answer.result.detail.lower()
+    assert answer.result == "dns_error"
+    assert "mismatch" in answer.detail.lower()
 
 
 async def test_system_resolver_reads_resolv_conf(
@@ -85,8 +85,8 @@ async def test_system_resolver_reads_resolv_conf(
     monkeypatch.setattr(dnsprobe, "SYSTEM_PORT", servers["udp"])
     dns_client = DnsClient(Resolver("system"), timeout=2, injection_window=0.05)
     answer = await dns_client.resolve("site.test", LOOPBACK)
-    assert answer.result.result == "ok"
-    assert answer.result.data["resolver"] == "system"
+    assert answer.result == "ok"
+    assert answer.facts.resolver == "system"
 
 
 async def test_failover_to_the_next_server(servers: dict) -> None:
@@ -101,7 +101,7 @@ async def test_failover_to_the_next_server(servers: dict) -> None:
         )
     finally:
         silent.close()
-    assert answer.result.result == "ok"
+    assert answer.result == "ok"
 
 
 class _Garbage(asyncio.DatagramProtocol):
@@ -134,8 +134,8 @@ async def test_garbage_datagrams_are_ignored_not_fatal() -> None:
         )
     finally:
         transport.close()
-    assert answer.result.result == "ok"
-    assert answer.addresses == ["127.0.0.8"]
+    assert answer.result == "ok"
+    assert list(answer.facts.addresses) == ["127.0.0.8"]
 
 
 @pytest.mark.parametrize(
@@ -162,5 +162,5 @@ async def test_hostile_doh_server_gives_dns_error(status: int, body: bytes, need
         await dns_client.aclose()
     finally:
         await runner.cleanup()
-    assert answer.result.result == "dns_error"
-    assert needle in answer.result.detail
+    assert answer.result == "dns_error"
+    assert needle in answer.detail

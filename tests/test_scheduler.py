@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from agent.chain import Prober
 from agent.config import Config, parse_config
-from agent.metrics import Metrics
-from agent.scheduler import Scheduler, run_cycle
+from agent.planner import make_plan
+from agent.scheduler import Scheduler
+from agent.sinks.prometheus import PrometheusSink
+from measure.cycle import run_cycle
+from measure.prober import Prober
 
 
 @dataclass
@@ -73,8 +75,9 @@ def config(port: int, targets: int, concurrency: int, interval: str = "10s") -> 
 
 async def test_concurrency_bounds_open_connections(silent: SilentServer) -> None:
     cfg = config(silent.port, targets=8, concurrency=2)
-    prober = Prober(cfg)
-    reports = await run_cycle(prober, cfg.targets)
+    plan = make_plan(cfg)
+    prober = Prober(plan)
+    reports = (await run_cycle(prober, plan.targets)).reports
     await prober.aclose()
     assert {r.verdict for r in reports} == {"tls_blocking"}
     # Every target connected twice (the handshake and its innocuous-SNI repeat) ...
@@ -86,7 +89,7 @@ async def test_concurrency_bounds_open_connections(silent: SilentServer) -> None
 async def test_a_slow_cycle_does_not_overlap_the_next(silent: SilentServer) -> None:
     # A cycle takes two timeouts (handshake and SNI repeat), longer than the interval.
     cfg = config(silent.port, targets=1, concurrency=64, interval="300ms")
-    scheduler = Scheduler(cfg, Metrics(), None)
+    scheduler = Scheduler(cfg, [PrometheusSink()], None)
     task = asyncio.ensure_future(scheduler.run())
     try:
         async with asyncio.timeout(15):
@@ -111,13 +114,14 @@ async def test_a_bug_in_one_target_keeps_the_others_results(
         return await real_probe(self, target)
 
     monkeypatch.setattr(Prober, "probe", buggy)
-    prober = Prober(cfg)
-    reports = await run_cycle(prober, cfg.targets)
+    plan = make_plan(cfg)
+    prober = Prober(plan)
+    reports = (await run_cycle(prober, plan.targets)).reports
     await prober.aclose()
     assert [r.verdict for r in reports] == ["tls_blocking", "inconclusive", "tls_blocking"]
     assert reports[1].error == "internal error: RuntimeError('boom')"
     assert reports[1].to_json()["error"].startswith("internal error")
-    metrics = Metrics()
+    metrics = PrometheusSink()
     for report in reports:
         metrics.observe(report)
     assert (

@@ -4,19 +4,32 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 
 from probes.results import StepResult
 from probes.taxonomy import OK, SKIPPED, Step
 
-REACHABLE = "reachable"
-INCONCLUSIVE = "inconclusive"
-STEP_VERDICTS = {
-    Step.DNS: "dns_blocking",
-    Step.TCP: "tcp_ip_blocking",
-    Step.TLS: "tls_blocking",
-    Step.HTTP: "http_blocking",
+
+class Verdict(StrEnum):
+    """A target's local verdict."""
+
+    REACHABLE = "reachable"
+    DNS_BLOCKING = "dns_blocking"
+    TCP_IP_BLOCKING = "tcp_ip_blocking"
+    TLS_BLOCKING = "tls_blocking"
+    HTTP_BLOCKING = "http_blocking"
+    INCONCLUSIVE = "inconclusive"
+
+
+REACHABLE = Verdict.REACHABLE
+INCONCLUSIVE = Verdict.INCONCLUSIVE
+STEP_VERDICTS: dict[Step, Verdict] = {
+    Step.DNS: Verdict.DNS_BLOCKING,
+    Step.TCP: Verdict.TCP_IP_BLOCKING,
+    Step.TLS: Verdict.TLS_BLOCKING,
+    Step.HTTP: Verdict.HTTP_BLOCKING,
 }
-VERDICTS = (REACHABLE, *STEP_VERDICTS.values(), INCONCLUSIVE)
+VERDICTS: tuple[Verdict, ...] = tuple(Verdict)
 
 
 def first_failure(steps: Sequence[StepResult]) -> StepResult | None:
@@ -24,7 +37,7 @@ def first_failure(steps: Sequence[StepResult]) -> StepResult | None:
     return next((s for s in steps if s.result not in (OK, SKIPPED)), None)
 
 
-def chain_verdict(steps: Sequence[StepResult]) -> str:
+def chain_verdict(steps: Sequence[StepResult]) -> Verdict:
     """Verdict of one chain of steps: the first failing step decides.
 
     A `*_error` code says only that something unexpected happened, not that anything was
@@ -55,3 +68,9 @@ def representative(chains: Sequence[Sequence[StepResult]]) -> Sequence[StepResul
         if chain_verdict(chain) == REACHABLE:
             return chain
     return max(chains, key=progress) if chains else ()
+
+
+def deciding(dns: StepResult | None, chains: Sequence[Sequence[StepResult]]) -> list[StepResult]:
+    """The steps that decide a target's verdict: its DNS step (if any) and the chain that
+    speaks for it."""
+    return [*([dns] if dns is not None else []), *representative(chains)]

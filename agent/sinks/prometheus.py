@@ -1,4 +1,5 @@
-"""Turns target reports into the Prometheus series of DESIGN.md (prefix `reachprobe_`).
+"""The Prometheus sink: turns cycle reports into the `reachprobe_` series (README's metrics
+reference).
 
 Label values stay bounded: `target` is the configured name, `step`, `result` and `verdict`
 come from fixed sets, and no address ever becomes a label value.
@@ -18,16 +19,18 @@ from prometheus_client import (
 )
 
 from agent import __version__
-from agent.chain import TargetReport
 from agent.config import Config
-from agent.verdict import REACHABLE, VERDICTS
+from agent.sinks import Sink
+from measure.plan import ProbePlan
+from measure.report import CycleReport, TargetReport
+from measure.verdict import REACHABLE, VERDICTS
 from probes.taxonomy import SKIPPED, Step
 
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 CYCLE_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
-class Metrics:
+class PrometheusSink(Sink):
     """The agent's registry and the series it exports."""
 
     def __init__(self) -> None:
@@ -88,6 +91,16 @@ class Metrics:
         self.config_reloads = Counter(
             "reachprobe_config_reloads", "Config reloads by outcome.", ["outcome"], registry=r
         )
+        self.reload_ok = Gauge(
+            "reachprobe_config_last_reload_successful",
+            "0 if the last config reload failed (the old config is kept), else 1.", registry=r,
+        )  # fmt: skip
+        self.reload_time = Gauge(
+            "reachprobe_config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded successfully (start or reload).", registry=r,
+        )  # fmt: skip
+        self.reload_ok.set(1)
+        self.reload_time.set_to_current_time()
         # What each target has put into the registry, so that a reload can take it out again.
         self._series: dict[str, set[tuple[Gauge | Counter, tuple[str, ...]]]] = defaultdict(set)
 
@@ -96,18 +109,32 @@ class Metrics:
         self._series[target].add((metric, labels))
         return metric.labels(*labels)
 
-    def configure(self, config: Config) -> None:
+    def configure(self, config: Config, plan: ProbePlan) -> None:
         """Set the identity and target info series, forgetting targets no longer configured."""
         self.agent_info.clear()
         a = config.agent
         self.agent_info.labels(a.vantage, a.role, a.country, a.asn, __version__).set(1)
-        names = {t.name for t in config.targets}
+        names = {t.name for t in plan.targets}
         for name in list(self._series):
             if name not in names:
                 self.forget(name)
         self.info.clear()  # a reload may change a target's host or port
-        for t in config.targets:
-            self.info.labels(t.name, t.hostname, str(t.portnumber), t.scheme, t.group).set(1)
+        for t in plan.targets:
+            self.info.labels(t.name, t.host, str(t.port), t.scheme, t.group).set(1)
+
+    def reloaded(self, ok: bool, at: float) -> None:
+        """Count a reload and keep the last-reload gauges Prometheus' own alerts use."""
+        self.config_reloads.labels("success" if ok else "failure").inc()
+        self.reload_ok.set(1 if ok else 0)
+        if ok:
+            self.reload_time.set(at)
+
+    def publish(self, cycle: CycleReport) -> None:
+        """Record a finished cycle: every target's report, then the cycle's own series."""
+        for report in cycle.reports:
+            self.observe(report)
+        self.cycle_duration.observe(cycle.duration_seconds)
+        self.last_cycle.set(cycle.started_at + cycle.duration_seconds)
 
     def forget(self, target: str) -> None:
         """Remove every series of a target."""
@@ -141,9 +168,8 @@ class Metrics:
             self._labels(self.verdict, name, verdict).set(1 if verdict == report.verdict else 0)
         for resolver, count in report.addresses.items():
             self._labels(self.addresses, name, resolver).set(count)
-        http = next((s for s in chosen if s.step == Step.HTTP and s.ok), None)
-        rate = http.data.get("bytes_per_second") if http is not None else None
-        self._set_or_drop(self.throughput, (name,), float(rate) if rate is not None else None)  # type: ignore[arg-type]
+        http = report.http
+        self._set_or_drop(self.throughput, (name,), http.bytes_per_second if http else None)
 
     def _set_or_drop(self, gauge: Gauge, labels: tuple[str, ...], value: float | None) -> None:
         """Set a "last run" gauge, or remove it when this cycle has no value: a stale figure
@@ -153,8 +179,3 @@ class Metrics:
         else:
             with contextlib.suppress(KeyError):
                 gauge.remove(*labels)
-
-    def cycle_done(self, duration: float, finished_at: float) -> None:
-        """Record a finished cycle."""
-        self.cycle_duration.observe(duration)
-        self.last_cycle.set(finished_at)

@@ -1,0 +1,80 @@
+"""Turns a validated config into the measurement layer's immutable plan, once per load.
+
+Everything that is parsed (URLs, host:port, regexes, the shipped fingerprints) is parsed here,
+so the measurement code never sees a pydantic model.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+import yaml
+
+from agent.config import BlockpageConfig, Config, TargetConfig, split_host_port
+from agent.resources import shipped_file
+from measure.plan import SCHEME_PORTS, HttpPlan, ProbePlan, TargetPlan
+from probes.blockpages import Fingerprint
+
+
+@functools.cache
+def shipped_blockpages() -> tuple[BlockpageConfig, ...]:
+    """The blockpage fingerprints shipped with the agent (config/blockpages.yaml)."""
+    shipped = yaml.safe_load(shipped_file("blockpages.yaml").read_text("utf-8")) or []
+    return tuple(BlockpageConfig.model_validate(e) for e in shipped)
+
+
+def fingerprints(extra: Sequence[BlockpageConfig] = ()) -> tuple[Fingerprint, ...]:
+    """The shipped blockpage fingerprints plus the config's own, compiled."""
+    return tuple(
+        Fingerprint(
+            name=e.name,
+            pattern=re.compile(e.pattern, re.IGNORECASE),
+            location=e.location,
+            country=e.country,
+            source=e.source,
+        )
+        for e in (*shipped_blockpages(), *extra)
+    )
+
+
+def plan_target(target: TargetConfig) -> TargetPlan:
+    """One target's plan: scheme, host, port and HTTP expectations, parsed once."""
+    group = target.group
+    if target.url is not None:
+        parts = urlsplit(target.url)
+        http = HttpPlan(
+            url=target.url,
+            expect_status=tuple(target.expect_status),
+            expect_body=re.compile(target.expect_body) if target.expect_body else None,
+        )
+        port = parts.port or SCHEME_PORTS[parts.scheme]
+        return TargetPlan(target.name, group, parts.scheme, parts.hostname or "", port, http)
+    if target.host is not None and target.port is not None:
+        return TargetPlan(
+            target.name, group, "tls" if target.tls else "tcp", target.host, target.port
+        )
+    host, port = split_host_port(target.tcp or "")
+    return TargetPlan(target.name, group, "tcp", host, port)
+
+
+def make_plan(config: Config) -> ProbePlan:
+    """The whole measurement plan of a config."""
+    agent, resolvers = config.agent, config.resolvers
+    control = resolvers.control
+    return ProbePlan(
+        targets=tuple(plan_target(t) for t in config.targets),
+        test_resolver=resolvers.test.resolver(),
+        control_resolver=control.resolver() if control is not None else None,
+        timeout=agent.timeout,
+        concurrency=agent.concurrency,
+        max_addresses=agent.max_addresses,
+        max_body_bytes=agent.max_body_bytes,
+        injection_window=resolvers.injection_window,
+        bogon_exempt=tuple(resolvers.bogon_exempt),
+        ca_file=str(config.tls.ca_file) if config.tls.ca_file else None,
+        fingerprints=fingerprints(config.blockpages),
+        jitter=agent.effective_jitter,
+    )

@@ -1,0 +1,46 @@
+"""One cycle: every target probed once, each start spread over the jitter window."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+
+from measure.plan import TargetPlan
+from measure.prober import Prober
+from measure.report import CycleReport, TargetReport
+from measure.verdict import INCONCLUSIVE
+
+log = logging.getLogger("reachprobe")
+
+
+async def run_cycle(
+    prober: Prober,
+    targets: Sequence[TargetPlan],
+    jitter: float = 0.0,
+    on_report: Callable[[TargetReport], None] | None = None,
+    number: int = 0,
+) -> CycleReport:
+    """Probe every target once; the reports come back in the targets' order.
+
+    `on_report` is called as each target finishes (progress display).
+    """
+    started_at, start = time.time(), time.monotonic()
+
+    async def one(target: TargetPlan) -> TargetReport:
+        if jitter > 0:
+            await asyncio.sleep(random.uniform(0, jitter))
+        try:
+            report = await prober.probe(target)
+        except Exception as exc:
+            # A bug in one target's probing must not cost the cycle its other results.
+            log.exception("probing %s failed unexpectedly", target.name)
+            report = TargetReport(target, INCONCLUSIVE, error=f"internal error: {exc!r}"[:300])
+        if on_report is not None:
+            on_report(report)
+        return report
+
+    reports = await asyncio.gather(*(one(t) for t in targets))
+    return CycleReport(number, started_at, time.monotonic() - start, tuple(reports))

@@ -1,0 +1,51 @@
+"""Was a failed handshake triggered by the name? Repeat it to the same address with an
+innocuous SNI, as OONI's sniblocking test does: if that one gets through (or fails otherwise),
+the name made the difference."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from probes.results import StepResult
+from probes.taxonomy import Code
+
+# A name no censor targets, whose certificate will not match (so only reset vs. not-reset
+# is read from the repeat).
+CONTROL_SNI = "www.example.org"
+# Failures a name-based filter produces; a certificate or alert failure is not re-checked.
+RECHECKED = frozenset({Code.TLS_RESET, Code.TLS_TIMEOUT, Code.TLS_EOF})
+
+
+@dataclass(frozen=True, slots=True)
+class SniEvidence:
+    """The repeat's outcome. `triggered` is None when the repeat could not even connect."""
+
+    key: ClassVar[str] = "control_sni"
+    sni: str
+    result: Code
+    triggered: bool | None
+
+    def summary(self) -> str | None:
+        if not self.triggered:
+            return None
+        return f"with SNI {self.sni}: {self.result} (SNI-based)"
+
+
+def needs_recheck(tls: StepResult) -> bool:
+    """True for a handshake failure that a filter on the name could have caused."""
+    return tls.result in RECHECKED
+
+
+# Runs tcp (and tls with the given SNI) to the same address: (tcp result, tls result or None).
+Handshake = Callable[[str], Awaitable[tuple[StepResult, StepResult | None]]]
+
+
+async def recheck(failed: StepResult, handshake: Handshake) -> SniEvidence:
+    """Repeat `failed` with CONTROL_SNI. Any outcome that is not the same kind of failure
+    means the name made the difference."""
+    connected, again = await handshake(CONTROL_SNI)
+    if again is None:
+        return SniEvidence(CONTROL_SNI, connected.result, None)
+    return SniEvidence(CONTROL_SNI, again.result, again.result != failed.result)

@@ -1,0 +1,83 @@
+"""Immutable plans: what to probe and with what, decided once per config load.
+
+The measurement code reads these, never the config's pydantic models, so that a target's URL
+is parsed once per load, not once per step per address per cycle.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from probes.blockpages import Fingerprint
+from probes.dns import Resolver
+from probes.taxonomy import Step
+
+SCHEME_PORTS = {"https": 443, "http": 80}
+
+
+@dataclass(frozen=True, slots=True)
+class HttpPlan:
+    """The HTTP step of a URL target: the URL and what a genuine answer looks like."""
+
+    url: str
+    expect_status: tuple[int, ...] = ()
+    expect_body: re.Pattern[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetPlan:
+    """One target, parsed: `scheme` is `https`, `http`, `tls` (host with tls) or `tcp`."""
+
+    name: str
+    group: str
+    scheme: str
+    host: str
+    port: int
+    http: HttpPlan | None = None
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.scheme in ("https", "tls")
+
+    @property
+    def sni(self) -> str | None:
+        """The name sent in the ClientHello (the target's host), for TLS targets."""
+        return self.host if self.uses_tls else None
+
+    @property
+    def is_address(self) -> bool:
+        """True when the host is an IP address: no DNS step."""
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """The steps run against each address, in order."""
+        return (
+            Step.TCP,
+            *((Step.TLS,) if self.uses_tls else ()),
+            *((Step.HTTP,) if self.http is not None else ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProbePlan:
+    """Everything the measurement layer needs from one config."""
+
+    targets: tuple[TargetPlan, ...]
+    test_resolver: Resolver
+    control_resolver: Resolver | None = None
+    timeout: float = 5.0
+    concurrency: int = 64
+    max_addresses: int = 4
+    max_body_bytes: int = 1 << 20
+    injection_window: float = 0.5
+    bogon_exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    ca_file: str | None = None
+    fingerprints: tuple[Fingerprint, ...] = field(default=())
+    jitter: float = 0.0

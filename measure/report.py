@@ -1,0 +1,88 @@
+"""Typed reports: what one cycle learned about one target, and about the whole cycle.
+
+Sinks (metrics, JSON, the status page ...) read these fields; none reads a step's raw data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from measure.followups.consistency import addresses_of
+from measure.plan import TargetPlan
+from measure.verdict import Verdict, deciding, first_failure
+from probes.results import HttpFacts, StepResult
+from probes.taxonomy import Step
+
+
+@dataclass(frozen=True, slots=True)
+class TargetReport:
+    """One target's cycle: the DNS step (test resolver, with the control's answer as
+    evidence), the control resolver's own result, and one chain of steps per address."""
+
+    target: TargetPlan
+    verdict: Verdict
+    dns: StepResult | None = None
+    control: StepResult | None = None
+    chains: tuple[tuple[StepResult, ...], ...] = ()
+    error: str | None = None
+
+    @property
+    def steps(self) -> list[StepResult]:
+        """All step results: DNS first, then each address's chain."""
+        head = [self.dns] if self.dns is not None else []
+        return [*head, *(s for chain in self.chains for s in chain)]
+
+    @property
+    def deciding_steps(self) -> list[StepResult]:
+        """DNS and the address chain that speaks for the target (see `representative`)."""
+        return deciding(self.dns, self.chains)
+
+    @property
+    def addresses(self) -> dict[str, int]:
+        """How many addresses each resolver returned (only resolvers that were asked)."""
+        counts = {}
+        if self.dns is not None:
+            counts["test"] = len(addresses_of(self.dns))
+        if self.control is not None:
+            counts["control"] = len(addresses_of(self.control))
+        return counts
+
+    @property
+    def http(self) -> HttpFacts | None:
+        """The facts of the deciding chain's successful HTTP step, if it had one."""
+        step = next((s for s in self.deciding_steps if s.step == Step.HTTP and s.ok), None)
+        return step.facts if step is not None and isinstance(step.facts, HttpFacts) else None
+
+    def why(self) -> str:
+        """The deciding failure in one line (empty when the target is reachable)."""
+        if self.error is not None:
+            return self.error
+        failure = first_failure(self.deciding_steps)
+        if failure is None:
+            return ""
+        where = f" {failure.address}" if failure.address else ""
+        detail = f": {failure.full_detail}" if failure.full_detail else ""
+        return f"{failure.step.value}{where} {failure.result}{detail}"
+
+    def to_json(self) -> dict[str, object]:
+        """The target's object in `check --format json`."""
+        out: dict[str, object] = {
+            "name": self.target.name,
+            "group": self.target.group or None,
+            "verdict": self.verdict.value,
+            "steps": [s.to_json() for s in self.steps],
+        }
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class CycleReport:
+    """A finished cycle: every target's report, in the configured order."""
+
+    number: int
+    started_at: float
+    duration_seconds: float
+    reports: Sequence[TargetReport]
