@@ -78,12 +78,12 @@ def plan_target(target: TargetConfig) -> TargetPlan:
         )
         port = parts.port or SCHEME_PORTS[parts.scheme]
         return TargetPlan(target.name, group, parts.scheme, parts.hostname or "", port, http)
+    exchange = plan_exchange(target.exchange)
     if target.host is not None and target.port is not None:
-        return TargetPlan(
-            target.name, group, "tls" if target.tls else "tcp", target.host, target.port
-        )
+        scheme = "tls" if target.tls else "tcp"
+        return TargetPlan(target.name, group, scheme, target.host, target.port, None, exchange)
     host, port = split_host_port(target.tcp or "")
-    return TargetPlan(target.name, group, "tcp", host, port)
+    return TargetPlan(target.name, group, "tcp", host, port, None, exchange)
 
 
 def make_plan(config: Config) -> ProbePlan:

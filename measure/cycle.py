@@ -46,9 +46,9 @@ async def run_cycle(
     checks = asyncio.ensure_future(prober.vantage_checks(prober.plan.vantage))
     try:
         reports = await asyncio.gather(*(one(t) for t in targets))
-    finally:
-        if not checks.done():
-            checks.cancel()
+    except BaseException:
+        checks.cancel()  # the cycle itself was cancelled (stop, reload)
+        raise
     try:
         done = await checks
     except Exception:
