@@ -28,7 +28,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VENV = REPO_ROOT / ".venv-lowest"
 # One module per dependency at least: config (pydantic, PyYAML), the resolvers (dnspython,
 # DoH over aiohttp, DoT), the whole CLI against the loopback lab (aiohttp client, trustme),
-# and the metrics endpoint (prometheus-client, aiohttp server).
+# the metrics endpoint (prometheus-client, aiohttp server), and the docs checks (which read
+# prometheus-client's metric objects).
 TESTS = [
     "tests/test_config.py",
     "tests/test_classify.py",
@@ -36,6 +37,7 @@ TESTS = [
     "tests/test_check_loopback.py",
     "tests/test_metrics.py",
     "tests/test_agent_run.py",
+    "tests/test_docs.py",
 ]
 # Bounds on the two slow steps; a cold uv cache downloads about 30 wheels.
 INSTALL_TIMEOUT = 600
