@@ -78,13 +78,9 @@ def floor_mismatches(wanted: dict[str, Version], got: dict[str, Version]) -> lis
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Create the venv, install the floors, check them, run the tests; returns pytest's code."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="recreated each run")
-    args, pytest_args = parser.parse_known_args(argv)
+def install_floors(venv: Path) -> Path:
+    """A fresh virtualenv at `venv` with the floors installed; returns its interpreter."""
     uv = find_uv_bin()
-    venv: Path = args.venv.resolve()
     if venv.exists():
         shutil.rmtree(venv)
     # The interpreter running this script: the machine's Python, the floor of requires-python
@@ -99,6 +95,20 @@ def main(argv: list[str] | None = None) -> int:
         check=True,
         timeout=INSTALL_TIMEOUT,
     )
+    return python
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Create the venv, install the floors, check them, run the tests; returns pytest's code."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="recreated each run")
+    args, pytest_args = parser.parse_known_args(argv)
+    try:
+        python = install_floors(args.venv.resolve())
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        # uv has printed why (an unresolvable floor, no index); say which step it was.
+        print(f"lowest_deps: installing the floors failed: {exc}", file=sys.stderr)
+        return 1
     wanted = floors(REPO_ROOT / "pyproject.toml")
     got = installed_versions(python, sorted(wanted))
     print("lowest-direct:", ", ".join(f"{n}=={v}" for n, v in sorted(got.items())))
