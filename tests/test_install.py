@@ -126,16 +126,16 @@ def test_simlab_help(install: Install) -> None:
         assert kind in proc.stdout, kind
 
 
-def _wait_ready(process: subprocess.Popen[str], timeout: float) -> str:
-    """The server's `ready ...` line (its last word is the address), or raise."""
+def _wait_ready(process: subprocess.Popen[str], log: Path, timeout: float) -> str:
+    """The server's `ready ...` line (its last word is the address), or raise with its log."""
     assert process.stdout is not None
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
-        if not selector.select(timeout):
-            raise TimeoutError(f"{process.args}: no ready line in {timeout}s")
-    line = process.stdout.readline()
+        ready = selector.select(timeout)
+    line = process.stdout.readline() if ready else ""
     if not line.startswith("ready "):
-        raise RuntimeError(f"{process.args}: exited {process.poll()} before ready: {line!r}")
+        tail = log.read_text()[-2000:]
+        raise RuntimeError(f"{process.args}: no ready line (exit {process.poll()}):\n{tail}")
     return line.split()[-1]
 
 
@@ -160,16 +160,18 @@ def servers(install: Install) -> Iterator[dict[str, str]]:
     where: dict[str, str] = {}
     try:
         for name, argv in argvs.items():
-            process = subprocess.Popen(
-                [install.bin("python"), "-m", "simlab", *argv],
-                cwd=install.workdir,
-                env=install.env(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
+            log = install.workdir / f"{name}.log"
+            with log.open("w") as stderr:
+                process = subprocess.Popen(
+                    [install.bin("python"), "-m", "simlab", *argv],
+                    cwd=install.workdir,
+                    env=install.env(),
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                    text=True,
+                )
             processes.append(process)
-            where[name] = _wait_ready(process, READY_TIMEOUT)
+            where[name] = _wait_ready(process, log, READY_TIMEOUT)
         yield where
     finally:
         for process in processes:
