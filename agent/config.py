@@ -26,6 +26,7 @@ from pydantic import (
 
 from agent.durations import parse_duration
 from agent.resources import shipped_file
+from probes.prefix import DEFAULT_SEED, MAX_SAMPLE
 
 DEFAULT_PORT = 9787
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
@@ -118,6 +119,8 @@ class AgentSection(_Strict):
     concurrency: Annotated[int, Field(ge=1, le=4096)] = 64
     max_addresses: Annotated[int, Field(ge=1, le=32)] = 4
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 << 20)] = 1 << 20
+    # Shared by every vantage whose prefix samples are compared (docs/prefixes.md).
+    prefix_seed: Annotated[str, Field(min_length=1, max_length=256)] = DEFAULT_SEED
 
     @field_validator("listen")
     @classmethod
@@ -331,6 +334,15 @@ class BlockpageConfig(_Strict):
         return value
 
 
+class PrefixConfig(_Strict):
+    """A prefix whose reachable fraction is estimated from a fresh sample every cycle."""
+
+    name: LabelName
+    cidr: Network
+    port: Annotated[int, Field(ge=1, le=65535)] = 443
+    sample: Annotated[int, Field(ge=1, le=MAX_SAMPLE)] = 16
+
+
 class Config(_Strict):
     """The whole agent config."""
 
@@ -339,15 +351,20 @@ class Config(_Strict):
     tls: TlsSection = TlsSection()
     targets: list[TargetConfig] = []
     blockpages: list[BlockpageConfig] = []
+    prefixes: list[PrefixConfig] = []
 
-    @field_validator("targets")
+    @field_validator("targets", "prefixes")
     @classmethod
-    def _unique(cls, value: list[TargetConfig]) -> list[TargetConfig]:
+    def _unique(
+        cls, value: list[TargetConfig] | list[PrefixConfig], info: ValidationInfo
+    ) -> list[TargetConfig] | list[PrefixConfig]:
         seen: set[str] = set()
-        for target in value:
-            if target.name in seen:
-                raise ValueError(f"two targets are named {target.name!r}; names must be unique")
-            seen.add(target.name)
+        for item in value:
+            if item.name in seen:
+                raise ValueError(
+                    f"two {info.field_name} are named {item.name!r}; names must be unique"
+                )
+            seen.add(item.name)
         return value
 
 

@@ -35,6 +35,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # each other must share a seed; a private seed makes a vantage's samples unpredictable to
 # anyone who reads this file.
 DEFAULT_SEED = "reachprobe-prefix-sampling-v1"
+# The largest sample a prefix may ask for per cycle: 4,096 connects already give +-1.6% at 95%.
+MAX_SAMPLE = 4096
 # 95% two-sided: the normal quantile of the Wilson score interval.
 Z_95 = 1.959963984540054
 # Domain separation, so that this hash is never reused for anything else by accident.
