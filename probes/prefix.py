@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import hashlib
 import ipaddress
+import itertools
 import json
 import math
 import socket
@@ -25,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from probes.errors import classify
 from probes.taxonomy import OK, Step
@@ -274,6 +276,42 @@ async def _connect(address: str, family: int, port: int, timeout: float) -> Addr
     return AddressOutcome(address, result, round(time.perf_counter() - start, 6))
 
 
+def _check_sweep(port: int, timeout: float, concurrency: int) -> None:
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be from 1 to 65535, not {port!r}")
+    if not timeout > 0:
+        raise ValueError("timeout must be greater than zero")
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
+
+
+def _family(address: str) -> int:
+    try:
+        version = ipaddress.ip_address(address).version
+    except ValueError:
+        raise ValueError(f"{address!r} is not an IP address") from None
+    return socket.AF_INET6 if version == 6 else socket.AF_INET
+
+
+async def _connect_all(
+    jobs: Sequence[tuple[str, int, int]], timeout: float, concurrency: int
+) -> list[AddressOutcome]:
+    """Connect to every (address, family, port), `concurrency` workers at once, in job order."""
+    outcomes: list[AddressOutcome | None] = [None] * len(jobs)
+    pending = iter(enumerate(jobs))
+
+    async def worker() -> None:
+        # One iterator shared by every worker: each job is taken exactly once, and no task is
+        # created per address, so a large sample costs no more memory than a small one.
+        for index, (address, family, port) in pending:
+            outcomes[index] = await _connect(address, family, port, timeout)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(concurrency, len(jobs))):
+            group.create_task(worker())
+    return [o for o in outcomes if o is not None]
+
+
 async def sweep(
     addresses: Iterable[str],
     port: int,
@@ -286,52 +324,68 @@ async def sweep(
     """TCP-connect to every address on `port`, at most `concurrency` at once; count the results.
 
     Each connect is closed as soon as it completes; its outcome is `ok` or the TCP step's code
-    from the project's classifier (`tcp_timeout`, `tcp_refused`, ...). `concurrency` workers
-    pull from the list, so a large sample never creates a task per address up front.
+    from the project's classifier (`tcp_timeout`, `tcp_refused`, ...).
     """
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ValueError(f"port must be from 1 to 65535, not {port!r}")
-    if not timeout > 0:
-        raise ValueError("timeout must be greater than zero")
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
-    jobs: list[tuple[int, str, int]] = []
-    for index, text in enumerate(addresses):
-        try:
-            version = ipaddress.ip_address(text).version
-        except ValueError:
-            raise ValueError(f"{text!r} is not an IP address") from None
-        jobs.append((index, text, socket.AF_INET6 if version == 6 else socket.AF_INET))
-    outcomes: list[AddressOutcome | None] = [None] * len(jobs)
-    pending = iter(jobs)
-
-    async def worker() -> None:
-        # One iterator shared by every worker: each job is taken exactly once.
-        for index, address, family in pending:
-            outcomes[index] = await _connect(address, family, port, timeout)
-
-    async with asyncio.TaskGroup() as group:
-        for _ in range(min(concurrency, len(jobs))):
-            group.create_task(worker())
-    return summarize(name, cidr, [o for o in outcomes if o is not None])
+    _check_sweep(port, timeout, concurrency)
+    jobs = [(address, _family(address), port) for address in addresses]
+    return summarize(name, cidr, await _connect_all(jobs, timeout, concurrency))
 
 
-async def probe_prefix(
-    name: str,
-    cidr: str,
-    port: int,
-    k: int,
+class PrefixLike(Protocol):
+    """A prefix to sample each cycle; the agent's `PrefixConfig` is one."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def cidr(self) -> IPNetwork | str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def sample(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """A prefix to sample each cycle: a label, the network, the port and the sample size."""
+
+    name: str
+    cidr: IPNetwork | str
+    port: int = 443
+    sample: int = 16
+
+
+async def probe_prefixes(
+    prefixes: Sequence[PrefixLike],
     seed: bytes | str,
     cycle: int,
     timeout: float,
     concurrency: int,
-) -> PrefixResult:
-    """Sample `k` addresses of `cidr` for `cycle` and sweep them: one prefix, one cycle."""
-    network = _network(cidr)
-    addresses = sample(network, k, seed, cycle)
-    return await sweep(
-        addresses, port, timeout, concurrency, name=name, cidr=network.with_prefixlen
-    )
+) -> list[PrefixResult]:
+    """One cycle of prefix sampling: sample every prefix for `cycle`, sweep, one result each.
+
+    All prefixes share one pool of `concurrency` connects, and their samples are interleaved,
+    so that a blackholed prefix (every connect a timeout) does not hold the others up and no
+    single network gets the whole burst.
+    """
+    per_prefix: list[list[tuple[str, int, int]]] = []
+    for prefix in prefixes:
+        _check_sweep(prefix.port, timeout, concurrency)
+        network = _network(prefix.cidr)
+        family = socket.AF_INET6 if network.version == 6 else socket.AF_INET
+        addresses = sample(network, prefix.sample, seed, cycle)
+        per_prefix.append([(address, family, prefix.port) for address in addresses])
+    # Round-robin over the prefixes (each keeps its sample order); `owner` remembers whose
+    # job each one is.
+    tagged = [[(owner, job) for job in jobs] for owner, jobs in enumerate(per_prefix)]
+    order = [item for column in itertools.zip_longest(*tagged) for item in column if item]
+    outcomes = await _connect_all([job for _, job in order], timeout, concurrency)
+    grouped: list[list[AddressOutcome]] = [[] for _ in per_prefix]
+    for (owner, _), outcome in zip(order, outcomes, strict=True):
+        grouped[owner].append(outcome)
+    return [
+        summarize(prefix.name, _network(prefix.cidr).with_prefixlen, found)
+        for prefix, found in zip(prefixes, grouped, strict=True)
+    ]
 
 
 def among_responsive(test: PrefixResult, control: PrefixResult) -> PrefixResult:
@@ -373,17 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cycle = args.cycle if args.cycle is not None else cycle_number(time.time(), args.interval)
-        result = asyncio.run(
-            probe_prefix(
-                args.name,
-                args.cidr,
-                args.port,
-                args.sample,
-                args.seed,
-                cycle,
-                args.timeout,
-                args.concurrency,
-            )
+        prefix = Prefix(args.name, args.cidr, args.port, args.sample)
+        [result] = asyncio.run(
+            probe_prefixes([prefix], args.seed, cycle, args.timeout, args.concurrency)
         )
     except ValueError as exc:
         parser.error(str(exc))

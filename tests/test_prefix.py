@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 from probes import prefix
 from probes.prefix import (
     AddressOutcome,
+    Prefix,
     among_responsive,
     cycle_number,
     host_count,
+    probe_prefixes,
     sample,
     summarize,
     sweep,
@@ -317,6 +319,29 @@ async def test_sweep_rejects_bad_input_clearly(kwargs, message: str) -> None:
     args = {"addresses": ["127.0.0.1"], "port": 9, "timeout": 1.0, "concurrency": 1} | kwargs
     with pytest.raises(ValueError, match=message):
         await sweep(**args)
+
+
+async def test_probe_prefixes_one_result_per_prefix_from_one_pool() -> None:
+    server = await RawServer("silent", "127.0.0.1").start()
+    try:
+        closed = closed_port("127.0.0.1")
+        prefixes = [
+            Prefix("up", "127.0.0.1/32", server.port, 4),  # a /32: its one address, once
+            Prefix("refused", "127.0.0.0/29", closed, 10),  # 6 hosts: all of them
+            Prefix("v6", "::1/128", closed, 1),
+        ]
+        up, refused, v6 = await probe_prefixes(prefixes, "seed", 5, 2.0, 2)
+    finally:
+        await server.close()
+    assert (up.name, up.cidr, up.results) == ("up", "127.0.0.1/32", {"ok": 1})
+    assert (refused.sampled, refused.results) == (6, {"tcp_refused": 6})
+    assert [o.address for o in refused.outcomes] == sample("127.0.0.0/29", 10, "seed", 5)
+    assert (v6.cidr, v6.results) == ("::1/128", {"tcp_refused": 1})
+
+
+async def test_probe_prefixes_rejects_a_bad_port_before_connecting() -> None:
+    with pytest.raises(ValueError, match="port"):
+        await probe_prefixes([Prefix("p", "127.0.0.0/30", 0, 1)], "s", 1, 1.0, 1)
 
 
 def test_command_line_prints_json() -> None:

@@ -7,7 +7,8 @@ import ipaddress
 import pytest
 
 from agent.config import ConfigError, parse_config
-from probes.prefix import DEFAULT_SEED
+from probes.prefix import DEFAULT_SEED, probe_prefixes, sample
+from simlab.net import closed_port
 
 
 def problems(data: object) -> dict[str, str]:
@@ -68,3 +69,14 @@ def test_prefix_names_are_unique() -> None:
 
 def test_empty_seed_is_rejected() -> None:
     assert "at least 1" in problems({"agent": {"prefix_seed": ""}})["agent.prefix_seed"]
+
+
+async def test_the_config_section_is_what_probe_prefixes_takes() -> None:
+    """The agent hands `config.prefixes` and the seed straight to the sampler."""
+    port = closed_port("127.0.0.1")
+    config = parse_config(
+        {"prefixes": [{"name": "lo", "cidr": "127.0.0.0/24", "port": port, "sample": 3}]}, "x"
+    )
+    [result] = await probe_prefixes(config.prefixes, config.agent.prefix_seed, 7, 2.0, 4)
+    assert (result.name, result.cidr, result.results) == ("lo", "127.0.0.0/24", {"tcp_refused": 3})
+    assert [o.address for o in result.outcomes] == sample("127.0.0.0/24", 3, DEFAULT_SEED, 7)
