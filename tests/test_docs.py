@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from agent.metrics import Metrics
 from probes.taxonomy import ALL_CODES, OONI_FAILURE
 
@@ -30,3 +32,16 @@ def test_readme_documents_every_exported_metric() -> None:
         # The client names a counter's family without the `_total` its samples carry.
         shown = f"{family.name}_total" if family.type == "counter" else family.name
         assert f"`{shown}`" in readme, shown
+
+
+def test_prefix_doc_lists_every_prefix_rule() -> None:
+    rules = yaml.safe_load(
+        (DOCS / "deploy" / "prometheus" / "reachprobe.prefix.rules.yml").read_text(encoding="utf-8")
+    )
+    doc = (DOCS / "docs" / "prefixes.md").read_text(encoding="utf-8")
+    records = [r["record"] for group in rules["groups"] for r in group["rules"]]
+    assert records
+    for record in records:
+        # The interval's bounds share one row, written `..._ci_low` / `_ci_high`.
+        shown = "`_ci_high`" if record.endswith("_ci_high") else f"`{record}`"
+        assert shown in doc, record
