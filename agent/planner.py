@@ -26,6 +26,7 @@ from agent.resources import shipped_file
 from measure.plan import SCHEME_PORTS, HttpPlan, ProbePlan, TargetPlan, VantagePlan
 from probes.blockpages import Fingerprint
 from probes.exchange import MTPROTO, Exchange
+from probes.prefix import Prefix
 
 
 @functools.cache
@@ -105,4 +106,7 @@ def make_plan(config: Config) -> ProbePlan:
         fingerprints=fingerprints(config.blockpages),
         jitter=agent.effective_jitter,
         vantage=plan_vantage(config.vantage),
+        prefixes=tuple(Prefix(p.name, p.cidr, p.port, p.sample) for p in config.prefixes),
+        prefix_seed=agent.prefix_seed,
+        interval=agent.interval,
     )

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from simlab.loopback import LoopbackLab
@@ -236,3 +237,16 @@ def test_readme_json_shape_matches_a_real_check(
     config = write_config([resolve_target(lab, CASES_BY_NAME[name]) for name in names])
     _code, output = check_json(config)
     assert key_shape(output) == key_shape(readme_json_example())
+
+
+def test_prefix_doc_lists_every_prefix_rule() -> None:
+    rules = yaml.safe_load(
+        (DOCS / "deploy" / "prometheus" / "reachprobe.prefix.rules.yml").read_text(encoding="utf-8")
+    )
+    doc = (DOCS / "docs" / "prefixes.md").read_text(encoding="utf-8")
+    records = [r["record"] for group in rules["groups"] for r in group["rules"]]
+    assert records
+    for record in records:
+        # The interval's bounds share one row, written `..._ci_low` / `_ci_high`.
+        shown = "`_ci_high`" if record.endswith("_ci_high") else f"`{record}`"
+        assert shown in doc, record

@@ -27,7 +27,7 @@ def to_json(agent: AgentSection, cycle: CycleReport) -> str:
         },
         "vantage": cycle.vantage.to_json(),
         "targets": [r.to_json() for r in cycle.reports],
-        "prefixes": [],
+        "prefixes": [p.to_json() for p in cycle.prefixes],
     }
     return json.dumps(doc, indent=2, ensure_ascii=False)
 
