@@ -1,18 +1,32 @@
-"""The console sink: a cycle printed for people (a table) or programs (the JSON document)."""
+"""The console sink: a cycle printed for people (a table) or programs (the JSON document).
+
+On a terminal the table is drawn by rich, verdicts in colour (and words), with the failing
+step, its code, a plain-language explanation and the timings; when the output is not a
+terminal, or NO_COLOR is set, it is the plain table that scripts and tests read.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+from rich.text import Text
 
 from agent import __version__
 from agent.config import AgentSection, Config
+from agent.explain import explain, verdict_words
 from agent.sinks import Sink
 from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
-from measure.verdict import REACHABLE
+from measure.verdict import INCONCLUSIVE, REACHABLE, first_failure
+from probes.taxonomy import SKIPPED
 
 
 def to_json(agent: AgentSection, reports: Sequence[TargetReport]) -> str:
@@ -42,6 +56,78 @@ def to_table(reports: Sequence[TargetReport]) -> str:
     return "\n".join(lines)
 
 
+def for_people(stream: TextIO) -> bool:
+    """True when `stream` is a terminal and colour is not switched off (no-color.org)."""
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _style(report: TargetReport) -> str:
+    if report.verdict == REACHABLE:
+        return "bold green"
+    return "bold yellow" if report.verdict == INCONCLUSIVE else "bold red"
+
+
+def rich_table(reports: Sequence[TargetReport]) -> Table:
+    """The table for people: verdict in words and colour, failing step and code, the
+    explanation and the step timings."""
+    reachable = sum(r.verdict == REACHABLE for r in reports)
+    table = Table(
+        title="reachprobe check",
+        caption=f"{reachable}/{len(reports)} targets reachable",
+        show_lines=True,
+    )
+    for column in ("target", "verdict", "failing step", "code", "what it means", "timings"):
+        table.add_column(column, overflow="fold")
+    for report in reports:
+        failure = first_failure(report.deciding_steps)
+        step = code = meaning = ""
+        if report.error is not None:
+            meaning = report.error
+        elif failure is not None:
+            step, code = failure.step.value, failure.result.value
+            meaning = explain(failure.result, report.target.host)
+            if failure.full_detail:
+                meaning += f"\n({failure.full_detail})"
+        timings = " ".join(
+            f"{s.step.value} {s.duration_seconds * 1000:.0f}ms"
+            for s in report.deciding_steps
+            if s.result != SKIPPED
+        )
+        if report.http is not None and report.http.bytes_per_second is not None:
+            timings += f"\n{report.http.bytes_per_second / 1024:.1f} KiB/s"
+        table.add_row(
+            report.target.name,
+            Text(verdict_words(report.verdict), style=_style(report)),
+            step,
+            code,
+            Text(meaning),
+            timings,
+        )
+    return table
+
+
+@contextmanager
+def live_progress(
+    total: int, stream: TextIO | None = None
+) -> Iterator[Callable[[TargetReport], None] | None]:
+    """A live progress display on `stream` (stderr) while probing; None when it is not a
+    terminal. Use the yielded callable as `run_cycle`'s `on_report`."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        yield None
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    console = Console(file=stream, no_color=bool(os.environ.get("NO_COLOR")))
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("probing", total=total)
+
+        def show(report: TargetReport) -> None:
+            last = f"{report.target.name}: {verdict_words(report.verdict)}"
+            progress.update(task, advance=1, description=last)
+
+        yield show
+
+
 class ConsoleSink(Sink):
     """Prints each cycle as the JSON document (`json`) or the table (`table`)."""
 
@@ -54,5 +140,10 @@ class ConsoleSink(Sink):
         self.agent = config.agent
 
     def publish(self, cycle: CycleReport) -> None:
-        text = to_json(self.agent, cycle.reports) if self.fmt == "json" else to_table(cycle.reports)
-        print(text, file=self.stream or sys.stdout)
+        stream = self.stream or sys.stdout
+        if self.fmt == "json":
+            print(to_json(self.agent, cycle.reports), file=stream)
+        elif for_people(stream):
+            Console(file=stream).print(rich_table(cycle.reports))
+        else:
+            print(to_table(cycle.reports), file=stream)
