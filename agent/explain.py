@@ -6,8 +6,12 @@ engineers: the status page and the `check` table read them from here, and only h
 
 from __future__ import annotations
 
+from measure.report import TargetReport
 from measure.verdict import Verdict
 from probes.taxonomy import Code
+
+# Below this size a transfer rate measures the round trip, not the bandwidth: not shown.
+RATE_MIN_BYTES = 16384
 
 EXPLANATIONS: dict[Code, str] = {
     Code.OK: "this step worked",
@@ -83,3 +87,12 @@ def explain(code: Code | str, host: str) -> str:
 def verdict_words(verdict: Verdict | str) -> str:
     """A verdict as a person reads it: "blocked (TLS)" rather than `tls_blocking`."""
     return VERDICT_WORDS[Verdict(verdict)]
+
+
+def download_rate(report: TargetReport) -> float | None:
+    """The page's download rate in KiB/s, when the page was big enough for it to mean
+    something (throttling shows here: it has no verdict of its own)."""
+    http = report.http
+    if http is None or http.bytes_per_second is None or http.body_bytes < RATE_MIN_BYTES:
+        return None
+    return http.bytes_per_second / 1024

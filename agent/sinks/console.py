@@ -21,7 +21,7 @@ from rich.text import Text
 
 from agent import __version__
 from agent.config import AgentSection, Config
-from agent.explain import explain, verdict_words
+from agent.explain import download_rate, explain, verdict_words
 from agent.sinks import Sink
 from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
@@ -93,8 +93,9 @@ def rich_table(reports: Sequence[TargetReport]) -> Table:
             for s in report.deciding_steps
             if s.result != SKIPPED
         )
-        if report.http is not None and report.http.bytes_per_second is not None:
-            timings += f"\n{report.http.bytes_per_second / 1024:.1f} KiB/s"
+        rate = download_rate(report)
+        if rate is not None:
+            timings += f"\n{rate:.1f} KiB/s"
         table.add_row(
             report.target.name,
             Text(verdict_words(report.verdict), style=_style(report)),

@@ -17,7 +17,7 @@ from html import escape
 
 from agent import __version__
 from agent.config import Config
-from agent.explain import explain, verdict_words
+from agent.explain import download_rate, explain, verdict_words
 from agent.sinks import Sink
 from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
@@ -154,8 +154,9 @@ class StatusSink(Sink):
             for s in report.deciding_steps
             if s.result != SKIPPED
         )
-        if report.http is not None and report.http.bytes_per_second is not None:
-            timings += f"<br>{report.http.bytes_per_second / 1024:.1f}\u00a0KiB/s"
+        rate = download_rate(report)
+        if rate is not None:
+            timings += f"<br>download {rate:.1f}\u00a0KiB/s"
         return (
             f"<tr class={kind}><th scope=row>{escape(target.name)}"
             f"<div class=host>{escape(target.host)}</div></th><td>{verdict}</td>"
@@ -179,13 +180,16 @@ class StatusSink(Sink):
     def _health(self, reports: Sequence[TargetReport]) -> str:
         canaries = [r for r in reports if r.target.group == CANARY_GROUP]
         items = [
-            f"<li>canary {escape(r.target.name)}: {escape(verdict_words(r.verdict))}</li>"
+            f"<li>canary {escape(r.target.name)} ({escape(r.target.host)}): "
+            f"{escape(verdict_words(r.verdict))}</li>"
             for r in canaries
         ]
         dns = [r.dns for r in reports if r.dns is not None]
         if dns:
             answered = sum(s.ok for s in dns)
-            items.append(f"<li>test resolver: {answered} of {len(dns)} lookups answered</li>")
+            items.append(
+                f"<li>test resolver: {answered} of {len(dns)} lookups gave a clean answer</li>"
+            )
         # Vantage health (canaries, resolver, middleboxes) is becoming a field of the cycle
         # report; show it when the report carries one.
         health = getattr(self.cycle, "health", None)
@@ -213,7 +217,7 @@ class StatusSink(Sink):
             ("interval / timeout", f"{agent.interval:g} s / {agent.timeout:g} s"),
             ("test resolver", res.test.type),
             ("control resolver", res.control.type if res.control else "none"),
-            ("serving on", agent.listen or "not serving"),
+            ("measurement log", str(log.path) if (log := self.config.measurement_log) else "off"),
         ]
         if self.last_reload is not None:
             ok, at = self.last_reload
@@ -247,7 +251,7 @@ h1{font-size:1.5rem;margin:.2rem 0}h2{font-size:1.2rem;margin-top:1.5rem}
 .vantage{font-weight:normal;color:#404040}.note{color:#404040;font-size:.9rem}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;vertical-align:top;padding:.45rem .5rem;border-bottom:1px solid #c8c8c8}
-thead th{background:#f0f0f0}td p{margin:0 0 .2rem}
+thead th{background:#f0f0f0}tbody th{white-space:nowrap}td p{margin:0 0 .2rem}
 .host,.detail,.count,.timings{color:#404040;font-size:.85rem}
 .detail{overflow-wrap:anywhere}
 .verdict{display:inline-block;padding:.1rem .5rem;border-radius:.3rem;font-weight:600;
