@@ -69,7 +69,7 @@ def _query(step: StepResult, hostname: str) -> dict[str, Any]:
         "engine": facts.resolver if facts else None,
         "failure": step.ooni_failure,
         "answers": answers,
-        "t": round(step.duration_seconds, 6),
+        "duration_seconds": round(step.duration_seconds, 6),
     }
 
 
@@ -79,7 +79,7 @@ def _tcp(step: StepResult) -> dict[str, Any]:
         "ip": ip,
         "port": port,
         "status": {"success": step.ok, "failure": step.ooni_failure},
-        "t": round(step.duration_seconds, 6),
+        "duration_seconds": round(step.duration_seconds, 6),
     }
 
 
@@ -91,7 +91,7 @@ def _tls(step: StepResult, server_name: str | None) -> dict[str, Any]:
         "failure": step.ooni_failure,
         "tls_version": facts.version if facts else None,
         "cipher_suite": facts.cipher if facts else None,
-        "t": round(step.duration_seconds, 6),
+        "duration_seconds": round(step.duration_seconds, 6),
     }
 
 
@@ -104,7 +104,7 @@ def _request(step: StepResult, url: str) -> dict[str, Any]:
         "request": {"url": url, "method": "GET"},
         "response": response,
         "failure": step.ooni_failure,
-        "t": round(step.duration_seconds, 6),
+        "duration_seconds": round(step.duration_seconds, 6),
     }
 
 
