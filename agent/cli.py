@@ -10,8 +10,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from agent import __version__
-from agent.config import DEFAULT_LISTEN, Config, ConfigError, load_config
+from agent.config import DEFAULT_LISTEN, AgentSection, Config, ConfigError, load_config
 from agent.demo import DEMO_LISTEN, demo_config
 from agent.planner import make_plan
 from agent.scheduler import Scheduler
@@ -23,6 +25,7 @@ from agent.sinks.status import StatusSink
 from measure.cycle import run_cycle
 from measure.prober import Prober
 from measure.verdict import REACHABLE
+from probes.results import format_endpoint
 
 EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("reachprobe")
@@ -80,10 +83,20 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--once", action="store_true", help="probe once, print, exit (like check)")
     demo.add_argument("--format", "-f", choices=["table", "json"], default="table")
     demo.add_argument(
-        "--listen", default=DEMO_LISTEN, metavar="ADDR:PORT",
+        "--listen", default=DEMO_LISTEN, metavar="ADDR:PORT", type=_listen,
         help="where to serve the status page (default: a free port on 127.0.0.1)",
     )  # fmt: skip
     return parser
+
+
+def _listen(text: str) -> str:
+    """An `ADDR:PORT` argument, checked as `agent.listen` is."""
+    try:
+        AgentSection(listen=text)
+    except ValidationError as exc:
+        why = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise argparse.ArgumentTypeError(why) from None
+    return text
 
 
 def _load(path: Path | None) -> Config | None:
@@ -132,8 +145,7 @@ async def _run(config: Config, path: Path | None, *, demo: bool = False) -> int:
             log.error("cannot listen on %s: %s", config.agent.listen, exc.strerror or exc)
             return EXIT_USAGE
         # The port may have been 0 (any free port): name the one bound.
-        bound_host, bound_port = runner.addresses[0][:2]
-        url = f"http://{bound_host}:{bound_port}/"
+        url = f"http://{format_endpoint(*runner.addresses[0][:2])}/"
         log.info("serving the status page, /metrics and /healthz on %s", url)
         if demo:
             print(f"reachprobe demo: open {url} in a browser; Ctrl-C stops.", flush=True)

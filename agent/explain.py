@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from measure.report import TargetReport
 from measure.verdict import Verdict
-from probes.taxonomy import Code
+from probes.taxonomy import SKIPPED, Code
 
 # Below this size a transfer rate measures the round trip, not the bandwidth: not shown.
 RATE_MIN_BYTES = 16384
@@ -96,3 +96,12 @@ def download_rate(report: TargetReport) -> float | None:
     if http is None or http.bytes_per_second is None or http.body_bytes < RATE_MIN_BYTES:
         return None
     return http.bytes_per_second / 1024
+
+
+def step_timings(report: TargetReport) -> list[tuple[str, float]]:
+    """(step, milliseconds) of each deciding step that ran, in order."""
+    return [
+        (s.step.value, s.duration_seconds * 1000)
+        for s in report.deciding_steps
+        if s.result != SKIPPED
+    ]

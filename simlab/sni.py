@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import struct
 from collections.abc import Iterable
 
-from simlab.net import StreamServer, bind_socket
+from simlab.tcp import RawServer, reset
 
 _READ_LIMIT = 65536
 _HANDSHAKE, _CLIENT_HELLO, _SERVER_NAME = 22, 1, 0
@@ -46,9 +45,9 @@ def client_hello_sni(data: bytes) -> str | None:
     return None
 
 
-class SniFilter:
-    """Listen on `host:port`; reset connections whose SNI is in `blocked`, relay the others to
-    `upstream` (host, port)."""
+class SniFilter(RawServer):
+    """Listen on `host:port`; reset connections whose SNI is in `blocked` (the raw `reset`
+    mode, made selective), relay the others to `upstream` (host, port)."""
 
     def __init__(
         self,
@@ -57,23 +56,10 @@ class SniFilter:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__("reset", host, port)
         self.blocked = frozenset(name.lower() for name in blocked)
         self.upstream = upstream
-        self.host = host
-        self.port = port
         self.resets = 0
-        self._server = StreamServer(self._serve)
-
-    async def start(self) -> SniFilter:
-        """Bind and start serving; returns self."""
-        sock = bind_socket(self.host, self.port, socket.SOCK_STREAM)
-        self.port = sock.getsockname()[1]
-        await self._server.start(sock)
-        return self
-
-    async def close(self) -> None:
-        """Stop serving and end open connections."""
-        await self._server.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         first = await reader.read(_READ_LIMIT)
@@ -81,9 +67,7 @@ class SniFilter:
             return
         if client_hello_sni(first) in self.blocked:
             self.resets += 1
-            sock = writer.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
+            reset(writer)
             return
         up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         try:

@@ -12,7 +12,9 @@ import yaml
 
 from agent.config import Config, load_config
 from agent.planner import make_plan
+from agent.sinks import Sink
 from measure.cycle import run_cycle
+from measure.plan import ProbePlan
 from measure.prober import Prober
 from measure.report import CycleReport
 from simlab.demo import DemoWorld
@@ -42,3 +44,15 @@ async def demo_agent(directory: Path, **extra: Any) -> AsyncIterator[tuple[Confi
 async def cycle_of(prober: Prober, number: int = 1) -> CycleReport:
     """One real cycle of every target of the prober's plan."""
     return await run_cycle(prober, prober.plan.targets, number=number)
+
+
+async def publish_demo_cycle(
+    sink: Sink, directory: Path, **extra: Any
+) -> tuple[Config, ProbePlan, CycleReport]:
+    """Configure `sink` for the demo world (plus `extra` sections) and publish one real cycle
+    to it; returns what it was given."""
+    async with demo_agent(directory, **extra) as (config, prober):
+        cycle = await cycle_of(prober)
+    sink.configure(config, prober.plan)
+    sink.publish(cycle)
+    return config, prober.plan, cycle

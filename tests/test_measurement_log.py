@@ -15,7 +15,7 @@ import yaml
 
 from agent.config import ConfigError, parse_config
 from agent.sinks.measurement_log import MeasurementLogSink
-from tests.demo_world import cycle_of, demo_agent
+from tests.demo_world import demo_agent, publish_demo_cycle
 
 DEADLINE = 30.0
 
@@ -32,14 +32,11 @@ def keys(value: Any) -> set[str]:
 async def test_one_record_per_target_in_ooni_shape(tmp_path: Path) -> None:
     log = tmp_path / "measurements.jsonl"
     section = {"path": str(log)}
-    async with demo_agent(tmp_path, measurement_log=section) as (config, prober):
-        cycle = await cycle_of(prober)
     sink = MeasurementLogSink()
-    sink.configure(config, prober.plan)
-    sink.publish(cycle)
+    _, plan, _ = await publish_demo_cycle(sink, tmp_path, measurement_log=section)
     await sink.aclose()
     records = {r["test_keys"]["target"]: r for r in map(json.loads, log.read_text().splitlines())}
-    assert list(records) == [t.name for t in prober.plan.targets]
+    assert list(records) == [t.name for t in plan.targets]
     news = records["news"]
     assert news["probe_cc"] == "ZZ"
     assert news["probe_asn"] == "AS0"
@@ -66,11 +63,9 @@ async def test_one_record_per_target_in_ooni_shape(tmp_path: Path) -> None:
 async def test_the_log_rotates_by_size_and_keeps_the_configured_backups(tmp_path: Path) -> None:
     log = tmp_path / "m.jsonl"
     section = {"path": str(log), "max_bytes": 4096, "backups": 2}
-    async with demo_agent(tmp_path, measurement_log=section) as (config, prober):
-        cycle = await cycle_of(prober)
     sink = MeasurementLogSink()
-    sink.configure(config, prober.plan)
-    for _ in range(6):
+    _, _, cycle = await publish_demo_cycle(sink, tmp_path, measurement_log=section)
+    for _ in range(5):
         sink.publish(cycle)
     await sink.aclose()
     files = log_files(tmp_path, "m.jsonl*")
@@ -81,11 +76,8 @@ async def test_the_log_rotates_by_size_and_keeps_the_configured_backups(tmp_path
 
 
 async def test_no_section_no_log(tmp_path: Path) -> None:
-    async with demo_agent(tmp_path) as (config, prober):
-        cycle = await cycle_of(prober)
     sink = MeasurementLogSink()
-    sink.configure(config, prober.plan)
-    sink.publish(cycle)
+    await publish_demo_cycle(sink, tmp_path)
     await sink.aclose()
     assert log_files(tmp_path, "*.jsonl*") == []
 

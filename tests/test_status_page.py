@@ -21,7 +21,7 @@ from measure.report import CycleReport, TargetReport
 from measure.verdict import Verdict
 from probes.results import StepResult
 from probes.taxonomy import Code, Step
-from tests.demo_world import cycle_of, demo_agent
+from tests.demo_world import cycle_of, demo_agent, publish_demo_cycle
 
 HOSTILE = "<script>alert('x')</script><img src=http://evil.test/x>"
 
@@ -68,11 +68,8 @@ def parse(page: str) -> Rows:
 
 
 async def test_the_page_shows_each_demo_target_with_its_verdict_and_why(tmp_path: Path) -> None:
-    async with demo_agent(tmp_path) as (config, prober):
-        cycle = await cycle_of(prober)
     sink = StatusSink()
-    sink.configure(config, prober.plan)
-    sink.publish(cycle)
+    await publish_demo_cycle(sink, tmp_path)
     page = parse(sink.render())
     verdicts = {name: cells[0] for name, cells in page.rows.items() if name != "Target"}
     assert verdicts == {
@@ -93,11 +90,8 @@ async def test_the_page_shows_each_demo_target_with_its_verdict_and_why(tmp_path
 
 
 async def test_the_page_is_self_contained_and_refreshes_itself(tmp_path: Path) -> None:
-    async with demo_agent(tmp_path) as (config, prober):
-        cycle = await cycle_of(prober)
     sink = StatusSink()
-    sink.configure(config, prober.plan)
-    sink.publish(cycle)
+    await publish_demo_cycle(sink, tmp_path)
     tags = parse(sink.render()).tags
     assert ("meta", {"http-equiv": "refresh", "content": "15"}) in tags  # half the 30s interval
     assert not [t for t, _ in tags if t in ("script", "img", "iframe", "object")]
@@ -133,12 +127,9 @@ def test_history_is_bounded_per_target() -> None:
 
 
 async def test_a_target_removed_from_the_config_leaves_the_page(tmp_path: Path) -> None:
-    async with demo_agent(tmp_path) as (config, prober):
-        cycle = await cycle_of(prober)
     sink = StatusSink()
-    sink.configure(config, prober.plan)
-    sink.publish(cycle)
-    fewer = dataclasses.replace(prober.plan, targets=prober.plan.targets[:2])
+    config, plan, _ = await publish_demo_cycle(sink, tmp_path)
+    fewer = dataclasses.replace(plan, targets=plan.targets[:2])
     sink.configure(config, fewer)
     assert set(parse(sink.render()).rows) == {"Target", "news", "messenger"}
 

@@ -21,12 +21,11 @@ from rich.text import Text
 
 from agent import __version__
 from agent.config import AgentSection, Config
-from agent.explain import download_rate, explain, verdict_words
+from agent.explain import download_rate, explain, step_timings, verdict_words
 from agent.sinks import Sink
 from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
 from measure.verdict import INCONCLUSIVE, REACHABLE, first_failure
-from probes.taxonomy import SKIPPED
 
 
 def to_json(agent: AgentSection, reports: Sequence[TargetReport]) -> str:
@@ -88,11 +87,7 @@ def rich_table(reports: Sequence[TargetReport]) -> Table:
             meaning = explain(failure.result, report.target.host)
             if failure.full_detail:
                 meaning += f"\n({failure.full_detail})"
-        timings = " ".join(
-            f"{s.step.value} {s.duration_seconds * 1000:.0f}ms"
-            for s in report.deciding_steps
-            if s.result != SKIPPED
-        )
+        timings = " ".join(f"{step} {ms:.0f}ms" for step, ms in step_timings(report))
         rate = download_rate(report)
         if rate is not None:
             timings += f"\n{rate:.1f} KiB/s"

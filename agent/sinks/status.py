@@ -17,12 +17,11 @@ from html import escape
 
 from agent import __version__
 from agent.config import Config
-from agent.explain import download_rate, explain, verdict_words
+from agent.explain import download_rate, explain, step_timings, verdict_words
 from agent.sinks import Sink
 from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
 from measure.verdict import INCONCLUSIVE, REACHABLE, Verdict, first_failure
-from probes.taxonomy import SKIPPED
 
 DEFAULT_HISTORY = 120
 # The page reloads itself about once a cycle, within what a person finds lively but cheap.
@@ -50,10 +49,6 @@ SYMBOLS = {"ok": "\u2713", "blocked": "\u2717", "unknown": "?"}
 
 def _when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f}\u00a0ms"
 
 
 class StatusSink(Sink):
@@ -149,11 +144,7 @@ class StatusSink(Sink):
             )
             if failure.full_detail:
                 what += f"<p class=detail>{escape(failure.full_detail)}</p>"
-        timings = ", ".join(
-            f"{escape(s.step.value)}\u00a0{_ms(s.duration_seconds)}"
-            for s in report.deciding_steps
-            if s.result != SKIPPED
-        )
+        timings = ", ".join(f"{step}\u00a0{ms:.0f}\u00a0ms" for step, ms in step_timings(report))
         rate = download_rate(report)
         if rate is not None:
             timings += f"<br>download {rate:.1f}\u00a0KiB/s"
