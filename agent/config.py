@@ -280,6 +280,26 @@ class ExchangeConfig(_Strict):
         return value
 
 
+class MeasurementLogSection(_Strict):
+    """The opt-in measurement log (docs/measurement-log.md): one JSON line per target per
+    cycle in `path`, rotated when it would grow past `max_bytes`, keeping `backups` old files."""
+
+    path: Path
+    max_bytes: Annotated[int, Field(ge=4096)] = 10 << 20
+    backups: Annotated[int, Field(ge=0, le=100)] = 5
+
+    @field_validator("path")
+    @classmethod
+    def _directory(cls, value: Path, info: ValidationInfo) -> Path:
+        base = (info.context or {}).get("base_dir")
+        path = value if value.is_absolute() or base is None else Path(base) / value
+        if not path.parent.is_dir():
+            raise ValueError(f"directory {str(path.parent)!r} does not exist")
+        if path.is_dir():
+            raise ValueError(f"{str(path)!r} is a directory; give a file name")
+        return path
+
+
 class TargetConfig(_Strict):
     """What to probe: a URL (dns, tcp, tls, http), a host and port, or a fixed ip:port."""
 
@@ -381,6 +401,7 @@ class Config(_Strict):
     resolvers: ResolversSection = ResolversSection()
     tls: TlsSection = TlsSection()
     vantage: VantageSection = VantageSection()
+    measurement_log: MeasurementLogSection | None = None
     targets: list[TargetConfig] = []
     blockpages: list[BlockpageConfig] = []
     prefixes: list[PrefixConfig] = []

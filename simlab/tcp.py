@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+from typing import Self
 
 from simlab.net import StreamServer, bind_socket
 
@@ -51,7 +52,7 @@ class RawServer:
         """Return once `count` connections have been accepted in all (call on the server's loop)."""
         await self._server.wait_connections(count)
 
-    async def start(self) -> RawServer:
+    async def start(self) -> Self:
         """Bind and start serving; returns self."""
         sock = bind_socket(self.host, self.port, socket.SOCK_STREAM)
         self.port = sock.getsockname()[1]
@@ -71,13 +72,18 @@ class RawServer:
         if not await reader.read(_READ_LIMIT):
             return
         if self.mode == "reset":
-            sock = writer.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
+            reset(writer)
         elif self.mode == "alert":
             writer.write(alert_record(self.alert))
             await writer.drain()
         # `eof` (and `alert` after its record): StreamServer closes the stream cleanly.
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """End a connection with a RST (SO_LINGER 0, then close), as an injecting censor does."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 async def start_raw(

@@ -5,13 +5,16 @@ HTTP modes, one per server:
 - `blockpage`: 200 with an ISP-style page carrying Russian RKN markers (`BLOCKPAGE_BODY`);
 - `status`: the `status` code (503 unless given) with a short body;
 - `redirect`: 302 to `location` (`/final` unless given, i.e. the same host) for every path
-  but `/final`, which serves the valid page.
+  but `/final`, which serves the valid page;
+- `throttle`: 200 with `throttle_bytes` of page trickled out at `rate` bytes per second, as a
+  throttling censor slows a named service down without cutting it.
 TLS problems come from the certificate the server is given (wrong name, untrusted CA), and
 the raw modes (`reset`, `eof`, `silent`, `alert`) from `simlab.tcp`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 from collections import deque
@@ -21,7 +24,7 @@ from aiohttp import web
 from simlab.net import bind_socket, format_hostport, serve_app
 from simlab.tcp import HANDSHAKE_FAILURE, RAW_MODES, RawServer
 
-HTTP_MODES = ("valid", "blockpage", "status", "redirect")
+HTTP_MODES = ("valid", "blockpage", "status", "redirect", "throttle")
 MODES = HTTP_MODES + RAW_MODES
 VALID_BODY = "<!doctype html><title>ok</title><p>hello from the reachprobe test server</p>\n"
 # Cyrillic is the point of this page, so RUF001 (ambiguous letters) does not apply.
@@ -32,6 +35,7 @@ BLOCKPAGE_BODY = (
     '<a href="http://eais.rkn.gov.ru/">eais.rkn.gov.ru</a></p></html>\n'
 )
 FINAL_PATH = "/final"
+_THROTTLE_CHUNK = 1024
 
 
 class HttpServer:
@@ -50,6 +54,8 @@ class HttpServer:
         body: str = VALID_BODY,
         status: int = 503,
         location: str = FINAL_PATH,
+        rate: int = 16384,
+        throttle_bytes: int = 32768,
     ) -> None:
         if mode not in HTTP_MODES:
             raise ValueError(f"unknown HTTP mode {mode!r}; expected one of {HTTP_MODES}")
@@ -60,6 +66,8 @@ class HttpServer:
         self.body = body
         self.status = status
         self.location = location
+        self.rate = rate
+        self.throttle_bytes = throttle_bytes
         self.requests: deque[tuple[str, str, str]] = deque(maxlen=1000)
         self._runner: web.AppRunner | None = None
 
@@ -82,8 +90,10 @@ class HttpServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.host, request.path))
+        if self.mode == "throttle":
+            return await self._trickle(request)
         if self.mode == "blockpage":
             return web.Response(text=BLOCKPAGE_BODY, content_type="text/html")
         if self.mode == "status":
@@ -91,6 +101,17 @@ class HttpServer:
         if self.mode == "redirect" and request.path != FINAL_PATH:
             raise web.HTTPFound(self.location)
         return web.Response(text=self.body, content_type="text/html")
+
+    async def _trickle(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        response.content_length = self.throttle_bytes
+        await response.prepare(request)
+        pause = _THROTTLE_CHUNK / self.rate
+        for sent in range(0, self.throttle_bytes, _THROTTLE_CHUNK):
+            await response.write(b"x" * min(_THROTTLE_CHUNK, self.throttle_bytes - sent))
+            await asyncio.sleep(pause)
+        await response.write_eof()
+        return response
 
 
 async def start_web(
