@@ -19,6 +19,7 @@ from simlab.certs import Pki, server_context
 from simlab.dns import DnsServer
 from simlab.doh import DohServer
 from simlab.net import closed_port, format_hostport
+from simlab.sni import SniFilter
 from simlab.tcp import RAW_MODES, RawServer
 from simlab.web import HttpServer
 from simlab.zone import Behaviour, Zone
@@ -29,6 +30,8 @@ BOGON_ADDRESS = "127.99.0.1"
 CONTROL_ONLY_ADDRESS = "127.0.0.4"
 FORGED_ADDRESS = "127.0.0.5"
 WRONG_NAME = "other.test"
+# The name the `sni` server's censor resets (the certificate behind it covers it).
+SNI_BLOCKED = "blocked.test"
 # Where an ISP redirects blocked sites: a Rostelecom-style blockpage host that OONI's (and the
 # agent's shipped) fingerprints know. Nothing needs to serve it: a probe must not follow it.
 ISP_REDIRECT = "http://block.ip.center.rt.ru/?rkn=reachprobe-lab"
@@ -48,6 +51,8 @@ TEST_ZONE: dict[str, Behaviour] = {
     "refused.test": Behaviour("refused"),
     "silent.test": Behaviour("silent"),
     "bogon.test": Behaviour("answer", (BOGON_ADDRESS,)),
+    # A public-looking answer beside a bogon: the whole answer is a bogon answer.
+    "mixed.test": Behaviour("answer", (HOST, BOGON_ADDRESS)),
     "inject.test": Behaviour("inject", (HOST,), forged=(FORGED_ADDRESS,)),
 }
 # The control resolver sees the uncensored truth: every name resolves, and two names resolve
@@ -68,7 +73,9 @@ class LoopbackLab:
     `web` maps a role to its server: `https`, `http` (valid page), `wrongname`, `untrusted`
     (HTTPS with a bad certificate), `blockpage`, `status` (503), `redirect` (same host),
     `redirect-away` (to `ISP_REDIRECT`, another host), and the raw modes `reset`,
-    `eof`, `silent`, `alert`. `trap` listens on the bogon address.
+    `eof`, `silent`, `alert`, and `sni` (resets a ClientHello naming `SNI_BLOCKED`, relays
+    any other to the `https` server). `trap` listens on the bogon address: a target naming
+    a bogon name must use the trap's port, the one the agent would connect to.
     """
 
     directory: Path
@@ -101,6 +108,8 @@ class LoopbackLab:
         self.web["redirect-away"] = await away.start()
         for mode in RAW_MODES:
             self.web[mode] = await RawServer(mode, HOST).start()
+        upstream = (HOST, self.port("https"))
+        self.web["sni"] = await SniFilter([SNI_BLOCKED], upstream, HOST).start()
         self.closed_port = closed_port(HOST)
         return self
 

@@ -20,13 +20,14 @@ import yaml
 
 from probes.taxonomy import OONI_FAILURE
 from simlab.background import BackgroundLoop
-from simlab.loopback import BOGON_ADDRESS, HOST, LoopbackLab
+from simlab.loopback import BOGON_ADDRESS, HOST, SNI_BLOCKED, LoopbackLab
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 WriteConfig = Callable[..., Path]
 # A bound on one CLI run: the agent's timeout is 1s, the DNS injection window 0.3s.
 RUN_TIMEOUT = 30
+AGENT_TIMEOUT = 1.0  # LoopbackLab.config's agent.timeout
 OK, SKIPPED = "ok", "skipped"
 
 
@@ -98,9 +99,19 @@ CASES = [
             ("servfail", "servfail", "dns_servfail"),
             ("refused", "refused", "dns_refused"),
             ("timeout", "silent", "dns_timeout"),
-            ("bogon", "bogon", "dns_bogon"),
             ("injected", "inject", "dns_injected"),
         ]
+    ),
+    # A bogon answer, alone or beside a public address: the port is the trap's, so that a
+    # connection to the bogon address would be counted (test_bogon_answer_is_never_connected_to).
+    *(
+        Case(
+            f"dns-{name}",
+            lambda lab, name=name: {"url": f"https://{name}.test:{lab.trap.port}/"},
+            chain("dns_bogon"),
+            "dns_blocking",
+        )
+        for name in ("bogon", "mixed")
     ),
     Case(
         "dns-inconsistent",
@@ -131,6 +142,8 @@ CASES = [
             ("alert", "alert", "valid.test", "tls_alert"),
             ("cert-invalid", "untrusted", "untrusted.test", "tls_cert_invalid"),
             ("hostname-mismatch", "wrongname", "wrongname.test", "tls_hostname_mismatch"),
+            # Reset for its name only: the SNI re-check gets through (test_sni_recheck).
+            ("sni", "sni", SNI_BLOCKED, "tls_reset"),
         ]
     ),
     # HTTP.
@@ -248,17 +261,41 @@ def test_steps_carry_ooni_failure_duration_and_address(full_run: FullRun) -> Non
     for target in full_run.targets.values():
         for step in target["steps"]:
             assert step["ooni_failure"] == OONI_FAILURE[step["result"]], step
-            assert step["duration_seconds"] >= 0, step
+            # A step that ran took time; one that did not run took none; a timeout is only
+            # reported once the step has waited for it (a lower bound: load cannot break it).
+            duration = step["duration_seconds"]
+            if step["result"] == SKIPPED:
+                assert duration == 0, step
+            elif step["result"].endswith("_timeout"):
+                assert duration >= 0.9 * AGENT_TIMEOUT, step
+            else:
+                assert duration > 0, step
             if step["step"] != "dns" and step["result"] != SKIPPED:
                 # Every probe went to a lab server on 127.0.0.1 (tcp/tls/http name the address).
                 assert step["address"].startswith(f"{HOST}:"), step
 
 
-def test_bogon_answer_is_never_connected_to(full_run: FullRun) -> None:
-    steps = full_run.targets["dns-bogon"]["steps"]
+@pytest.mark.parametrize("name", ["dns-bogon", "dns-mixed"])
+def test_bogon_answer_is_never_connected_to(full_run: FullRun, name: str) -> None:
+    """A bogon answer, alone or beside a public address, is never connected to: the trap on
+    the bogon address listens on the port these targets name, the agent's would-be port."""
+    steps = full_run.targets[name]["steps"]
+    assert BOGON_ADDRESS in steps[0]["detail"]
     assert not [s for s in steps if s["step"] != "dns" and s["result"] != SKIPPED]
     assert not [s for s in steps if BOGON_ADDRESS in (s["address"] or "")]
     assert full_run.trap_connections == 0
+
+
+@pytest.mark.parametrize("name", ["tls-reset", "tls-eof", "tls-timeout", "tls-sni"])
+def test_sni_recheck(full_run: FullRun, name: str) -> None:
+    """Every handshake failure a name filter causes is re-checked with an innocuous name, and
+    the report says when the name made the difference (only the `sni` server's does)."""
+    tls = next(s for s in full_run.targets[name]["steps"] if s["step"] == "tls")
+    recheck = tls["data"]["control_sni"]
+    sni_based = name == "tls-sni"
+    assert recheck.get("triggered", False) is sni_based, recheck
+    assert ("SNI-based" in tls["detail"]) is sni_based, tls["detail"]
+    assert (recheck["result"] == tls["result"]) is not sni_based, recheck
 
 
 def test_blockpage_detail_names_the_fingerprint(full_run: FullRun) -> None:

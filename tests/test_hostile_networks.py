@@ -41,10 +41,14 @@ async def cycle(
     test_dns: int,
     control_dns: int | None = None,
     vantage: dict[str, Any] | None = None,
+    *,
+    bogon_exempt: tuple[str, ...] = ("127.0.0.0/8",),
+    ca_file: str | None = None,
     **agent: Any,
 ) -> CycleReport:
-    """One real cycle of the agent's measurement layer against loopback servers."""
-    resolvers: dict[str, Any] = {"test": resolver(test_dns), "bogon_exempt": ["127.0.0.0/8"]}
+    """One real cycle of the agent's measurement layer against loopback servers (all of
+    127/8 is exempt from the bogon check unless `bogon_exempt` says otherwise)."""
+    resolvers: dict[str, Any] = {"test": resolver(test_dns), "bogon_exempt": list(bogon_exempt)}
     resolvers["injection_window"] = "50ms"
     if control_dns is not None:
         resolvers["control"] = resolver(control_dns)
@@ -54,6 +58,7 @@ async def cycle(
             "resolvers": resolvers,
             "vantage": vantage or {},
             "targets": targets,
+            **({"tls": {"ca_file": ca_file}} if ca_file else {}),
         },
         "test.yaml",
     )

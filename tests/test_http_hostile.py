@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import statistics
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -227,3 +228,24 @@ async def test_a_dripping_body_without_a_fingerprint_is_a_timeout(serve) -> None
 async def test_a_page_title_is_kept_for_comparison(serve) -> None:
     result = await probe(await serve(responder(page(b"<title>  Hello\n world </title>"))))
     assert result.facts.title == "Hello world"
+
+
+async def test_throughput_follows_the_pace_of_the_body(serve) -> None:
+    """The same body, sent at once or in pauses: the slow one's figure is far lower. Medians of
+    several probes each, compared as a ratio, so that a busy machine cannot decide it."""
+    body = b"x" * (64 << 10)
+    head = OK_HEAD + f"Content-Length: {len(body)}\r\n\r\n".encode()
+    pieces = [body[i : i + (8 << 10)] for i in range(0, len(body), 8 << 10)]
+    fast_port = await serve(responder(head + body))
+    slow_port = await serve(responder(head, *pieces, pause=0.03))
+
+    async def median_rate(port: int) -> float:
+        rates = []
+        for _ in range(5):
+            result = await probe(port)
+            assert result.result == "ok", result.detail
+            assert result.facts.body_bytes == len(body)
+            rates.append(result.facts.bytes_per_second)
+        return statistics.median(rates)
+
+    assert await median_rate(fast_port) > 3 * await median_rate(slow_port)

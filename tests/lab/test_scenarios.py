@@ -8,6 +8,7 @@ removed the censored vantage is back to reachable within one interval.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
 
 HOSTS = world.HOSTS
 REACHABLE = "reachable"
+THROTTLE_SAMPLES = 3
 
 
 @dataclass(frozen=True)
@@ -201,15 +203,22 @@ def test_throttling_shows_in_durations(lab: Lab, censor: Censor) -> None:
         observe.DETECTION_SECONDS,
         f"rule: {target} downloads at least 10x faster at the control vantage",
     )
-    censored, control = (
-        p.result() for p in (lab.censored.start_check(target), lab.control.start_check(target))
-    )
-    assert censored.verdict(target) == REACHABLE, censored.target(target)
-    assert_all_reachable(control, [target])
+    # Medians of several checks at each vantage, compared as a ratio: one sample of each
+    # once failed under CPU load.
+    durations: dict[tuple[str, str], list[float]] = {}
+    for _ in range(THROTTLE_SAMPLES):
+        censored, control = (
+            p.result() for p in (lab.censored.start_check(target), lab.control.start_check(target))
+        )
+        assert censored.verdict(target) == REACHABLE, censored.target(target)
+        assert_all_reachable(control, [target])
+        for step in ("tls", "http"):
+            for side, result in (("censored", censored), ("control", control)):
+                duration = result.step(target, step)["duration_seconds"]
+                durations.setdefault((side, step), []).append(duration)
     for step in ("tls", "http"):
-        slow = censored.step(target, step)["duration_seconds"]
-        fast = control.step(target, step)["duration_seconds"]
-        assert slow > 3 * fast, (step, slow, fast)
+        slow, fast = (statistics.median(durations[side, step]) for side in ("censored", "control"))
+        assert slow > 3 * fast, (step, durations)
 
     censor.remove(scenario)
     observe.wait_true(

@@ -1,0 +1,156 @@
+"""What the README and docs/taxonomy.md promise about the measurement, held against real
+loopback servers through the agent's measurement layer: the SNI re-check runs after every
+handshake failure a name filter causes and its finding reaches the report, and a bogon in an
+answer is never connected to, wherever it sits in the answer.
+
+Each test here was checked against the mutation it guards (docs/testing.md): with the product
+changed that way, the test fails.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from measure.followups.sni import CONTROL_SNI
+from measure.report import TargetReport
+from probes.results import StepResult
+from probes.taxonomy import Step
+from simlab import Pki, RawServer, Zone, server_context, start_dns, start_raw, start_web
+from simlab.sni import SniFilter
+from tests.test_dns_loss import Scripted, udp  # noqa: F401 (a fixture)
+from tests.test_hostile_networks import cycle, servers  # noqa: F401 (a fixture)
+
+HOST = "127.0.0.1"
+# Loopback, but outside the /16 the bogon tests exempt: a bogon that is safe to connect to by
+# mistake, where a trap counts such mistakes.
+BOGON = "127.99.0.1"
+LAB_EXEMPT = ("127.0.0.0/16",)
+
+
+def tls_step(report: TargetReport) -> StepResult:
+    """The TLS step of the target's only chain."""
+    (chain,) = report.chains
+    return next(s for s in chain if s.step == Step.TLS)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return Pki(tmp_path)
+
+
+async def probe_https(servers, pki: Pki, name: str, port: int) -> TargetReport:  # noqa: F811
+    """One cycle probing https://name:port/ with `name` resolving to 127.0.0.1."""
+    dns_server = await servers(start_dns, Zone({name: [HOST]}))
+    target = [{"name": "site", "url": f"https://{name}:{port}/"}]
+    result = await cycle(target, dns_server.port, ca_file=str(pki.ca_file))
+    return result.reports[0]
+
+
+async def test_a_reset_of_the_name_only_is_reported_as_sni_based(servers, pki: Pki) -> None:  # noqa: F811
+    """A censor that resets the ClientHello naming the site, and relays any other: the
+    re-check with an innocuous name gets through, so the report says the name did it."""
+    backend = await servers(
+        start_web, "valid", HOST, ssl_context=server_context(pki.issue("a.test"))
+    )
+    middlebox = await servers(SniFilter(["blocked.test"], (HOST, backend.port)).start)
+
+    blocked = await probe_https(servers, pki, "blocked.test", middlebox.port)
+    assert blocked.verdict == "tls_blocking"
+    tls = tls_step(blocked)
+    assert tls.result == "tls_reset"
+    control = tls.to_json()["data"]["control_sni"]
+    assert control["sni"] == CONTROL_SNI
+    assert control["triggered"] is True
+    # The innocuous name reached the real server (whose certificate does not cover it).
+    assert control["result"] != "tls_reset"
+    assert "SNI-based" in tls.full_detail
+
+    # The same middlebox lets the other name through: nothing to re-check.
+    allowed = await probe_https(servers, pki, "a.test", middlebox.port)
+    assert allowed.verdict == "reachable"
+    assert "control_sni" not in tls_step(allowed).to_json().get("data", {})
+
+
+@pytest.mark.parametrize(
+    ("mode", "code"), [("reset", "tls_reset"), ("eof", "tls_eof"), ("silent", "tls_timeout")]
+)
+async def test_every_failure_a_name_filter_causes_is_rechecked(
+    servers,  # noqa: F811
+    pki: Pki,
+    mode: str,
+    code: str,
+) -> None:
+    """A server that fails every handshake the same way, whatever the name: the re-check
+    runs after a reset, an EOF and a timeout alike, and finds that the name made no
+    difference."""
+    raw = await servers(start_raw, mode, HOST)
+    tls = tls_step(await probe_https(servers, pki, "site.test", raw.port))
+    assert tls.result == code
+    # The JSON leaves out a false `triggered` (as it leaves out every unset fact).
+    assert tls.to_json()["data"]["control_sni"] == {"sni": CONTROL_SNI, "result": code}
+    assert "SNI-based" not in tls.full_detail
+
+
+async def test_an_alert_is_an_answer_and_not_rechecked(servers, pki: Pki) -> None:  # noqa: F811
+    raw = await servers(start_raw, "alert", HOST)
+    tls = tls_step(await probe_https(servers, pki, "site.test", raw.port))
+    assert tls.result == "tls_alert"
+    assert "control_sni" not in tls.to_json().get("data", {})
+
+
+def in_order(addresses: list[str]) -> Scripted:
+    """A resolver answering A queries with `addresses` in this order on the wire (one record
+    set each: dnspython shuffles the records of one set, as real resolvers rotate them)."""
+
+    def reply(query: dns.message.Message, nth: int) -> dns.message.Message:
+        response = dns.message.make_response(query)
+        question = query.question[0]
+        if question.rdtype == dns.rdatatype.A:
+            for address in addresses:
+                response.answer.append(dns.rrset.from_text(question.name, 60, "IN", "A", address))
+        return response
+
+    return Scripted(reply)
+
+
+async def bogon_world(servers, udp, answer: list[str]) -> tuple[int, RawServer, int]:  # noqa: F811
+    """A resolver answering `answer` for every name, a working web server on 127.0.0.1 and a
+    trap on the bogon address, both on the one port the target names (the port the agent
+    would connect to). Returns (DNS port, trap, web port)."""
+    web = await servers(start_web, "valid", HOST)
+    trap = await servers(start_raw, "silent", BOGON, web.port)
+    return await udp(in_order(answer)), trap, web.port
+
+
+@pytest.mark.parametrize(
+    "answer", [[HOST, BOGON], [BOGON, HOST]], ids=["bogon-last", "bogon-first"]
+)
+async def test_a_bogon_anywhere_in_the_answer_is_dns_bogon_and_never_connected_to(
+    servers,  # noqa: F811
+    udp,  # noqa: F811
+    answer: list[str],
+) -> None:
+    dns_port, trap, port = await bogon_world(servers, udp, answer)
+    target: list[dict[str, Any]] = [{"name": "mixed", "url": f"http://mixed.test:{port}/"}]
+    result = await cycle(target, dns_port, bogon_exempt=LAB_EXEMPT)
+    report = result.reports[0]
+    assert report.dns is not None
+    assert report.dns.result == "dns_bogon"
+    assert BOGON in report.dns.detail
+    assert report.verdict == "dns_blocking"
+    assert all(s.result == "skipped" for chain in report.chains for s in chain)
+    assert trap.connections == 0
+
+
+async def test_the_bogon_trap_sees_the_connection_an_exemption_allows(servers, udp) -> None:  # noqa: F811
+    """The trap above can fail: with the bogon's range exempt, the agent does connect there."""
+    dns_port, trap, port = await bogon_world(servers, udp, [BOGON])
+    target: list[dict[str, Any]] = [{"name": "mixed", "url": f"http://mixed.test:{port}/"}]
+    await cycle(target, dns_port, bogon_exempt=("127.0.0.0/8",))
+    assert trap.connections >= 1
