@@ -68,6 +68,21 @@ def test_tls_alert_is_recognised_from_the_openssl_reason() -> None:
     assert detail == "sslv3 alert handshake failure"
 
 
+@pytest.mark.parametrize(
+    ("reason", "code"),
+    [
+        # OpenSSL 3 reports a peer that closed mid-handshake as a plain SSLError.
+        ("UNEXPECTED_EOF_WHILE_READING", "tls_eof"),
+        ("WRONG_VERSION_NUMBER", "tls_error"),
+        (None, "tls_error"),
+    ],
+)
+def test_tls_failures_are_read_from_the_openssl_reason(reason: str | None, code: str) -> None:
+    exc = ssl.SSLError(1, "handshake")
+    exc.reason = reason
+    assert classify(Step.TLS, exc)[0] == code
+
+
 def test_aiohttp_wrapped_os_errors_are_unwrapped() -> None:
     key = aiohttp.client_reqrep.ConnectionKey("h", 80, False, True, None, None, None)
     wrapped = aiohttp.ClientConnectorError(key, ConnectionResetError(errno.ECONNRESET, "x"))

@@ -130,12 +130,24 @@ def test_errors_name_file_key_path_and_reason(tmp_path: Path) -> None:
         ({"agent": {"concurrency": 0}}, "agent.concurrency", "greater than or equal to 1"),
         ({"tls": {"ca_file": "missing.pem"}}, "tls.ca_file", "does not exist"),
         ({"blockpages": [{"name": "x", "pattern": "["}]}, "blockpages[0].pattern", "regular"),
+        ({"blockpages": [{"name": "x", "pattern": "a", "location": "footer"}]},
+         "blockpages[0].location", "header:<lowercase-name>"),
+        ({"blockpages": [{"name": "x", "pattern": "a", "location": "header:X-Up"}]},
+         "blockpages[0].location", "header:<lowercase-name>"),
     ],
 )  # fmt: skip
 def test_each_bad_key_is_named(tmp_path: Path, data: object, path: str, needle: str) -> None:
     found = dict(problems(tmp_path, data))
     assert path in found, found
     assert needle in found[path]
+
+
+@pytest.mark.parametrize("location", ["any", "body", "headers", "header:x-squid-error"])
+def test_blockpage_locations(location: str) -> None:
+    config = parse_config(
+        {"blockpages": [{"name": "x", "pattern": "a", "location": location}]}, "test.yaml"
+    )
+    assert config.blockpages[0].location == location
 
 
 def test_yaml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:

@@ -309,6 +309,13 @@ async def test_a_hijacked_plain_http_site_is_dns_inconsistent_without_a_fingerpr
     assert report.dns is not None
     assert report.dns.result == "dns_inconsistent"
     assert "another page" in report.dns.detail
+    assert report.dns.to_json()["data"]["control_page"] == {
+        "address": f"127.0.0.31:{port}",
+        "status": 200,
+        "title": "The real site",
+        "body_bytes": len(PAGE),
+        "differs": "title 'Provider portal' vs 'The real site'",
+    }
     # The same page from both addresses is consistent, whatever the resolvers said.
     await servers(start_web, "valid", "127.0.0.32", port, body=PAGE)
     honest_dns = await servers(start_dns, Zone({"news.test": ["127.0.0.32"]}))

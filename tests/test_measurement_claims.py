@@ -9,6 +9,7 @@ changed that way, the test fails.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ from probes.results import StepResult
 from probes.taxonomy import Step
 from simlab import Pki, RawServer, Zone, server_context, start_dns, start_raw, start_web
 from simlab.sni import SniFilter
+from simlab.tcp import reset
 from tests.test_dns_loss import Scripted, udp  # noqa: F401 (a fixture)
-from tests.test_hostile_networks import cycle, servers  # noqa: F401 (a fixture)
+from tests.test_hostile_networks import cycle, servers, verdicts  # noqa: F401 (a fixture)
 
 HOST = "127.0.0.1"
 # Loopback, but outside the /16 the bogon tests exempt: a bogon that is safe to connect to by
@@ -154,3 +156,85 @@ async def test_the_bogon_trap_sees_the_connection_an_exemption_allows(servers, u
     target: list[dict[str, Any]] = [{"name": "mixed", "url": f"http://mixed.test:{port}/"}]
     await cycle(target, dns_port, bogon_exempt=("127.0.0.0/8",))
     assert trap.connections >= 1
+
+
+async def test_a_recheck_that_cannot_connect_says_so(servers, pki: Pki) -> None:  # noqa: F811
+    """The handshake is reset (twice: the failure is confirmed), then the address stops
+    listening: the re-check reports the connection's failure and concludes nothing."""
+    connections = 0
+
+    async def reset_then_vanish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.read(1024)
+        if connections == 2:
+            server.close()
+        reset(writer)
+
+    server = await asyncio.start_server(reset_then_vanish, HOST, 0)
+    try:
+        tls = tls_step(
+            await probe_https(servers, pki, "site.test", server.sockets[0].getsockname()[1])
+        )
+    finally:
+        server.close()
+    assert tls.result == "tls_reset"
+    assert tls.to_json()["data"]["control_sni"] == {"sni": CONTROL_SNI, "result": "tcp_refused"}
+    assert "SNI-based" not in tls.full_detail
+    assert connections == 2
+
+
+async def test_tls_decides_whether_disjoint_answers_are_dns_inconsistent(
+    servers,  # noqa: F811
+    pki: Pki,
+) -> None:
+    """OONI's web_connectivity rule, on real certificates: answers that share nothing with
+    the control resolver's are `dns_inconsistent` only when their TLS fails for the name (a
+    wrong name or an untrusted chain); a valid certificate vouches for them, and a reset or
+    an answer shared with the control proves nothing about DNS."""
+    truth = "127.0.0.42"
+    served = {
+        # name: (the test resolver's address, the server there)
+        "hijacked.test": ("127.0.0.41", server_context(pki.issue("other.test"))),
+        "untrusted.test": ("127.0.0.43", server_context(pki.issue("x", trusted=False))),
+        "vouched.test": ("127.0.0.44", server_context(pki.issue("vouched.test"))),
+        "shared.test": ("127.0.0.45", server_context(pki.issue("other.test"))),
+    }
+    ports = {}
+    for name, (address, context) in served.items():
+        ports[name] = (await servers(start_web, "valid", address, ssl_context=context)).port
+    ports["reset.test"] = (await servers(start_raw, "reset", "127.0.0.46")).port
+    answers = {name: [address] for name, (address, _) in served.items()}
+    answers["reset.test"] = ["127.0.0.46"]
+    test_dns = await servers(start_dns, Zone(answers))
+    control_dns = await servers(
+        start_dns, Zone({**{n: [truth] for n in answers}, "shared.test": ["127.0.0.45"]})
+    )
+    targets = [{"name": n.split(".")[0], "url": f"https://{n}:{p}/"} for n, p in ports.items()]
+    result = await cycle(targets, test_dns.port, control_dns.port, ca_file=str(pki.ca_file))
+    reports = {r.target.name: r for r in result.reports}
+    dns = {name: r.dns for name, r in reports.items()}
+    assert {n: (d.result if d else None) for n, d in dns.items()} == {
+        "hijacked": "dns_inconsistent",
+        "untrusted": "dns_inconsistent",
+        "vouched": "ok",
+        "shared": "ok",
+        "reset": "ok",
+    }
+    assert verdicts(result) == {
+        "hijacked": "dns_blocking",
+        "untrusted": "dns_blocking",
+        "vouched": "reachable",
+        "shared": "tls_blocking",
+        "reset": "tls_blocking",
+    }
+    assert dns["hijacked"].detail == (
+        "test answers 127.0.0.41 share nothing with the control resolver's (127.0.0.42) "
+        "and fail TLS validation for the name"
+    )
+    # The control's answer rides along as evidence, with no cause when it worked.
+    assert dns["vouched"].to_json()["data"]["control"] == {
+        "result": "ok",
+        "addresses": [truth],
+        "detail": "",
+    }
