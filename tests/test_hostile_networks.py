@@ -129,16 +129,31 @@ async def test_one_working_canary_keeps_blocking_verdicts(servers) -> None:
 
 
 async def test_a_box_that_accepts_every_connection_makes_bare_tcp_inconclusive(servers) -> None:
-    dns_server = await servers(start_dns, Zone({}))
+    web = await servers(start_web, "valid", HOST)
+    dns_server = await servers(start_dns, Zone({"web.test": [HOST]}))
     accepting = await servers(start_raw, "silent", HOST)  # accepts, never speaks
     target = [{"name": "dc", "tcp": f"{HOST}:{accepting.port}"}]
+    others = [
+        # A page proves its server: the middlebox changes nothing.
+        {"name": "web", "url": f"http://web.test:{web.port}/"},
+        # An exchange the box swallowed proves nothing either way.
+        {
+            "name": "exchange",
+            "tcp": f"{HOST}:{accepting.port}",
+            "exchange": {"send": "ping\n", "expect": "pong"},
+        },
+    ]
     intercepted = await cycle(
-        target, dns_server.port, vantage={"tcp_canary": f"{HOST}:{accepting.port}"}
+        target + others, dns_server.port, vantage={"tcp_canary": f"{HOST}:{accepting.port}"}
     )
     assert intercepted.vantage.tcp_intercepted is True
-    report = intercepted.reports[0]
+    reports = {r.target.name: r for r in intercepted.reports}
+    report = reports["dc"]
     assert (report.verdict, report.local_verdict) == ("inconclusive", "reachable")
     assert "middlebox" in (report.note or "")
+    assert (reports["web"].verdict, reports["web"].local_verdict) == ("reachable", None)
+    swallowed = reports["exchange"]
+    assert (swallowed.verdict, swallowed.local_verdict) == ("inconclusive", "protocol_blocking")
     honest = await cycle(target, dns_server.port, vantage={"tcp_canary": f"{HOST}:{closed_port()}"})
     assert honest.vantage.tcp_intercepted is False
     assert verdicts(honest) == {"dc": "reachable"}

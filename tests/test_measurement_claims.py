@@ -19,10 +19,20 @@ import dns.rrset
 import pytest
 
 from measure.followups.sni import CONTROL_SNI
+from measure.prober import interleave
 from measure.report import TargetReport
 from probes.results import StepResult
 from probes.taxonomy import Step
-from simlab import Pki, RawServer, Zone, server_context, start_dns, start_raw, start_web
+from simlab import (
+    Pki,
+    RawServer,
+    Zone,
+    closed_port,
+    server_context,
+    start_dns,
+    start_raw,
+    start_web,
+)
 from simlab.sni import SniFilter
 from simlab.tcp import reset
 from tests.test_dns_loss import Scripted, udp  # noqa: F401 (a fixture)
@@ -70,7 +80,7 @@ async def test_a_reset_of_the_name_only_is_reported_as_sni_based(servers, pki: P
     assert control["sni"] == CONTROL_SNI
     assert control["triggered"] is True
     # The innocuous name reached the real server (whose certificate does not cover it).
-    assert control["result"] != "tls_reset"
+    assert control["result"] == "tls_hostname_mismatch"
     assert "SNI-based" in tls.full_detail
 
     # The same middlebox lets the other name through: nothing to re-check.
@@ -204,6 +214,10 @@ async def test_tls_decides_whether_disjoint_answers_are_dns_inconsistent(
     for name, (address, context) in served.items():
         ports[name] = (await servers(start_web, "valid", address, ssl_context=context)).port
     ports["reset.test"] = (await servers(start_raw, "reset", "127.0.0.46")).port
+    # The control's address serves the vouched site too: there would be a page to compare.
+    await servers(
+        start_web, "valid", truth, ports["vouched.test"], ssl_context=served["vouched.test"][1]
+    )
     answers = {name: [address] for name, (address, _) in served.items()}
     answers["reset.test"] = ["127.0.0.46"]
     test_dns = await servers(start_dns, Zone(answers))
@@ -232,9 +246,124 @@ async def test_tls_decides_whether_disjoint_answers_are_dns_inconsistent(
         "test answers 127.0.0.41 share nothing with the control resolver's (127.0.0.42) "
         "and fail TLS validation for the name"
     )
+    # TLS vouches or accuses: no page is fetched from the control's address for comparison.
+    assert all("control_page" not in d.to_json().get("data", {}) for d in dns.values())
     # The control's answer rides along as evidence, with no cause when it worked.
     assert dns["vouched"].to_json()["data"]["control"] == {
         "result": "ok",
         "addresses": [truth],
         "detail": "",
     }
+
+
+def test_interleave_keeps_both_families_under_a_cap() -> None:
+    v4 = ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+    v6 = ["2001:db8::1", "2001:db8::2"]
+    assert interleave([*v4, *v6], 4) == ["192.0.2.1", "2001:db8::1", "192.0.2.2", "2001:db8::2"]
+    assert interleave([*v6, *v4], 10) == [v4[0], v6[0], v4[1], v6[1], v4[2]]
+    assert interleave(v6, 10) == v6
+
+
+async def test_every_batch_of_addresses_is_reported(servers, udp) -> None:  # noqa: F811
+    """Two dead addresses, then a live one, two at a time: the target is reachable, and the
+    report keeps the failed batch's chains beside the working one."""
+    web = await servers(start_web, "valid", "127.0.0.63")
+    dead = ["127.0.0.61", "127.0.0.62"]
+    dns_port = await udp(in_order([*dead, "127.0.0.63"]))
+    target = [{"name": "many", "url": f"http://many.test:{web.port}/"}]
+    result = await cycle(target, dns_port, max_addresses=2, address_limit=8)
+    report = result.reports[0]
+    assert report.verdict == "reachable"
+    tcp = [chain[0] for chain in report.chains]
+    assert [s.address for s in tcp] == [f"{a}:{web.port}" for a in [*dead, "127.0.0.63"]]
+    assert [s.result for s in tcp] == ["tcp_refused", "tcp_refused", "ok"]
+
+
+async def test_a_lost_dns_answer_is_asked_again(udp) -> None:  # noqa: F811
+    """The first query of each type goes unanswered (the first lookup times out); the lookup
+    is made once more, and its answer stands, the first attempt kept as evidence."""
+
+    first_ids: dict[int, int] = {}
+    answering = in_order(["127.0.0.7"])
+
+    def drop_first(query: dns.message.Message, nth: int) -> dns.message.Message | None:
+        # Every datagram of the first query of each type (resends carry its id) is lost.
+        first = first_ids.setdefault(query.question[0].rdtype, query.id)
+        return None if query.id == first else answering.reply(query, nth)
+
+    port = await udp(Scripted(drop_first))
+    result = await cycle([{"name": "site", "url": f"http://site.test:{closed_port()}/"}], port)
+    dns_result = result.reports[0].dns
+    assert dns_result is not None
+    assert dns_result.result == "ok"
+    assert dns_result.facts.addresses == ("127.0.0.7",)
+    assert dns_result.to_json()["data"]["first_attempt"]["result"] == "dns_timeout"
+
+
+async def test_a_redirect_to_another_host_goes_through_the_test_resolver(servers) -> None:  # noqa: F811
+    """A redirect to another host is followed to the address the test resolver gives for it;
+    one to a host that resolves to a bogon is reported, never followed there."""
+    final = await servers(start_web, "valid", "127.0.0.72")
+    moved = f"http://moved.test:{final.port}/"
+    hop = await servers(start_web, "redirect", "127.0.0.71", location=moved)
+    to_bogon = await servers(
+        start_web, "redirect", "127.0.0.73", location=f"http://trap.test:{final.port}/"
+    )
+    trap = await servers(start_raw, "silent", BOGON, final.port)
+    zone = {
+        "start.test": ["127.0.0.71"],
+        "moved.test": ["127.0.0.72"],
+        "other.test": ["127.0.0.73"],
+        "trap.test": [BOGON],
+    }
+    dns_server = await servers(start_dns, Zone(zone))
+    targets = [
+        {"name": "followed", "url": f"http://start.test:{hop.port}/"},
+        {"name": "bogon", "url": f"http://other.test:{to_bogon.port}/"},
+    ]
+    result = await cycle(targets, dns_server.port, bogon_exempt=LAB_EXEMPT)
+    http = {r.target.name: r.chains[0][-1] for r in result.reports}
+    assert http["followed"].result == "ok"
+    assert http["followed"].facts.redirects == (moved,)
+    assert http["bogon"].facts.redirect == f"http://trap.test:{final.port}/"
+    assert trap.connections == 0
+
+
+async def test_the_targets_expectations_judge_the_page(servers) -> None:  # noqa: F811
+    """expect_status, expect_body and the blockpage fingerprints, through the prober."""
+    page = await servers(start_web, "valid", HOST)
+    failing = await servers(start_web, "status", HOST)
+    # A page a shipped fingerprint (ru-federal-block) knows.
+    blockpage = await servers(
+        start_web, "valid", HOST, body="<html><title>Federal block</title></html>"
+    )
+    dns_server = await servers(start_dns, Zone({"site.test": [HOST]}))
+    targets = [
+        {"name": "body", "url": f"http://site.test:{page.port}/", "expect_body": "no such text"},
+        {"name": "status", "url": f"http://site.test:{failing.port}/", "expect_status": [200]},
+        {"name": "any-status", "url": f"http://site.test:{failing.port}/", "expect_status": [503]},
+        {"name": "blockpage", "url": f"http://site.test:{blockpage.port}/"},
+    ]
+    result = await cycle(targets, dns_server.port)
+    codes = {r.target.name: r.chains[0][-1].result for r in result.reports}
+    assert codes == {
+        "body": "http_body_mismatch",
+        "status": "http_status_mismatch",
+        "any-status": "ok",
+        "blockpage": "http_blockpage",
+    }
+
+
+async def test_disjoint_answers_whose_page_failed_are_not_judged(servers) -> None:  # noqa: F811
+    """Plain HTTP, answers disjoint from the control's, and the test address resets the
+    request: there is no page to compare, so DNS is not accused; HTTP decides."""
+    port = (await servers(start_raw, "reset", "127.0.0.81")).port
+    await servers(start_web, "valid", "127.0.0.82", port)
+    test_dns = await servers(start_dns, Zone({"news.test": ["127.0.0.81"]}))
+    control_dns = await servers(start_dns, Zone({"news.test": ["127.0.0.82"]}))
+    target = [{"name": "news", "url": f"http://news.test:{port}/"}]
+    result = await cycle(target, test_dns.port, control_dns.port)
+    report = result.reports[0]
+    assert report.dns is not None
+    assert report.dns.result == "ok"
+    assert report.verdict == "http_blocking"
