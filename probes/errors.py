@@ -176,7 +176,15 @@ def _text(exc: BaseException) -> str:
 
 
 def describe(exc: BaseException) -> str:
-    """A short, single-line detail for an exception, without OpenSSL's source locations."""
+    """A short, single-line detail for an exception, without OpenSSL's source locations.
+
+    A wrapper is described by what it wraps, as its kind is: aiohttp's certificate error is
+    an OSError whose errno is OpenSSL's 1, which would read "Operation not permitted"."""
+    for _ in range(_MAX_WRAPS):
+        inner = _unwrap(exc)
+        if inner is None or inner is exc:
+            break
+        exc = inner
     try:
         text = _text(exc)
     except Exception:  # a broken __str__ from a library must not cost the result

@@ -229,3 +229,14 @@ def test_representative_prefers_a_working_chain_then_the_furthest() -> None:
     v4_ok = [step(Step.TCP, "ok"), step(Step.TLS, "ok")]
     assert representative([v6, v4_reset]) is v4_reset
     assert representative([v6, v4_reset, v4_ok]) is v4_ok
+
+
+def test_a_wrapped_certificate_error_is_described_by_the_certificate() -> None:
+    """aiohttp's certificate error is an OSError carrying OpenSSL's errno 1: its detail must
+    be the certificate's problem, not "Operation not permitted"."""
+    key = aiohttp.client_reqrep.ConnectionKey("h", 443, True, True, None, None, None)
+    inner = cert_error(20, "unable to get local issuer certificate")
+    wrapped = aiohttp.ClientConnectorCertificateError(key, inner)
+    code, detail = classify(Step.HTTP, wrapped)
+    assert code == "http_error"
+    assert detail == "unable to get local issuer certificate"
