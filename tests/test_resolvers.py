@@ -140,14 +140,29 @@ async def test_garbage_datagrams_are_ignored_not_fatal() -> None:
     assert answer.facts.stray_responses == 2
 
 
+def other_answer() -> bytes:
+    """A well-formed DNS answer, to a query nobody sent."""
+    return dns.message.make_response(dns.message.make_query("other.test", "A")).to_wire()
+
+
 @pytest.mark.parametrize(
     ("status", "body", "needle"),
     [(500, b"", "HTTP 500"), (200, b"\xff" * 40, "not a DNS message"),
-     (200, b"x" * 70000, "larger than")],
+     (200, b"x" * 70000, "larger than"),
+     # The largest a DNS message can be is still read as one.
+     (200, b"\xff" * 65535, "not a DNS message"),
+     (200, other_answer(), "does not match the query"),
+     # A redirect is not followed: a DoH server has no business sending one.
+     (302, b"", "HTTP 302")],
 )  # fmt: skip
 async def test_hostile_doh_server_gives_dns_error(status: int, body: bytes, needle: str) -> None:
     async def handler(request: web.Request) -> web.Response:
-        return web.Response(status=status, body=body, content_type="application/dns-message")
+        return web.Response(
+            status=status,
+            body=body,
+            content_type="application/dns-message",
+            headers={"Location": "/elsewhere"},
+        )
 
     app = web.Application()
     app.router.add_post("/dns-query", handler)
@@ -166,3 +181,48 @@ async def test_hostile_doh_server_gives_dns_error(status: int, body: bytes, need
         await runner.cleanup()
     assert answer.result == "dns_error"
     assert needle in answer.detail
+
+
+async def test_doh_speaks_rfc_8484(tmp_path: Path) -> None:
+    """A DoH POST says what it sends and what it takes (RFC 8484 section 4.1); a server that
+    insists gets its answer."""
+    seen: list[dict[str, str]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append({k.lower(): v.lower() for k, v in request.headers.items()})
+        query = dns.message.from_wire(await request.read())
+        answer = dns.message.make_response(query)
+        answer.answer.append(
+            dns.rrset.from_text(query.question[0].name, 60, "IN", "A", "127.0.0.9")
+        )
+        return web.Response(body=answer.to_wire(), content_type="application/dns-message")
+
+    app = web.Application()
+    app.router.add_post("/dns-query", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        dns_client = DnsClient(Resolver("doh", url=f"http://127.0.0.1:{port}/dns-query"), timeout=2)
+        answer = await dns_client.resolve("site.test", LOOPBACK)
+        await dns_client.aclose()
+    finally:
+        await runner.cleanup()
+    assert answer.result == "ok"
+    assert seen
+    for headers in seen:
+        assert headers["content-type"] == "application/dns-message"
+        assert headers["accept"] == "application/dns-message"
+
+
+async def test_doh_without_a_ca_file_still_verifies_the_certificate(servers: dict) -> None:
+    """No configured CA means the system's trust store, never no verification: the lab's
+    own CA is not in it, so its DoH server is refused."""
+    resolver = Resolver("doh", url=f"https://127.0.0.1:{servers['doh']}/dns-query")
+    dns_client = DnsClient(resolver, timeout=2)
+    answer = await dns_client.resolve("site.test", LOOPBACK)
+    await dns_client.aclose()
+    assert answer.result == "dns_error"
+    assert "certificate" in answer.detail.lower()
