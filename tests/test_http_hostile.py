@@ -249,3 +249,29 @@ async def test_throughput_follows_the_pace_of_the_body(serve) -> None:
         return statistics.median(rates)
 
     assert await median_rate(fast_port) > 3 * await median_rate(slow_port)
+
+
+def test_a_fingerprint_looks_only_where_it_says() -> None:
+    """`body`, `headers` (the header block, one `Name: value` line each), one named header,
+    or `any` (status line too): a text elsewhere in the response does not match."""
+    matcher = BlockpageMatcher(
+        [
+            Fingerprint("in-body", re.compile("squid"), "body"),
+            Fingerprint("in-headers", re.compile("^x-filter: on$", re.MULTILINE), "headers"),
+            Fingerprint("via-header", re.compile("^proxy$"), "header:via"),
+            Fingerprint("anywhere", re.compile("451"), "any"),
+        ]
+    )
+
+    def named(status: str, headers: dict[str, str], body: str) -> str | None:
+        found = matcher.match(status, headers, body)
+        return found.name if found else None
+
+    ok = "HTTP/1.1 200 OK"
+    assert named(ok, {"server": "squid"}, "") is None
+    assert named(ok, {}, "<p>squid</p>") == "in-body"
+    assert named(ok, {"server": "x", "x-filter": "on"}, "") == "in-headers"
+    assert named(ok, {}, "x-filter: on") is None
+    assert named(ok, {"via": "proxy"}, "") == "via-header"
+    assert named(ok, {"server": "proxy"}, "") is None
+    assert named("HTTP/1.1 451 Unavailable", {}, "") == "anywhere"

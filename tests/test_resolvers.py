@@ -226,3 +226,14 @@ async def test_doh_without_a_ca_file_still_verifies_the_certificate(servers: dic
     await dns_client.aclose()
     assert answer.result == "dns_error"
     assert "certificate" in answer.detail.lower()
+
+
+async def test_a_resolver_port_that_is_closed_is_refused() -> None:
+    """The resolver host answers the datagram with ICMP port unreachable: `dns_refused`, not
+    a timeout."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dns_client = DnsClient(Resolver("udp", (("127.0.0.1", port),)), timeout=5)
+    answer = await dns_client.resolve("site.test", LOOPBACK)
+    assert answer.result == "dns_refused"
