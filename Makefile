@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test deps lint format unit lab lowest
+.PHONY: test deps lint format unit lab lowest mutation
 test: deps lint lowest
 	$(PY) -m pytest -q -ra
 
@@ -29,3 +29,11 @@ lab: deps
 # unit tests that exercise them (about 30s with a warm uv cache).
 lowest: deps
 	$(PY) scripts/lowest_deps.py
+
+# Mutation testing of the measurement logic (docs/testing.md); slow, so not part of `make test`.
+# MUTANTS narrows the run to some mutants: `make mutation MUTANTS='measure.followups.sni*'`.
+MUTANTS ?=
+mutation: deps
+	$(PY) -m pip install -q -e '.[mutation]'
+	nice $(VENV)/bin/mutmut run $(MUTANTS)
+	$(PY) scripts/mutation_report.py
