@@ -39,7 +39,7 @@ def resolver(port: int) -> dict[str, Any]:
 async def cycle(
     targets: list[dict[str, Any]],
     test_dns: int,
-    control_dns: int | None = None,
+    control_dns: int | dict[str, Any] | None = None,
     vantage: dict[str, Any] | None = None,
     *,
     bogon_exempt: tuple[str, ...] = ("127.0.0.0/8",),
@@ -51,7 +51,9 @@ async def cycle(
     resolvers: dict[str, Any] = {"test": resolver(test_dns), "bogon_exempt": list(bogon_exempt)}
     resolvers["injection_window"] = "50ms"
     if control_dns is not None:
-        resolvers["control"] = resolver(control_dns)
+        # A port is a UDP resolver on loopback; a dict is a whole resolver config.
+        is_port = isinstance(control_dns, int)
+        resolvers["control"] = resolver(control_dns) if is_port else control_dns
     config = parse_config(
         {
             "agent": {"timeout": "1s", "interval": "10s", "jitter": "0s", "listen": None, **agent},

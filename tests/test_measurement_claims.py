@@ -10,6 +10,8 @@ changed that way, the test fails.
 from __future__ import annotations
 
 import asyncio
+import errno
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from simlab import (
     closed_port,
     server_context,
     start_dns,
+    start_doh,
     start_raw,
     start_web,
 )
@@ -116,6 +119,19 @@ async def test_an_alert_is_an_answer_and_not_rechecked(servers, pki: Pki) -> Non
     assert "control_sni" not in tls.to_json().get("data", {})
 
 
+async def on_one_port(*starts: Callable[[int], Awaitable[Any]]) -> list[Any]:
+    """Start servers on different addresses and one port (the port a target names), each
+    given the port (0: any); a fresh port if another process holds it on one address."""
+    for _ in range(5):
+        first = await starts[0](0)
+        try:
+            return [first, *[await start(first.port) for start in starts[1:]]]
+        except OSError as exc:  # the `servers` fixture still closes what did start
+            if exc.errno != errno.EADDRINUSE:
+                raise
+    raise RuntimeError("no port free on every address")
+
+
 def in_order(addresses: list[str]) -> Scripted:
     """A resolver answering A queries with `addresses` in this order on the wire (one record
     set each: dnspython shuffles the records of one set, as real resolvers rotate them)."""
@@ -135,8 +151,10 @@ async def bogon_world(servers, udp, answer: list[str]) -> tuple[int, RawServer, 
     """A resolver answering `answer` for every name, a working web server on 127.0.0.1 and a
     trap on the bogon address, both on the one port the target names (the port the agent
     would connect to). Returns (DNS port, trap, web port)."""
-    web = await servers(start_web, "valid", HOST)
-    trap = await servers(start_raw, "silent", BOGON, web.port)
+    web, trap = await on_one_port(
+        lambda port: servers(start_web, "valid", HOST, port),
+        lambda port: servers(start_raw, "silent", BOGON, port),
+    )
     return await udp(in_order(answer)), trap, web.port
 
 
@@ -212,20 +230,25 @@ async def test_tls_decides_whether_disjoint_answers_are_dns_inconsistent(
     }
     ports = {}
     for name, (address, context) in served.items():
-        ports[name] = (await servers(start_web, "valid", address, ssl_context=context)).port
+        if name != "vouched.test":
+            ports[name] = (await servers(start_web, "valid", address, ssl_context=context)).port
     ports["reset.test"] = (await servers(start_raw, "reset", "127.0.0.46")).port
     # The control's address serves the vouched site too: there would be a page to compare.
-    await servers(
-        start_web, "valid", truth, ports["vouched.test"], ssl_context=served["vouched.test"][1]
+    vouched = served["vouched.test"]
+    web, _ = await on_one_port(
+        lambda port: servers(start_web, "valid", vouched[0], port, ssl_context=vouched[1]),
+        lambda port: servers(start_web, "valid", truth, port, ssl_context=vouched[1]),
     )
+    ports["vouched.test"] = web.port
     answers = {name: [address] for name, (address, _) in served.items()}
     answers["reset.test"] = ["127.0.0.46"]
     test_dns = await servers(start_dns, Zone(answers))
-    control_dns = await servers(
-        start_dns, Zone({**{n: [truth] for n in answers}, "shared.test": ["127.0.0.45"]})
-    )
+    # The control resolver is DoH, trusted through the configured CA (as the agent runs it).
+    control_zone = Zone({**{n: [truth] for n in answers}, "shared.test": ["127.0.0.45"]})
+    doh = await servers(start_doh, control_zone, server_context(pki.issue(HOST)))
+    control = {"type": "doh", "url": doh.url}
     targets = [{"name": n.split(".")[0], "url": f"https://{n}:{p}/"} for n, p in ports.items()]
-    result = await cycle(targets, test_dns.port, control_dns.port, ca_file=str(pki.ca_file))
+    result = await cycle(targets, test_dns.port, control, ca_file=str(pki.ca_file))
     reports = {r.target.name: r for r in result.reports}
     dns = {name: r.dns for name, r in reports.items()}
     assert {n: (d.result if d else None) for n, d in dns.items()} == {
@@ -297,19 +320,23 @@ async def test_a_lost_dns_answer_is_asked_again(udp) -> None:  # noqa: F811
     assert dns_result is not None
     assert dns_result.result == "ok"
     assert dns_result.facts.addresses == ("127.0.0.7",)
-    assert dns_result.to_json()["data"]["first_attempt"]["result"] == "dns_timeout"
+    data = dns_result.to_json()["data"]
+    assert data["first_attempt"]["result"] == "dns_timeout"
+    assert "control" not in data  # no control resolver configured, none asked
 
 
 async def test_a_redirect_to_another_host_goes_through_the_test_resolver(servers) -> None:  # noqa: F811
     """A redirect to another host is followed to the address the test resolver gives for it;
     one to a host that resolves to a bogon is reported, never followed there."""
-    final = await servers(start_web, "valid", "127.0.0.72")
+    final, trap = await on_one_port(
+        lambda port: servers(start_web, "valid", "127.0.0.72", port),
+        lambda port: servers(start_raw, "silent", BOGON, port),
+    )
     moved = f"http://moved.test:{final.port}/"
     hop = await servers(start_web, "redirect", "127.0.0.71", location=moved)
     to_bogon = await servers(
         start_web, "redirect", "127.0.0.73", location=f"http://trap.test:{final.port}/"
     )
-    trap = await servers(start_raw, "silent", BOGON, final.port)
     zone = {
         "start.test": ["127.0.0.71"],
         "moved.test": ["127.0.0.72"],
@@ -366,4 +393,53 @@ async def test_disjoint_answers_whose_page_failed_are_not_judged(servers) -> Non
     report = result.reports[0]
     assert report.dns is not None
     assert report.dns.result == "ok"
+    assert report.verdict == "http_blocking"
+
+
+def chain_json(report: TargetReport) -> list[list[tuple[str, str, str | None, str]]]:
+    """Each chain as (step, result, address, detail) rows."""
+    return [
+        [(s.step.value, s.result.value, s.address, s.full_detail) for s in chain]
+        for chain in report.chains
+    ]
+
+
+async def test_steps_after_a_failure_are_skipped_and_say_why(servers) -> None:  # noqa: F811
+    dns_server = await servers(start_dns, Zone({"site.test": [HOST]}))
+    port = closed_port()
+    targets = [
+        {"name": "refused", "url": f"https://site.test:{port}/"},
+        {"name": "missing", "url": "https://nx.test/"},
+    ]
+    result = await cycle(targets, dns_server.port)
+    reports = {r.target.name: r for r in result.reports}
+    endpoint = f"{HOST}:{port}"
+    ((tcp, *rest),) = chain_json(reports["refused"])
+    assert tcp[:3] == ("tcp", "tcp_refused", endpoint)
+    assert rest == [
+        ("tls", "skipped", endpoint, "tcp failed"),
+        ("http", "skipped", endpoint, "tcp failed"),
+    ]
+    assert chain_json(reports["missing"]) == [
+        [(step, "skipped", None, "dns failed") for step in ("tcp", "tls", "http")]
+    ]
+
+
+async def test_the_address_that_got_furthest_speaks_for_the_target(
+    servers,  # noqa: F811
+    udp,  # noqa: F811
+    pki: Pki,
+) -> None:
+    """One address resets the handshake, the other serves an error page over TLS: the
+    target is `http_blocking`, told by the chain that got furthest, whichever came first."""
+    context = server_context(pki.issue("site.test"))
+    failing, _ = await on_one_port(
+        lambda port: servers(start_web, "status", "127.0.0.92", port, ssl_context=context),
+        lambda port: servers(start_raw, "reset", "127.0.0.91", port),
+    )
+    dns_port = await udp(in_order(["127.0.0.91", "127.0.0.92"]))
+    target = [{"name": "site", "url": f"https://site.test:{failing.port}/", "expect_status": [200]}]
+    result = await cycle(target, dns_port, ca_file=str(pki.ca_file))
+    report = result.reports[0]
+    assert [chain[-1].result for chain in report.chains] == ["skipped", "http_status_mismatch"]
     assert report.verdict == "http_blocking"
