@@ -240,3 +240,33 @@ def test_a_wrapped_certificate_error_is_described_by_the_certificate() -> None:
     code, detail = classify(Step.HTTP, wrapped)
     assert code == "http_error"
     assert detail == "unable to get local issuer certificate"
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("a library's broken __str__")
+
+
+@pytest.mark.parametrize(
+    ("exc", "detail"),
+    [
+        (TimeoutError(), "timed out"),
+        (ValueError(), "ValueError"),
+        (_Unprintable(), "_Unprintable"),
+        # asyncio puts the peer's address in the message: the errno's text is the detail.
+        (ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed ('127.0.0.1', 9)"),
+         "Connection refused"),
+        # A local firewall's reject reads EPERM on connect.
+        (OSError(errno.EPERM, "connect"), "Operation not permitted"),
+    ],
+)  # fmt: skip
+def test_details_are_short_and_say_what_happened(exc: BaseException, detail: str) -> None:
+    assert classify(Step.TCP, exc)[1] == detail
+
+
+def test_an_exception_group_speaks_through_its_first_member() -> None:
+    """As a TaskGroup raises: the group is classified and described by its first error."""
+    group = ExceptionGroup(
+        "tasks failed", [ConnectionRefusedError(errno.ECONNREFUSED, "x"), ValueError("later")]
+    )
+    assert classify(Step.TCP, group) == ("tcp_refused", "Connection refused")

@@ -321,7 +321,9 @@ async def test_a_lost_dns_answer_is_asked_again(udp) -> None:  # noqa: F811
     assert dns_result.result == "ok"
     assert dns_result.facts.addresses == ("127.0.0.7",)
     data = dns_result.to_json()["data"]
-    assert data["first_attempt"]["result"] == "dns_timeout"
+    first = data["first_attempt"]
+    assert (first["step"], first["result"]) == ("dns", "dns_timeout")
+    assert first["detail"]
     assert "control" not in data  # no control resolver configured, none asked
 
 
