@@ -110,6 +110,8 @@ async def test_a_walled_garden_is_vantage_down_not_dns_blocking(servers) -> None
     }
     site = next(r for r in result.reports if r.target.name == "site")
     assert site.local_verdict == "dns_blocking"
+    assert "canary" in (site.note or "")
+    assert (result.vantage.canaries, result.vantage.canaries_up) == (2, 0)
     assert result.vantage.connectivity_up is False
     assert result.vantage.canary_failures == ("dns_nxdomain",)
     metrics = PrometheusSink()
@@ -128,6 +130,7 @@ async def test_one_working_canary_keeps_blocking_verdicts(servers) -> None:
     result = await cycle(targets, dns_server.port)
     assert verdicts(result) == {"canary": "reachable", "site": "dns_blocking"}
     assert result.vantage.connectivity_up is True
+    assert result.vantage.canary_failures == ()  # failures matter only when no canary is up
 
 
 async def test_a_box_that_accepts_every_connection_makes_bare_tcp_inconclusive(servers) -> None:

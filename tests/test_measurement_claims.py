@@ -445,3 +445,27 @@ async def test_the_address_that_got_furthest_speaks_for_the_target(
     report = result.reports[0]
     assert [chain[-1].result for chain in report.chains] == ["skipped", "http_status_mismatch"]
     assert report.verdict == "http_blocking"
+
+
+async def test_a_page_is_compared_only_when_the_answers_are_disjoint(servers) -> None:  # noqa: F811
+    """Plain HTTP: answers shared with the control need no page from a control address; a
+    control address that serves nothing leaves disjoint answers unjudged, not a crash."""
+    shared_web = await servers(start_web, "valid", HOST)
+    alone_web = await servers(start_web, "valid", "127.0.0.101")
+    test_dns = await servers(
+        start_dns, Zone({"shared.test": [HOST], "alone.test": ["127.0.0.101"]})
+    )
+    # The control's address for alone.test has nothing listening on the target's port.
+    control_dns = await servers(
+        start_dns, Zone({"shared.test": [HOST], "alone.test": ["127.0.0.102"]})
+    )
+    targets = [
+        {"name": "shared", "url": f"http://shared.test:{shared_web.port}/"},
+        {"name": "alone", "url": f"http://alone.test:{alone_web.port}/"},
+    ]
+    result = await cycle(targets, test_dns.port, control_dns.port)
+    assert verdicts(result) == {"shared": "reachable", "alone": "reachable"}
+    for report in result.reports:
+        assert report.dns is not None
+        assert report.dns.result == "ok"
+        assert "control_page" not in report.dns.to_json()["data"]
