@@ -18,6 +18,7 @@ from agent.output import to_json, to_table
 from agent.scheduler import Scheduler, run_cycle
 from agent.server import make_app, start_server
 from agent.verdict import REACHABLE
+from agent.webconfig import WebConfig, listen_policy
 
 EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("reachprobe")
@@ -66,9 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: Path | None) -> Config | None:
+def _load(path: Path | None, serving: bool) -> tuple[Config, WebConfig | None] | None:
+    """The config and, for the commands that serve (run, validate), its web config."""
     try:
-        return load_config(path)
+        config = load_config(path)
+        source = str(path or "built-in default config")
+        return config, listen_policy(config.agent, source) if serving else None
     except ConfigError as exc:
         print(f"reachprobe: invalid config\n{exc}", file=sys.stderr)
         return None
@@ -107,7 +111,7 @@ async def _check(config: Config, names: Sequence[str] | None, fmt: str) -> int:
     return EXIT_OK if all(r.verdict == REACHABLE for r in reports) else EXIT_UNREACHABLE
 
 
-async def _run(config: Config, path: Path | None) -> int:
+async def _run(config: Config, path: Path | None, web_config: WebConfig | None) -> int:
     metrics = Metrics()
     scheduler = Scheduler(config, metrics, path)
     loop = asyncio.get_running_loop()
@@ -118,11 +122,13 @@ async def _run(config: Config, path: Path | None) -> int:
     if config.agent.listen_address is not None:
         host, port = config.agent.listen_address
         try:
-            runner = await start_server(make_app(metrics, scheduler), host, port)
+            app = make_app(metrics, scheduler, web_config)
+            runner = await start_server(app, host, port, web_config)
         except OSError as exc:
             log.error("cannot listen on %s: %s", config.agent.listen, exc.strerror or exc)
             return EXIT_USAGE
-        log.info("serving /metrics and /healthz on http://%s/", config.agent.listen)
+        scheme = "https" if web_config and web_config.tls_server_config else "http"
+        log.info("serving /metrics and /healthz on %s://%s/", scheme, config.agent.listen)
     log.warning(NOTICE, len(config.targets), config.agent.interval)
     try:
         await scheduler.run()
@@ -136,9 +142,10 @@ async def _run(config: Config, path: Path | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `reachprobe` console script."""
     args = _parser().parse_args(argv)
-    config = _load(args.config)
-    if config is None:
+    loaded = _load(args.config, serving=args.command != "check")
+    if loaded is None:
         return EXIT_USAGE
+    config, web_config = loaded
     if args.command == "validate":
         source = args.config or "built-in default config"
         print(f"{source}: ok ({len(config.targets)} targets)")
@@ -150,4 +157,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    return asyncio.run(_run(config, args.config))
+    return asyncio.run(_run(config, args.config, web_config))

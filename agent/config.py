@@ -104,6 +104,17 @@ def _ip(text: str) -> str:
         raise ValueError(f"{text!r} is not an IP address") from None
 
 
+def _existing_file(value: Path | None, info: ValidationInfo) -> Path | None:
+    """A path made relative to the config file's directory, which must name a file."""
+    if value is None:
+        return None
+    base = (info.context or {}).get("base_dir")
+    path = value if value.is_absolute() or base is None else Path(base) / value
+    if not path.is_file():
+        raise ValueError(f"file {str(path)!r} does not exist")
+    return path
+
+
 class AgentSection(_Strict):
     """Who this vantage is and how it probes."""
 
@@ -118,6 +129,10 @@ class AgentSection(_Strict):
     concurrency: Annotated[int, Field(ge=1, le=4096)] = 64
     max_addresses: Annotated[int, Field(ge=1, le=32)] = 4
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 << 20)] = 1 << 20
+    # Serving beyond loopback needs web_config (TLS and/or basic auth, agent/webconfig.py) or
+    # this explicit opt-out; the rule is enforced at start by webconfig.listen_policy.
+    web_config: Path | None = None
+    insecure_listen: bool = False
 
     @field_validator("listen")
     @classmethod
@@ -126,6 +141,11 @@ class AgentSection(_Strict):
             host, _ = split_host_port(value)
             _ip(host)
         return value
+
+    @field_validator("web_config")
+    @classmethod
+    def _web_config_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _existing_file(value, info)
 
     @field_validator("interval", "timeout")
     @classmethod
@@ -209,13 +229,7 @@ class TlsSection(_Strict):
     @field_validator("ca_file")
     @classmethod
     def _exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None:
-            return None
-        base = (info.context or {}).get("base_dir")
-        path = value if value.is_absolute() or base is None else Path(base) / value
-        if not path.is_file():
-            raise ValueError(f"file {str(path)!r} does not exist")
-        return path
+        return _existing_file(value, info)
 
 
 class TargetConfig(_Strict):
