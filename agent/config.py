@@ -44,12 +44,15 @@ def _label(value: object) -> object:
 
 
 def _network(value: object) -> object:
-    if isinstance(value, str):
-        try:
-            return ipaddress.ip_network(value)
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not a network in CIDR form: {exc}") from None
-    return value
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value
+    if not isinstance(value, str):
+        # pydantic would otherwise read the number 1 as the network 0.0.0.1/32.
+        raise ValueError(f'{value!r} is not a network in CIDR form (e.g. "198.18.0.0/15")')
+    try:
+        return ipaddress.ip_network(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a network in CIDR form: {exc}") from None
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
