@@ -5,13 +5,17 @@ HTTP modes, one per server:
 - `blockpage`: 200 with an ISP-style page carrying Russian RKN markers (`BLOCKPAGE_BODY`);
 - `status`: the `status` code (503 unless given) with a short body;
 - `redirect`: 302 to `location` (`/final` unless given, i.e. the same host) for every path
-  but `/final`, which serves the valid page.
+  but `/final`, which serves the valid page (a `location` other than `/final` on the same
+  host is an endless redirect);
+- `trickle`: a slowloris body: 200 announcing `TRICKLE_LENGTH` bytes, then one byte every
+  `TRICKLE_PAUSE` seconds (for at most `TRICKLE_MAX` seconds).
 TLS problems come from the certificate the server is given (wrong name, untrusted CA), and
 the raw modes (`reset`, `eof`, `silent`, `alert`) from `simlab.tcp`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 from collections import deque
@@ -21,7 +25,10 @@ from aiohttp import web
 from simlab.net import bind_socket, format_hostport, serve_app
 from simlab.tcp import HANDSHAKE_FAILURE, RAW_MODES, RawServer
 
-HTTP_MODES = ("valid", "blockpage", "status", "redirect")
+HTTP_MODES = ("valid", "blockpage", "status", "redirect", "trickle")
+TRICKLE_LENGTH = 1 << 20
+TRICKLE_PAUSE = 0.2
+TRICKLE_MAX = 120.0
 MODES = HTTP_MODES + RAW_MODES
 VALID_BODY = "<!doctype html><title>ok</title><p>hello from the reachprobe test server</p>\n"
 # Cyrillic is the point of this page, so RUF001 (ambiguous letters) does not apply.
@@ -82,8 +89,10 @@ class HttpServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.host, request.path))
+        if self.mode == "trickle":
+            return await _trickle(request)
         if self.mode == "blockpage":
             return web.Response(text=BLOCKPAGE_BODY, content_type="text/html")
         if self.mode == "status":
@@ -91,6 +100,19 @@ class HttpServer:
         if self.mode == "redirect" and request.path != FINAL_PATH:
             raise web.HTTPFound(self.location)
         return web.Response(text=self.body, content_type="text/html")
+
+
+async def _trickle(request: web.Request) -> web.StreamResponse:
+    headers = {"Content-Type": "text/html", "Content-Length": str(TRICKLE_LENGTH)}
+    response = web.StreamResponse(headers=headers)
+    await response.prepare(request)
+    try:
+        for _ in range(int(TRICKLE_MAX / TRICKLE_PAUSE)):
+            await response.write(b"x")
+            await asyncio.sleep(TRICKLE_PAUSE)
+    except ConnectionError:
+        pass  # the client gave up, as it should
+    return response
 
 
 async def start_web(
