@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import signal
 import ssl
@@ -190,3 +191,33 @@ def run_cli(
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         check=False,
     )
+
+
+async def check_json(config_path: Path, timeout: float = 60.0) -> tuple[int, dict[str, Any], str]:
+    """`reachprobe check --format json` from async code (whose loop may host the servers);
+    returns exit code, the parsed JSON and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        *agent_argv("check", config_path, "--format", "json"),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"check did not finish within {timeout}s") from None
+    assert proc.returncode is not None
+    return proc.returncode, json.loads(out), err.decode(errors="replace")
+
+
+def results(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The check JSON's targets by name."""
+    return {t["name"]: t for t in report["targets"]}
+
+
+def fd_count(pid: int) -> int:
+    """Open file descriptors of process `pid` (from /proc)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
