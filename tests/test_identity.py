@@ -9,12 +9,7 @@ remote-write payload) is one more entry in `SURFACES`.
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import ipaddress
-import os
 import re
-import socket
-import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,89 +19,7 @@ import pytest
 
 from simlab.loopback import LoopbackLab
 from tests.agent_process import RunningAgent, run_cli, start_agent, write_yaml
-
-SIOCGIFADDR = 0x8915
-SYS_NET = Path("/sys/class/net")
-
-
-@dataclass(frozen=True)
-class Needle:
-    """One identifying value and the pattern that finds it in any of its usual spellings."""
-
-    kind: str
-    value: str
-    pattern: re.Pattern[str]
-
-
-def _ipv4_addresses() -> set[str]:
-    found = set()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for name in os.listdir(SYS_NET):
-            request = struct.pack("256s", name.encode()[:15])
-            try:
-                reply = fcntl.ioctl(s.fileno(), SIOCGIFADDR, request)
-            except OSError:
-                continue  # no IPv4 address on this interface
-            found.add(socket.inet_ntoa(reply[20:24]))
-    return found
-
-
-def _ipv6_addresses() -> set[str]:
-    try:
-        lines = Path("/proc/net/if_inet6").read_text().splitlines()
-    except OSError:
-        return set()
-    return {str(ipaddress.IPv6Address(bytes.fromhex(line.split()[0]))) for line in lines}
-
-
-def _macs() -> set[str]:
-    macs = set()
-    for name in os.listdir(SYS_NET):
-        try:
-            mac = (SYS_NET / name / "address").read_text().strip().lower()
-        except OSError:
-            continue
-        if re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", mac) and mac != "00:00:00:00:00:00":
-            macs.add(mac)
-    return macs
-
-
-def machine_needles() -> list[Needle]:
-    """This machine's identifying values: non-loopback addresses, MACs, hostname."""
-    needles = []
-    for address in sorted(_ipv4_addresses() | _ipv6_addresses()):
-        ip = ipaddress.ip_address(address)
-        if ip.is_loopback:
-            continue
-        spellings = {str(ip), ip.exploded} if ip.version == 6 else {str(ip)}
-        alternatives = "|".join(re.escape(s) for s in sorted(spellings))
-        # Bounded so that a longer address or number containing this one does not match,
-        # while "ip:port" and "[v6]:port" do.
-        before, after = (
-            (r"[\d.]", r"\d|\.\d") if ip.version == 4 else ("[0-9a-f:]", "[0-9a-f]|:[0-9a-f]")
-        )
-        pattern = re.compile(rf"(?<!{before})(?:{alternatives})(?!{after})", re.IGNORECASE)
-        needles.append(Needle(f"IPv{ip.version} address", str(ip), pattern))
-    for mac in sorted(_macs()):
-        octets = mac.split(":")
-        pattern = re.compile(r"(?<![0-9a-f])" + r"[:-]?".join(octets) + r"(?![0-9a-f])", re.I)
-        needles.append(Needle("MAC address", mac, pattern))
-    hostname = socket.gethostname()
-    if hostname and hostname != "localhost":
-        pattern = re.compile(rf"(?<![\w.-]){re.escape(hostname)}(?![\w-])", re.IGNORECASE)
-        needles.append(Needle("hostname", hostname, pattern))
-    return needles
-
-
-def leaks(text: str, needles: list[Needle]) -> list[str]:
-    """The needles found in `text`, each with its context."""
-    found = []
-    for needle in needles:
-        for match in needle.pattern.finditer(text):
-            context = text[max(0, match.start() - 60) : match.end() + 60]
-            found.append(f"{needle.kind} {needle.value}: ...{context!r}...")
-    return found
-
+from tests.identity import Needle, leaks, machine_needles
 
 # --- the surfaces ----------------------------------------------------------------------------
 
