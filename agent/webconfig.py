@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import ipaddress
 import logging
+import re
 import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -66,6 +67,8 @@ _TLS_VERSIONS = {
 # a wrong password and response times do not reveal which users exist (the toolkit does this).
 _DUMMY_HASH = b"$2b$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi"
 CACHE_SIZE = 100
+_BCRYPT = re.compile(r"\$2[aby]\$(?P<cost>0[4-9]|[12]\d|3[01])\$[./A-Za-z0-9]{53}")
+MAX_COST = 16
 REALM = "reachprobe"
 
 
@@ -113,14 +116,18 @@ class WebConfig(_Strict):
         for user, hashed in value.items():
             if ":" in user:
                 raise ValueError(f"user {user!r}: a basic auth user name cannot contain ':'")
-            try:
-                # checkpw with a throwaway password is the only way bcrypt parses a hash.
-                bcrypt.checkpw(b"", _bcrypt_hash(hashed))
-            except ValueError:
+            match = _BCRYPT.fullmatch(hashed)
+            if match is None:
                 raise ValueError(
                     f"user {user!r}: the password is not a bcrypt hash ($2a$, $2b$ or $2y$); "
                     "make one with `htpasswd -nBC 10 USER`"
-                ) from None
+                )
+            if int(match["cost"]) > MAX_COST:
+                # Each uncached check would hold the (single) checker for minutes or more.
+                raise ValueError(
+                    f"user {user!r}: bcrypt cost {match['cost']} is too slow to check "
+                    f"(at most {MAX_COST}; 10 to 12 is usual)"
+                )
         return value
 
     @property

@@ -104,6 +104,8 @@ def test_paths_are_relative_to_the_web_config_file(tmp_path: Path, pki: Pki) -> 
     ("data", "key", "reason"),
     [
         ({"basic_auth_users": {"alice": "plaintext"}}, "basic_auth_users", "not a bcrypt hash"),
+        ({"basic_auth_users": {"alice": "$2b$20$" + "a" * 53}}, "basic_auth_users", "too slow"),
+        ({"basic_auth_users": {"a:b": hashed(PASSWORD)}}, "basic_auth_users", "cannot contain"),
         ({"basic_auth_user": {}}, "basic_auth_user", "unknown key"),
         ({"tls_server_config": {"cert_file": "missing.pem", "key_file": "missing-key.pem"}},
          "tls_server_config.cert_file", "cannot load"),
