@@ -16,7 +16,7 @@ from simlab.certs import (
 from simlab.dns import DnsServer, start_dns
 from simlab.doh import DohServer, start_doh
 from simlab.net import closed_port, parse_listen
-from simlab.tcp import RAW_MODES, RawServer, alert_record, start_raw
+from simlab.tcp import RAW_MODES, Blackhole, RawServer, alert_record, start_raw
 from simlab.web import (
     BLOCKPAGE_BODY,
     HTTP_MODES,
@@ -35,6 +35,7 @@ __all__ = [
     "VALID_BODY",
     "BackgroundLoop",
     "Behaviour",
+    "Blackhole",
     "DnsServer",
     "DohServer",
     "HttpServer",

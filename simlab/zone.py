@@ -6,10 +6,15 @@ A zone maps a name to a behaviour. In YAML (or a dict) a behaviour is one of:
     nx.test: nxdomain                       # also: servfail, refused, nodata, silent
     inj.test: {kind: inject, addresses: [127.0.0.1], forged: [127.0.0.5], delay: 50ms}
     slow.test: {kind: answer, addresses: [127.0.0.1], ttl: 5}
+    odd.test: {kind: mismatched, addresses: [127.0.0.1], forged: [127.0.0.5]}
 
 `nodata` is NOERROR with an empty answer; `silent` never replies; `inject` sends a forged
 reply at once and the genuine one `delay` later (UDP only: a stream carries one reply per
-query, so TCP and DoH give the genuine one). Names absent from the zone get NXDOMAIN.
+query, so TCP and DoH give the genuine one). `mismatched` does the same but the forged reply
+carries another message ID (a blind spoofer's guess), which a client must ignore. `oversized`
+answers over UDP with every address even beyond the client's payload size (512 bytes without
+EDNS), where `answer` would truncate (TC set, sections emptied) and a client should retry over
+TCP. Names absent from the zone get NXDOMAIN.
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ import dns.rdatatype
 import dns.rrset
 import yaml
 
-KINDS = ("answer", "nxdomain", "servfail", "refused", "nodata", "silent", "inject")
+KINDS = (
+    "answer", "nxdomain", "servfail", "refused", "nodata", "silent", "inject", "mismatched",
+    "oversized",
+)  # fmt: skip
 _RCODES = {
     "nxdomain": dns.rcode.NXDOMAIN,
     "servfail": dns.rcode.SERVFAIL,
@@ -64,8 +72,10 @@ class Behaviour:
             raise ValueError(f"unknown behaviour {self.kind!r}; expected one of {KINDS}")
         for address in (*self.addresses, *self.forged):
             ipaddress.ip_address(address)
-        if self.kind == "inject" and set(self.forged) == set(self.addresses):
-            raise ValueError("inject needs forged addresses that differ from the genuine ones")
+        if self.kind in ("inject", "mismatched") and set(self.forged) == set(self.addresses):
+            raise ValueError(
+                f"{self.kind} needs forged addresses that differ from the genuine ones"
+            )
 
     @classmethod
     def parse(cls, spec: object) -> Behaviour:
@@ -87,10 +97,12 @@ class Behaviour:
 
 @dataclass(frozen=True)
 class Reply:
-    """One reply to send: after `delay` seconds, `message`."""
+    """One reply to send: after `delay` seconds, `message`; `oversize` ignores the client's
+    UDP payload size."""
 
     delay: float
     message: dns.message.Message
+    oversize: bool = False
 
 
 def _answer(query: dns.message.Message, addresses: Iterable[str], ttl: int) -> dns.message.Message:
@@ -144,11 +156,13 @@ class Zone:
             response.set_rcode(_RCODES[kind])
             return [Reply(0.0, _authoritative(response))]
         genuine = _authoritative(_answer(query, behaviour.addresses, behaviour.ttl))
-        if kind == "inject" and datagram:
+        if kind in ("inject", "mismatched") and datagram:
             # The forged reply looks like an on-path injector's: not authoritative, first.
             forged = _answer(query, behaviour.forged, behaviour.ttl)
+            if kind == "mismatched":
+                forged.id ^= 0x5A5A
             return [Reply(0.0, forged), Reply(behaviour.delay, genuine)]
-        return [Reply(0.0, genuine)]
+        return [Reply(0.0, genuine, oversize=kind == "oversized")]
 
 
 def _authoritative(response: dns.message.Message) -> dns.message.Message:

@@ -47,8 +47,10 @@ def agent_config(vantage: Vantage, ca_file: Path) -> dict[str, object]:
             "role": vantage.role,
             "country": vantage.country,
             "asn": vantage.asn,
-            # A namespace address: the agent listens beyond loopback only when told to.
+            # A namespace address on the lab's private management link, which only the lab's
+            # Prometheus reaches: the documented opt-out of TLS/basic auth (docs/security.md).
             "listen": f"{host}:{port}",
+            "insecure_listen": True,
             "interval": f"{INTERVAL_SECONDS:g}s",
             "timeout": f"{TIMEOUT_SECONDS:g}s",
             "concurrency": 32,
