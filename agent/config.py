@@ -53,7 +53,16 @@ def _network(value: object) -> object:
     return value
 
 
+def _greater_than_zero(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be greater than zero")
+    return value
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[
+    float, BeforeValidator(parse_duration), AfterValidator(_greater_than_zero)
+]
 LabelName = Annotated[str, BeforeValidator(_label)]
 Network = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_network)]
 
@@ -131,9 +140,7 @@ class AgentSection(_Strict):
     @field_validator("interval", "timeout")
     @classmethod
     def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be greater than zero")
-        return value
+        return _greater_than_zero(value)
 
     @model_validator(mode="after")
     def _timeout_fits(self) -> AgentSection:
@@ -237,8 +244,8 @@ class RemoteWriteConfig(_Strict):
     """Push mode: Prometheus remote-write 1.0 to a receiver (README: `remote_write`)."""
 
     url: str
-    interval: Duration = 15.0
-    timeout: Duration = 10.0
+    interval: PositiveDuration = 15.0
+    timeout: PositiveDuration = 10.0
     basic_auth: BasicAuthSection | None = None
     bearer_token_file: ExistingFile | None = None
     tls: RemoteWriteTlsSection = RemoteWriteTlsSection()
@@ -246,8 +253,8 @@ class RemoteWriteConfig(_Strict):
     instance: LabelName = "unnamed"
     max_buffered_samples: Annotated[int, Field(ge=1000, le=100_000_000)] = 2_000_000
     max_samples_per_send: Annotated[int, Field(ge=100, le=1_000_000)] = 10_000
-    min_backoff: Duration = 1.0
-    max_backoff: Duration = 60.0
+    min_backoff: PositiveDuration = 1.0
+    max_backoff: PositiveDuration = 60.0
 
     @field_validator("url")
     @classmethod
@@ -257,13 +264,6 @@ class RemoteWriteConfig(_Strict):
             raise ValueError(f"{value!r} is not an http(s)://host/... URL")
         if parts.username or parts.password:
             raise ValueError("put credentials in basic_auth or bearer_token_file, not the URL")
-        return value
-
-    @field_validator("interval", "timeout", "min_backoff", "max_backoff")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be greater than zero")
         return value
 
     @model_validator(mode="after")

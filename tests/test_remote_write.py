@@ -176,6 +176,8 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
             bearer_token_file="pw",
             basic_auth={"username": "u", "password_file": "pw"},
         )
+    with pytest.raises(ConfigError, match=r"remote_write\.interval: must be greater than zero"):
+        rw_config(tmp_path, "https://127.0.0.1/", interval="0s")
     with pytest.raises(ConfigError, match=r"remote_write\.url"):
         rw_config(tmp_path, "ftp://127.0.0.1/")
 
