@@ -39,6 +39,7 @@ from agent.config import RemoteWriteConfig
 log = logging.getLogger("reachprobe")
 
 LabelSet = tuple[tuple[str, str], ...]
+_HAS_CREATED = {"counter", "histogram", "summary"}
 
 # The spec asks for a User-Agent; a generic one keeps "reachprobe" off the volunteer's wire,
 # like every other request the agent makes.
@@ -114,6 +115,8 @@ def snapshot_registry(
     values = array("d")
     for family in registry.collect():
         for sample in family.samples:
+            if sample.name.endswith("_created") and family.type in _HAS_CREATED:
+                continue  # as on /metrics, where the agent disables them: a series each, no use
             labels = {**sample.labels, **identity, "__name__": sample.name}
             series.append(tuple(sorted(labels.items())))
             values.append(sample.value)

@@ -32,6 +32,7 @@ DOCKERFILE = REPO / "Dockerfile"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 IMAGE = "localhost/reachprobe-test:latest"
 CONFIG_IN_IMAGE = "/etc/reachprobe/config.yaml"
+NET_RAW = 1 << 13  # CAP_NET_RAW's bit in /proc/PID/status
 
 
 def hadolint() -> str | None:
@@ -228,6 +229,11 @@ def test_image_builds_runs_and_is_healthy(podman: Podman, tmp_path: Path) -> Non
 
         uid = podman.run("exec", container_id, "id", "-u").stdout.strip()
         assert uid == "10001"
+        status = podman.run("exec", container_id, "cat", "/proc/1/status").stdout
+        caps = dict(re.findall(r"^(Cap\w+):\s+([0-9a-f]+)$", status, re.MULTILINE))
+        # Only NET_RAW is left, and podman hands it to the non-root user (ambient).
+        assert int(caps["CapBnd"], 16) == NET_RAW, caps
+        assert int(caps["CapEff"], 16) == NET_RAW, caps
         metrics = podman.run(
             "exec",
             container_id,

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import trustme
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agent.config import ConfigError, RemoteWriteConfig, parse_config
 from agent.remote_write import (
@@ -141,6 +141,14 @@ def test_snapshot_labels_sorted_with_identity_and_one_timestamp() -> None:
     same = snapshot_registry(registry, {"job": "reachprobe", "instance": "ru-push"}, 1701, snap)
     assert same.series is snap.series  # a steady series set costs no new label tuples
     assert again.series is not snap.series
+
+
+def test_snapshot_leaves_out_created_series() -> None:
+    registry = CollectorRegistry()
+    Counter("reachprobe_things", "things", registry=registry).inc(2)
+    snap = snapshot_registry(registry, {"job": "j", "instance": "i"}, 1.0)
+    assert [dict(labels)["__name__"] for labels in snap.series] == ["reachprobe_things_total"]
+    assert list(snap.values) == [2.0]
 
 
 def test_encoding_round_trips_in_order() -> None:
