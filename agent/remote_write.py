@@ -23,6 +23,7 @@ import contextlib
 import logging
 import ssl
 import time
+import weakref
 from array import array
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -210,7 +211,21 @@ class Outcome(Enum):
 
 
 class RemoteWriteMetrics:
-    """The remote-write client's own series, registered in the agent's registry."""
+    """The remote-write client's own series, registered in the agent's registry.
+
+    Use `for_registry`: a sink replaced on reload keeps counting in the same series.
+    """
+
+    _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, RemoteWriteMetrics] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    @classmethod
+    def for_registry(cls, registry: CollectorRegistry) -> RemoteWriteMetrics:
+        """The one instance registered in `registry`, created on first use."""
+        if registry not in cls._by_registry:
+            cls._by_registry[registry] = cls(registry)
+        return cls._by_registry[registry]
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.sent = Counter(

@@ -233,6 +233,19 @@ async def test_bearer_token(tmp_path: Path, receiver: Receiver, pki: Pki) -> Non
     assert receiver.values("reachprobe_target_up") == [1.0, 1.0, 1.0]
 
 
+async def test_a_replacing_sink_counts_in_the_same_series(
+    tmp_path: Path, receiver: Receiver, pki: Pki
+) -> None:
+    registry, _ = registry_with()
+    config = rw_config(tmp_path, receiver.url, tls={"ca_file": str(pki.ca_file)})
+    for _ in range(2):  # as on a config reload: the old sink closed, a new one on the registry
+        sink = RemoteWriteSink(registry, config)
+        sink.publish(None)
+        await sink.aclose()
+    assert len(receiver.requests) == 2
+    assert counter(registry, "reachprobe_remote_write_sent_samples_total") > 6
+
+
 async def test_untrusted_receiver_is_retried_not_dropped(
     tmp_path: Path, receiver: Receiver
 ) -> None:

@@ -27,7 +27,7 @@ class RemoteWriteSink:
         self.registry = registry
         self.config = config
         self.identity = {"job": config.job, "instance": config.instance}
-        self.writer = RemoteWriter(config, RemoteWriteMetrics(registry))
+        self.writer = RemoteWriter(config, RemoteWriteMetrics.for_registry(registry))
         # The latest snapshot queued; the next one shares its label tuples when nothing changed.
         self.last_snapshot: Snapshot | None = None
         self._task: asyncio.Task[None] | None = None
