@@ -18,9 +18,11 @@ from agent.demo import DEMO_LISTEN, demo_config
 from agent.planner import make_plan
 from agent.scheduler import Scheduler
 from agent.server import make_app, start_server
+from agent.sinks import Sink
 from agent.sinks.console import ConsoleSink, live_progress
 from agent.sinks.measurement_log import MeasurementLogSink
 from agent.sinks.prometheus import PrometheusSink
+from agent.sinks.remote_write import RemoteWriteSink
 from agent.sinks.status import StatusSink
 from agent.webconfig import WebConfig, listen_policy
 from measure.cycle import run_cycle
@@ -136,7 +138,14 @@ async def _run(
     config: Config, path: Path | None, web_config: WebConfig | None = None, *, demo: bool = False
 ) -> int:
     metrics, status = PrometheusSink(), StatusSink()
-    scheduler = Scheduler(config, [metrics, status, MeasurementLogSink()], path)
+    sinks: list[Sink] = [metrics, status, MeasurementLogSink()]
+    if config.remote_write is not None:
+        # After the Prometheus sink in the list: it snapshots the registry that sink just set.
+        pusher = RemoteWriteSink(metrics.registry, config.remote_write)
+        await pusher.start()
+        sinks.append(pusher)
+        log.info("pushing metrics to %s (remote-write)", config.remote_write.url)
+    scheduler = Scheduler(config, sinks, path)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, scheduler.stop)
