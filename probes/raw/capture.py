@@ -1,0 +1,134 @@
+"""Receiving packets on raw sockets from the event loop, without ever blocking it.
+
+A raw socket of protocol P gets a copy of every incoming IPv4 packet of P on the host (in
+the process's network namespace), IP header included. `Capture` reads its sockets with
+`loop.add_reader`, keeps the packets from the addresses it was asked about (ICMP errors from
+any router), parses them with scapy, and wakes whoever waits for a matching one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+
+from probes.raw import packets
+
+PROTOCOLS = {"icmp": socket.IPPROTO_ICMP, "tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
+MAX_BUFFERED = 4096
+RECV_BYTES = 65535
+READS_PER_WAKEUP = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Captured:
+    """A received packet and when it arrived (time.monotonic())."""
+
+    at: float
+    packet: packets.IP
+
+
+Match = Callable[[packets.IP], bool]
+
+
+class Capture:
+    """Raw receive sockets for `protocols`, kept open for an `async with` block.
+
+    TCP and UDP packets are kept only when their source is in `sources` (the probed
+    addresses), so the agent's other traffic is never parsed; ICMP is kept whatever its
+    source (time-exceeded comes from routers), unless it is one of our own echo requests.
+    """
+
+    def __init__(self, protocols: Iterable[str], sources: Iterable[str]) -> None:
+        self._protocols = [PROTOCOLS[p] for p in protocols]
+        self._sources = {socket.inet_aton(s) for s in sources}
+        self._sockets: list[socket.socket] = []
+        self._packets: deque[Captured] = deque(maxlen=MAX_BUFFERED)
+        self._waiters: list[tuple[Match, asyncio.Future[Captured]]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def __aenter__(self) -> Capture:
+        self._loop = asyncio.get_running_loop()
+        try:
+            for proto in self._protocols:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
+                sock.setblocking(False)
+                self._sockets.append(sock)
+                self._loop.add_reader(sock.fileno(), self._readable, sock)
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        for sock in self._sockets:
+            if self._loop is not None:
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+        self._sockets.clear()
+        for _, future in self._waiters:
+            future.cancel()
+        self._waiters.clear()
+
+    def _readable(self, sock: socket.socket) -> None:
+        # Bounded per wakeup, so that a flood cannot keep the loop here.
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                data = sock.recv(RECV_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if len(data) < 20:
+                continue
+            proto = data[9]
+            if proto != socket.IPPROTO_ICMP and data[12:16] not in self._sources:
+                continue
+            if proto == socket.IPPROTO_ICMP and data[(data[0] & 0x0F) * 4] == 8:
+                continue  # an echo request: ours, seen on the way out of loopback
+            try:
+                packet = packets.parse(data)
+            except Exception:  # scapy raises assorted errors on malformed input
+                continue
+            self._add(Captured(time.monotonic(), packet))
+
+    def _add(self, item: Captured) -> None:
+        self._packets.append(item)
+        for entry in list(self._waiters):
+            match, future = entry
+            if not future.done() and match(item.packet):
+                future.set_result(item)
+                self._waiters.remove(entry)
+
+    def matching(self, match: Match, since: float = 0.0) -> list[Captured]:
+        """Every buffered packet that matches and arrived at or after `since`."""
+        return [c for c in self._packets if c.at >= since and match(c.packet)]
+
+    async def wait(self, match: Match, timeout: float, since: float = 0.0) -> Captured | None:
+        """The first packet (buffered, or arriving within `timeout`) that matches, or None."""
+        found = self.matching(match, since)
+        if found:
+            return found[0]
+        assert self._loop is not None, "Capture used outside `async with`"
+        future: asyncio.Future[Captured] = self._loop.create_future()
+        entry = (match, future)
+        self._waiters.append(entry)
+        try:
+            return await asyncio.wait_for(future, max(timeout, 0.0))
+        except TimeoutError:
+            return None
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
