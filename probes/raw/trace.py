@@ -204,7 +204,7 @@ def _syn_verdict(address: str, port: int, hops: tuple[Hop, ...]) -> Trace:
             address,
             port,
             last.ttl + 1,
-            last.address,
+            None,
             hops,
             detail=f"SYNs dropped after TTL {last.ttl} ({last.address}): nothing answers beyond",
         )
