@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -91,6 +92,15 @@ def string_match(kind: str) -> tuple[str, ...] | None:
         "-p", "tcp", "--dport", port, "-m", "string", "--algo", "bm", "--string", needle,
         "-j", "MARK", "--set-mark", CENSOR_MARK,
     )  # fmt: skip
+
+
+def unprivileged(user: str) -> list[str]:
+    """The argv prefix that runs a command as `user` (and its group) with no capabilities."""
+    entry = pwd.getpwnam(user)
+    return [
+        "setpriv", "--reuid", str(entry.pw_uid), "--regid", str(entry.pw_gid), "--clear-groups",
+        "--inh-caps=-all", "--bounding-set=-all",
+    ]  # fmt: skip
 
 
 class RawPath:
@@ -190,13 +200,9 @@ class RawPath:
 
         With `user`, the probe runs as that user with no capabilities at all (setpriv).
         """
-        drop = []
-        if user:
-            drop = ["setpriv", "--reuid", user, "--regid", user, "--clear-groups",
-                    "--inh-caps=-all", "--bounding-set=-all"]  # fmt: skip
         argv = [
             *netns.ns_prefix(self.ns(CLIENT)),
-            *drop,
+            *(unprivileged(user) if user else []),
             *python_argv("-m", "probes.raw", "--rate", "200", "--global-rate", "400",
                          "--timeout", "1", *args),
         ]  # fmt: skip
