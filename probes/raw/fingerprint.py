@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import socket
 import time
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from probes.raw.results import (
     ResetFingerprint,
     Verdict,
 )
+from probes.raw.syn import SynSender
 
 DEFAULT_TIMEOUT = 2.0
 # How long to keep collecting RSTs after the first (injectors often send several).
@@ -115,14 +115,12 @@ async def _syn_answers(
     timeout: float,
     limits: RateLimits,
 ) -> tuple[PacketEvidence | None, list[PacketEvidence]]:
-    source = packets.local_address(address)
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as sender:
-        sender.setblocking(False)
-        answers = await _raw_syn(capture, sender, source, address, port, timeout, limits)
+    with SynSender(address) as sender:
+        answers = await _raw_syn(capture, sender, port, timeout, limits)
         resets = [packets.evidence(p) for p in answers if "R" in packets.tcp_flags(p)]
         reference = None
         for ref_port in [p for p in reference_ports if p != port]:
-            got = await _raw_syn(capture, sender, source, address, ref_port, timeout, limits)
+            got = await _raw_syn(capture, sender, ref_port, timeout, limits)
             synacks = [p for p in got if packets.tcp_flags(p) == "SA"]
             if synacks:
                 reference = packets.evidence(synacks[0])
@@ -131,26 +129,13 @@ async def _syn_answers(
 
 
 async def _raw_syn(
-    capture: Capture,
-    sender: socket.socket,
-    source: str,
-    address: str,
-    port: int,
-    timeout: float,
-    limits: RateLimits,
+    capture: Capture, sender: SynSender, port: int, timeout: float, limits: RateLimits
 ) -> list[packets.IP]:
-    """Send one SYN; return the TCP answers from `address:port` within the reset window."""
-    loop = asyncio.get_running_loop()
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as reserved:
-        reserved.bind((source, 0))
-        sport = reserved.getsockname()[1]
-        await limits.acquire(address)
-        sent = time.monotonic()
-        frame = packets.syn(source, address, sport, port, 64, random.getrandbits(32))
-        await loop.sock_sendto(sender, frame, (address, 0))
+    """Send one SYN; return the TCP answers from the destination within the reset window."""
+    async with sender.send(port, 64, limits) as (sport, sent):
 
         def match(packet: packets.IP) -> bool:
-            return packet.src == address and packets.tcp_ports(packet) == (port, sport)
+            return packets.from_endpoint(packet, sender.address, port, sport)
 
         first = await capture.wait(match, timeout, since=sent)
         if first is None:
@@ -180,7 +165,7 @@ async def _triggered_resets(
         sport = sock.getsockname()[1]
 
         def from_server(packet: packets.IP) -> bool:
-            return packet.src == address and packets.tcp_ports(packet) == (port, sport)
+            return packets.from_endpoint(packet, address, port, sport)
 
         def is_reset(packet: packets.IP) -> bool:
             return from_server(packet) and "R" in packets.tcp_flags(packet)

@@ -111,6 +111,11 @@ def tcp_ports(packet: IP) -> tuple[int, int] | None:
     return packet[TCP].sport, packet[TCP].dport
 
 
+def from_endpoint(packet: IP, address: str, port: int, to_port: int) -> bool:
+    """True for a TCP packet from `address:port` to our port `to_port`."""
+    return packet.src == address and tcp_ports(packet) == (port, to_port)
+
+
 def tcp_flags(packet: IP) -> str:
     """scapy's spelling of the TCP flags ("SA", "R", "RA", ...)."""
     return str(packet[TCP].flags)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import socket
 import struct
 import time
@@ -43,6 +42,7 @@ from probes.raw.results import (
     Method,
     Trace,
 )
+from probes.raw.syn import SynSender
 
 DEFAULT_MAX_TTL = 16
 DEFAULT_TIMEOUT = 2.0
@@ -157,13 +157,11 @@ async def _syn_trace(
     timeout: float,
     limits: RateLimits,
 ) -> Trace:
-    source = packets.local_address(address)
     hops: list[Hop] = []
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as sender:
-        sender.setblocking(False)
+    with SynSender(address) as sender:
 
         async def probe(ttl: int) -> Observation:
-            return await _syn_probe(capture, sender, source, address, port, ttl, timeout, limits)
+            return await _syn_probe(capture, sender, port, ttl, timeout, limits)
 
         silent = 0
         for ttl in range(1, max_ttl + 1):
@@ -212,28 +210,12 @@ def _syn_verdict(address: str, port: int, hops: tuple[Hop, ...]) -> Trace:
 
 
 async def _syn_probe(
-    capture: Capture,
-    sender: socket.socket,
-    source: str,
-    address: str,
-    port: int,
-    ttl: int,
-    timeout: float,
-    limits: RateLimits,
+    capture: Capture, sender: SynSender, port: int, ttl: int, timeout: float, limits: RateLimits
 ) -> Observation:
     """One raw SYN with `ttl` from a fresh source port; what came back first."""
-    loop = asyncio.get_running_loop()
-    # A bound (not listening) socket reserves the source port, so no kernel connection of
-    # ours can take it while the probe runs.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as reserved:
-        reserved.bind((source, 0))
-        sport = reserved.getsockname()[1]
-        await limits.acquire(address)
-        sent = time.monotonic()
-        frame = packets.syn(source, address, sport, port, ttl, random.getrandbits(32))
-        await loop.sock_sendto(sender, frame, (address, 0))
-        got = await capture.wait(_answers_to(address, port, sport), timeout, since=sent)
-    return _observe(got.packet if got else None, address)
+    async with sender.send(port, ttl, limits) as (sport, sent):
+        got = await capture.wait(_answers_to(sender.address, port, sport), timeout, since=sent)
+    return _observe(got.packet if got else None, sender.address)
 
 
 def _answers_to(address: str, port: int, sport: int) -> Callable[[packets.IP], bool]:
@@ -242,7 +224,7 @@ def _answers_to(address: str, port: int, sport: int) -> Callable[[packets.IP], b
     def match(packet: packets.IP) -> bool:
         if packets.icmp_type(packet) in (packets.ICMP_TIME_EXCEEDED, packets.ICMP_UNREACHABLE):
             return packets.quoted_tcp(packet) == (address, sport, port)
-        return packet.src == address and packets.tcp_ports(packet) == (port, sport)
+        return packets.from_endpoint(packet, address, port, sport)
 
     return match
 
