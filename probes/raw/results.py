@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 Status = Literal["ok", "skipped", "error"]
 Method = Literal["syn", "tls", "http"]
@@ -107,6 +107,28 @@ class Trace:
         }
 
 
+class _Json(Protocol):
+    def to_json(self) -> dict[str, object]: ...
+
+
+def _verdict_json(
+    status: Status,
+    verdict: Verdict,
+    reference: PacketEvidence | None,
+    detail: str,
+    **evidence: tuple[_Json, ...],
+) -> dict[str, object]:
+    """The JSON of a fingerprint: its verdict, the reference packet and the suspect ones."""
+    out: dict[str, object] = {
+        "status": status,
+        "verdict": verdict,
+        "reference": reference.to_json() if reference else None,
+    }
+    out.update({key: [item.to_json() for item in items] for key, items in evidence.items()})
+    out["detail"] = detail
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class ResetFingerprint:
     """Was the RST that killed a connection sent by the server or forged on the path?
@@ -124,13 +146,9 @@ class ResetFingerprint:
     detail: str = ""
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "status": self.status,
-            "verdict": self.verdict,
-            "reference": self.reference.to_json() if self.reference else None,
-            "resets": [r.to_json() for r in self.resets],
-            "detail": self.detail,
-        }
+        return _verdict_json(
+            self.status, self.verdict, self.reference, self.detail, resets=self.resets
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,13 +182,9 @@ class DnsFingerprint:
     detail: str = ""
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "status": self.status,
-            "verdict": self.verdict,
-            "reference": self.reference.to_json() if self.reference else None,
-            "answers": [a.to_json() for a in self.answers],
-            "detail": self.detail,
-        }
+        return _verdict_json(
+            self.status, self.verdict, self.reference, self.detail, answers=self.answers
+        )
 
 
 @dataclass(frozen=True, slots=True)
