@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import ConfigError, parse_config
 from probes.raw import (
     Hop,
     PacketEvidence,
@@ -220,3 +221,16 @@ async def test_dns_injection_from_the_resolver_itself_is_not_told_apart(lab: Loo
     assert result.status == "ok", result
     assert {a.addresses for a in result.answers} == {(HOST,), (FORGED_ADDRESS,)}
     assert result.verdict == "genuine"
+
+
+def test_raw_config_is_off_by_default_and_checked() -> None:
+    assert parse_config({}, "test").raw.enabled is False
+    raw = parse_config({"raw": {"enabled": True, "max_ttl": 8, "timeout": "1500ms"}}, "t").raw
+    assert (raw.enabled, raw.max_ttl, raw.timeout, raw.icmp_echo) == (True, 8, 1.5, False)
+    with pytest.raises(ConfigError) as info:
+        parse_config({"raw": {"rate_per_second": 0, "max_ttl": 99, "ttl": 3}}, "t")
+    assert {path for path, _ in info.value.problems} == {
+        "raw.rate_per_second",
+        "raw.max_ttl",
+        "raw.ttl",
+    }

@@ -21,7 +21,7 @@ from probes.raw import packets
 from probes.raw.echo import echo
 from probes.raw.fingerprint import fingerprint_dns, fingerprint_reset
 from probes.raw.ratelimit import DEFAULT_GLOBAL_RATE, DEFAULT_TARGET_RATE, RateLimits
-from probes.raw.trace import DEFAULT_MAX_TTL, trace
+from probes.raw.trace import CONTROL_NAME, DEFAULT_MAX_TTL, trace
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,8 +37,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--method", choices=("syn", "tls", "http"), default="syn")
     t.add_argument("--sni")
     t.add_argument("--host")
-    t.add_argument("--control-sni", default="example.com")
-    t.add_argument("--control-host", default="example.com")
+    t.add_argument("--control-sni", default=CONTROL_NAME)
+    t.add_argument("--control-host", default=CONTROL_NAME)
     t.add_argument("--max-ttl", type=int, default=DEFAULT_MAX_TTL)
     t.add_argument("--repeats", type=int, default=3)
 

@@ -45,6 +45,8 @@ from probes.raw.results import (
 from probes.raw.syn import SynSender
 
 DEFAULT_MAX_TTL = 16
+# The control trace's SNI and Host: a name no censor blocks (the agent's own control SNI).
+CONTROL_NAME = "www.example.org"
 DEFAULT_TIMEOUT = 2.0
 # Silent TTLs in a row after which a syn trace stops (the packet is not getting through).
 SILENT_STOP = 3
@@ -71,8 +73,8 @@ async def trace(
     *,
     sni: str | None = None,
     host: str | None = None,
-    control_sni: str = "example.com",
-    control_host: str = "example.com",
+    control_sni: str = CONTROL_NAME,
+    control_host: str = CONTROL_NAME,
     max_ttl: int = DEFAULT_MAX_TTL,
     repeats: int = 3,
     timeout: float = DEFAULT_TIMEOUT,
