@@ -20,12 +20,17 @@ from probes.raw import (
     Hop,
     PacketEvidence,
     RateLimits,
+    RawOptions,
+    RawProber,
     echo,
     fingerprint_dns,
     fingerprint_reset,
     has_cap_net_raw,
     packets,
+    reset_trigger,
     trace,
+    trace_method,
+    wants_reset_fingerprint,
 )
 from probes.raw.fingerprint import compare
 from probes.raw.ratelimit import TokenBucket
@@ -234,3 +239,33 @@ def test_raw_config_is_off_by_default_and_checked() -> None:
         "raw.max_ttl",
         "raw.ttl",
     }
+
+
+def test_follow_ups_chosen_from_verdict_and_result() -> None:
+    assert trace_method("tcp_ip_blocking", "https") == "syn"
+    assert trace_method("tls_blocking", "https") == "tls"
+    assert trace_method("http_blocking", "http") == "http"
+    for verdict in ("reachable", "dns_blocking", "inconclusive"):
+        assert trace_method(verdict, "https") is None
+    assert trace_method("reachable", "https", forced=True) == "tls"
+    assert trace_method("reachable", "tcp", forced=True) == "syn"
+    assert trace_method("dns_blocking", "http", forced=True) == "http"
+    resets = ["tcp_reset", "tcp_refused", "tls_reset", "http_reset"]
+    assert [r for r in [*resets, "tls_eof", "ok"] if wants_reset_fingerprint(r)] == resets
+    assert b"a.example" in (reset_trigger("tls_reset", sni="a.example", host=None) or b"")
+    assert (reset_trigger("http_reset", sni=None, host="a.example") or b"").startswith(b"GET ")
+    assert reset_trigger("tcp_refused", sni="a.example", host="a.example") is None
+
+
+def test_raw_options_mirror_the_config_section() -> None:
+    section = parse_config({}, "t").raw
+    options = RawOptions(**section.model_dump(include=set(RawOptions.__dataclass_fields__)))
+    assert options == RawOptions()
+
+
+@needs_raw
+async def test_raw_prober_fingerprints_a_server_reset(lab: LoopbackLab) -> None:
+    prober = RawProber(RawOptions(rate_per_second=100, global_rate_per_second=100, timeout=1))
+    result = await prober.reset(HOST, lab.port("reset"), "tls_reset", sni="valid.test", host=None)
+    assert result.verdict == "genuine", result
+    assert (await prober.echo(HOST)).received == 3
