@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +34,7 @@ from probes.raw import (
     trace_method,
     wants_reset_fingerprint,
 )
+from probes.raw.capture import attach_source_filter
 from probes.raw.fingerprint import compare
 from probes.raw.ratelimit import TokenBucket
 from probes.raw.trace import _stream_verdict, _syn_verdict
@@ -269,3 +272,22 @@ async def test_raw_prober_fingerprints_a_server_reset(lab: LoopbackLab) -> None:
     result = await prober.reset(HOST, lab.port("reset"), "tls_reset", sni="valid.test", host=None)
     assert result.verdict == "genuine", result
     assert (await prober.echo(HOST)).received == 3
+
+
+@needs_raw
+def test_kernel_filter_keeps_only_the_probed_sources(lab: LoopbackLab) -> None:
+    def tcp_sources(bind: str) -> set[str]:
+        with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP) as raw:
+            attach_source_filter(raw, [socket.inet_aton("127.0.0.2")])
+            raw.setblocking(False)
+            with socket.socket() as client:
+                client.bind((bind, 0))
+                client.connect((HOST, lab.port("http")))
+            seen = set()
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    seen.add(socket.inet_ntoa(raw.recv(65535)[12:16]))
+            return seen
+
+    assert tcp_sources("127.0.0.1") == set()
+    assert tcp_sources("127.0.0.2") == {"127.0.0.2"}

@@ -9,7 +9,9 @@ any router), parses them with scapy, and wakes whoever waits for a matching one.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -22,6 +24,10 @@ PROTOCOLS = {"icmp": socket.IPPROTO_ICMP, "tcp": socket.IPPROTO_TCP, "udp": sock
 MAX_BUFFERED = 4096
 RECV_BYTES = 65535
 READS_PER_WAKEUP = 256
+SO_ATTACH_FILTER = 26
+BPF_LD_W_ABS = 0x20
+BPF_JEQ_K = 0x15
+BPF_RET_K = 0x06
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +39,24 @@ class Captured:
 
 
 Match = Callable[[packets.IP], bool]
+
+
+def attach_source_filter(sock: socket.socket, sources: Iterable[bytes]) -> None:
+    """Make the kernel queue only packets from `sources` (packed IPv4) on raw socket `sock`.
+
+    A raw TCP socket otherwise gets a copy of every TCP packet the host receives; this
+    classic BPF program (the IP header is at offset 0 on a raw socket) drops the rest before
+    they are copied. (The kernel copies the program; the buffer need not outlive the call.)
+    """
+    wanted = list(sources)
+    program = [(BPF_LD_W_ABS, 0, 0, 12)]
+    for i, address in enumerate(wanted):
+        # On a match jump to the accepting `ret`, which follows the remaining compares.
+        program.append((BPF_JEQ_K, len(wanted) - i, 0, int.from_bytes(address, "big")))
+    program += [(BPF_RET_K, 0, 0, 0), (BPF_RET_K, 0, 0, 0xFFFF)]
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *op) for op in program))
+    fprog = struct.pack("HL", len(program), ctypes.addressof(code))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
 class Capture:
@@ -57,6 +81,8 @@ class Capture:
             for proto in self._protocols:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
                 sock.setblocking(False)
+                if proto != socket.IPPROTO_ICMP:
+                    attach_source_filter(sock, self._sources)
                 self._sockets.append(sock)
                 self._loop.add_reader(sock.fileno(), self._readable, sock)
         except BaseException:
@@ -96,7 +122,8 @@ class Capture:
             proto = data[9]
             if proto != socket.IPPROTO_ICMP and data[12:16] not in self._sources:
                 continue
-            if proto == socket.IPPROTO_ICMP and data[(data[0] & 0x0F) * 4] == 8:
+            header = (data[0] & 0x0F) * 4
+            if proto == socket.IPPROTO_ICMP and len(data) > header and data[header] == 8:
                 continue  # an echo request: ours, seen on the way out of loopback
             try:
                 packet = packets.parse(data)
