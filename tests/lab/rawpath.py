@@ -47,7 +47,7 @@ INNOCENT_NAME = "innocent.raw.test"
 FORGED_ADDRESS = "198.18.100.66"
 CLOSED_PORT = 8443
 CENSOR_MARK = "0x16"
-CENSOR_KINDS = ("blackhole", "syn-rst", "sni-rst", "host-rst", "dns-inject")
+CENSOR_KINDS = ("blackhole", "syn-rst", "sni-rst", "sni-drop", "host-rst", "dns-inject")
 LOCK_TIMEOUT_SECONDS = 180.0
 PROBE_TIMEOUT_SECONDS = 120.0
 
@@ -70,6 +70,7 @@ def censor_script(kind: str) -> str:
         # Marked by the iptables string match (nftables has none), reset here.
         "sni-rst": f"meta mark {CENSOR_MARK} reject with tcp reset",
         "host-rst": f"meta mark {CENSOR_MARK} reject with tcp reset",
+        "sni-drop": f"meta mark {CENSOR_MARK} drop",
         "dns-inject": "",
     }[kind]
     return (
@@ -82,7 +83,7 @@ def censor_script(kind: str) -> str:
 
 def string_match(kind: str) -> tuple[str, ...] | None:
     """iptables mangle rule spec that marks the trigger of `kind`, or None."""
-    if kind == "sni-rst":
+    if kind in ("sni-rst", "sni-drop"):
         port, needle = "443", BLOCKED_NAME
     elif kind == "host-rst":
         port, needle = "80", f"Host: {BLOCKED_NAME}"

@@ -1,7 +1,7 @@
 """Raw probes on a path of four routers (tests/lab/rawpath.py), the censor at hop 2 or 3.
 
 For each censor position: the blocking hop of an IP blackhole (SYN trace), of an
-SNI-triggered RST (TLS trace) and of a Host-triggered RST (HTTP trace), with the router there;
+SNI-triggered RST or drop (TLS trace) and of a Host-triggered RST (HTTP trace), with the router;
 nothing for an innocuous SNI or an uncensored target. Forged RSTs and racing forged DNS
 answers are `injected`, a closed port's RST and an honest resolver's answer `genuine`.
 Without CAP_NET_RAW every raw probe is `skipped` while an ordinary agent check still works.
@@ -105,6 +105,15 @@ def test_sni_reset_hop_and_innocuous_sni(path: RawPath, hop: int) -> None:
     assert_path_answers(blocked["control_hops"], PATH_HOPS)
     assert innocent["blocking_hop"] is None, innocent
     assert innocent["hops"][-1]["response"] == "data"
+
+
+@pytest.mark.parametrize("hop", [2, 3])
+def test_sni_drop_hop(path: RawPath, hop: int) -> None:
+    with path.censor(hop, "sni-drop"):
+        blocked = path.probe(tls_trace(BLOCKED_NAME))
+    assert (blocked["blocking_hop"], blocked["router"]) == (hop, router_address(hop)), blocked
+    assert_path_answers(blocked["hops"], hop)
+    assert {h["response"] for h in blocked["hops"][hop - 1 :]} == {"timeout"}
 
 
 @pytest.mark.parametrize("hop", [2, 3])
