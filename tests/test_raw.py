@@ -10,6 +10,9 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import json
+import os
+import pwd
 import socket
 import subprocess
 import sys
@@ -276,9 +279,12 @@ async def test_raw_prober_fingerprints_a_server_reset(lab: LoopbackLab) -> None:
 
 @needs_raw
 def test_kernel_filter_keeps_only_the_probed_sources(lab: LoopbackLab) -> None:
+    # An address no other test on this host uses: the raw socket sees the whole host's TCP.
+    probed = "127.83.41.7"
+
     def tcp_sources(bind: str) -> set[str]:
         with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP) as raw:
-            attach_source_filter(raw, [socket.inet_aton("127.0.0.2")])
+            attach_source_filter(raw, [socket.inet_aton(probed)])
             raw.setblocking(False)
             with socket.socket() as client:
                 client.bind((bind, 0))
@@ -289,5 +295,37 @@ def test_kernel_filter_keeps_only_the_probed_sources(lab: LoopbackLab) -> None:
                     seen.add(socket.inet_ntoa(raw.recv(65535)[12:16]))
             return seen
 
-    assert tcp_sources("127.0.0.1") == set()
-    assert tcp_sources("127.0.0.2") == {"127.0.0.2"}
+    assert tcp_sources(HOST) <= {probed}
+    assert tcp_sources(probed) == {probed}
+
+
+UNPRIVILEGED_SCRIPT = """
+import asyncio, json
+from probes.raw import RawOptions, RawProber, has_cap_net_raw
+
+async def main():
+    prober = RawProber(RawOptions())
+    results = [
+        await prober.trace("127.0.0.1", 9, "syn"),
+        await prober.reset("127.0.0.1", 9, "tcp_refused", sni=None, host=None),
+        await prober.dns("127.0.0.1", "a.example"),
+        await prober.echo("127.0.0.1"),
+    ]
+    print(json.dumps([(r.status, r.detail) for r in results]))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+def test_without_cap_net_raw_everything_is_skipped_with_one_log_line() -> None:
+    nobody = pwd.getpwnam("nobody")
+    proc = subprocess.run(
+        ["setpriv", "--reuid", str(nobody.pw_uid), "--regid", str(nobody.pw_gid),
+         "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
+         sys.executable, "-c", UNPRIVILEGED_SCRIPT],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [["skipped", "skipped: no CAP_NET_RAW"]] * 4
+    assert proc.stderr.count("raw probes skipped: no CAP_NET_RAW") == 1, proc.stderr

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import random
 import socket
 import time
 
@@ -35,7 +35,8 @@ async def echo(
         return Echo("skipped", address, detail=SKIPPED_NO_CAP)
     limits = limits or RateLimits()
     loop = asyncio.get_running_loop()
-    ident = os.getpid() & 0xFFFF ^ id(limits) & 0xFFFF
+    # Random, so that concurrent echoes (in this process or another) never take each other's.
+    ident = random.getrandbits(16)
     rtts: list[float] = []
     reply = None
     try:
