@@ -329,3 +329,11 @@ def test_without_cap_net_raw_everything_is_skipped_with_one_log_line() -> None:
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == [["skipped", "skipped: no CAP_NET_RAW"]] * 4
     assert proc.stderr.count("raw probes skipped: no CAP_NET_RAW") == 1, proc.stderr
+
+
+@needs_raw
+async def test_a_trace_stops_at_its_budget(lab: LoopbackLab) -> None:
+    result = await trace(HOST, lab.port("https"), "syn", budget=1e-9, limits=FAST)
+    assert (result.status, result.hops) == ("error", ())
+    assert "time budget" in result.detail
+    assert (await trace(HOST, 443, "syn", budget=0)).detail.startswith("budget 0")

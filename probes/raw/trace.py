@@ -48,6 +48,7 @@ DEFAULT_MAX_TTL = 16
 # The control trace's SNI and Host: a name no censor blocks (the agent's own control SNI).
 CONTROL_NAME = "www.example.org"
 DEFAULT_TIMEOUT = 2.0
+DEFAULT_BUDGET = 120.0
 # Silent TTLs in a row after which a syn trace stops (the packet is not getting through).
 SILENT_STOP = 3
 RECV_BYTES = 4096
@@ -78,34 +79,38 @@ async def trace(
     max_ttl: int = DEFAULT_MAX_TTL,
     repeats: int = 3,
     timeout: float = DEFAULT_TIMEOUT,
+    budget: float = DEFAULT_BUDGET,
     limits: RateLimits | None = None,
 ) -> Trace:
     """Find the hop at which `method`'s trigger to `address:port` is stopped.
 
     `sni` (tls) or `host` (http) is the target's name; the control trace carries
-    `control_sni`/`control_host` instead. `timeout` bounds each probe's wait; the whole trace
-    is bounded by about max_ttl * 2 * (timeout + rate-limit waits). Never raises for network
-    trouble: a failure is a Trace with status `error` and the reason in `detail`.
+    `control_sni`/`control_host` instead. `timeout` bounds each probe's wait (a TTL takes at
+    most two rounds of probes); no new TTL is started after `budget` seconds, and the trace
+    then says so in `detail`. Never raises for network trouble: a failure is a Trace with
+    status `error` and the reason in `detail`.
     """
     try:
         packets.check_ipv4(address)
-        _check_arguments(method, port, max_ttl, repeats, timeout, sni, host)
+        _check_arguments(method, port, max_ttl, repeats, timeout, budget, sni, host)
     except ValueError as exc:
         return Trace("error", method, address, port, detail=str(exc))
     if not has_cap_net_raw():
         return Trace("skipped", method, address, port, detail=SKIPPED_NO_CAP)
     limits = limits or RateLimits()
+    deadline = time.monotonic() + budget
     try:
         async with Capture(("icmp", "tcp"), [address]) as capture:
+            probe_options = (repeats, timeout, deadline, limits)
             if method == "syn":
-                return await _syn_trace(capture, address, port, max_ttl, repeats, timeout, limits)
+                return await _syn_trace(capture, address, port, max_ttl, *probe_options)
             if method == "tls":
                 test, control = packets.client_hello(sni or ""), packets.client_hello(control_sni)
             else:
                 test = packets.http_request(host or "")
                 control = packets.http_request(control_host)
             return await _stream_trace(
-                capture, method, address, port, test, control, max_ttl, repeats, timeout, limits
+                capture, method, address, port, test, control, max_ttl, *probe_options
             )
     except OSError as exc:
         return Trace("error", method, address, port, detail=f"trace failed: {exc}")
@@ -117,6 +122,7 @@ def _check_arguments(
     max_ttl: int,
     repeats: int,
     timeout: float,
+    budget: float,
     sni: str | None,
     host: str | None,
 ) -> None:
@@ -130,6 +136,8 @@ def _check_arguments(
         raise ValueError(f"repeats {repeats} out of range 1..10")
     if not 0 < timeout <= 30:
         raise ValueError(f"timeout {timeout} out of range (0, 30] seconds")
+    if not 0 < budget <= 3600:
+        raise ValueError(f"budget {budget} out of range (0, 3600] seconds")
     if method == "tls" and not sni:
         raise ValueError("a tls trace needs the target's SNI")
     if method == "http" and not host:
@@ -137,17 +145,42 @@ def _check_arguments(
 
 
 async def _hop(ttl: int, probe: Probe, repeats: int) -> Hop:
-    """Probe one TTL until `repeats` answers agree (at most 2 * repeats probes)."""
+    """Probe one TTL `repeats` times at once, and as many again if they do not all agree."""
     observations: list[Observation] = []
-    while len(observations) < 2 * repeats:
-        batch = repeats if not observations else 1
-        observations += await asyncio.gather(*(probe(ttl) for _ in range(batch)))
+    for _ in range(2):
+        observations += await asyncio.gather(*(probe(ttl) for _ in range(repeats)))
         votes = Counter(o.response for o in observations)
         response, count = votes.most_common(1)[0]
         if count >= repeats:
             break
     addresses = Counter(o.address for o in observations if o.response == response)
     return Hop(ttl, addresses.most_common(1)[0][0], response, count, len(observations))
+
+
+async def _walk(
+    ttls: range,
+    probe: Probe,
+    repeats: int,
+    deadline: float,
+    stop: Callable[[list[Hop]], bool],
+) -> tuple[list[Hop], bool]:
+    """Probe TTL after TTL until `stop(hops)` or the last TTL; False if the deadline cut it."""
+    hops: list[Hop] = []
+    for ttl in ttls:
+        if time.monotonic() > deadline:
+            return hops, False
+        hops.append(await _hop(ttl, probe, repeats))
+        if stop(hops):
+            break
+    return hops, True
+
+
+def _syn_stop(hops: list[Hop]) -> bool:
+    """The destination (or an injector) answered, or SILENT_STOP TTLs in a row were silent."""
+    last = hops[-SILENT_STOP:]
+    return hops[-1].response in ARRIVED or (
+        len(last) == SILENT_STOP and all(h.response == TIMEOUT for h in last)
+    )
 
 
 async def _syn_trace(
@@ -157,24 +190,32 @@ async def _syn_trace(
     max_ttl: int,
     repeats: int,
     timeout: float,
+    deadline: float,
     limits: RateLimits,
 ) -> Trace:
-    hops: list[Hop] = []
     with SynSender(address) as sender:
 
         async def probe(ttl: int) -> Observation:
             return await _syn_probe(capture, sender, port, ttl, timeout, limits)
 
-        silent = 0
-        for ttl in range(1, max_ttl + 1):
-            hop = await _hop(ttl, probe, repeats)
-            hops.append(hop)
-            if hop.response in ARRIVED:
-                break
-            silent = silent + 1 if hop.response == TIMEOUT else 0
-            if silent >= SILENT_STOP:
-                break
+        hops, finished = await _walk(range(1, max_ttl + 1), probe, repeats, deadline, _syn_stop)
+    if not finished:
+        return _out_of_time("syn", address, port, hops, [])
     return _syn_verdict(address, port, tuple(hops))
+
+
+def _out_of_time(
+    method: Method, address: str, port: int, hops: list[Hop], control: list[Hop]
+) -> Trace:
+    return Trace(
+        "error",
+        method,
+        address,
+        port,
+        hops=tuple(hops),
+        control_hops=tuple(control),
+        detail="stopped at the time budget before the trace was complete",
+    )
 
 
 def _syn_verdict(address: str, port: int, hops: tuple[Hop, ...]) -> Trace:
@@ -253,6 +294,7 @@ async def _stream_trace(
     max_ttl: int,
     repeats: int,
     timeout: float,
+    deadline: float,
     limits: RateLimits,
 ) -> Trace:
     def prober(payload: bytes) -> Probe:
@@ -261,12 +303,15 @@ async def _stream_trace(
 
         return probe
 
-    control: list[Hop] = []
-    for ttl in range(1, max_ttl + 1):
-        hop = await _hop(ttl, prober(control_trigger), repeats)
-        control.append(hop)
-        if hop.response in (*ARRIVED, HANDSHAKE_FAILED):
-            break
+    control, finished = await _walk(
+        range(1, max_ttl + 1),
+        prober(control_trigger),
+        repeats,
+        deadline,
+        lambda hops: hops[-1].response in (*ARRIVED, HANDSHAKE_FAILED),
+    )
+    if not finished:
+        return _out_of_time(method, address, port, [], control)
     if control[-1].response == HANDSHAKE_FAILED:
         return Trace(
             "error",
@@ -276,10 +321,13 @@ async def _stream_trace(
             control_hops=tuple(control),
             detail="the TCP handshake failed, so no trigger could be sent (try method syn)",
         )
-    test: list[Hop] = []
-    for ttl in range(1, len(control) + 1):
-        test.append(await _hop(ttl, prober(trigger), repeats))
-    return _stream_verdict(method, address, port, tuple(test), tuple(control))
+    test, finished = await _walk(
+        range(1, len(control) + 1), prober(trigger), repeats, deadline, lambda hops: False
+    )
+    verdict = _stream_verdict(method, address, port, tuple(test), tuple(control))
+    if not finished and verdict.blocking_hop is None:
+        return _out_of_time(method, address, port, test, control)
+    return verdict
 
 
 def _stream_verdict(
