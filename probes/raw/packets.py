@@ -99,6 +99,13 @@ def quoted_tcp(packet: IP) -> tuple[str, int, int] | None:
     return packet[IPerror].dst, packet[TCPerror].sport, packet[TCPerror].dport
 
 
+def icmp_error_for(packet: IP, address: str, port: int, sport: int) -> bool:
+    """True for an ICMP time-exceeded or unreachable quoting our segment sport -> address:port."""
+    if icmp_type(packet) not in (ICMP_TIME_EXCEEDED, ICMP_UNREACHABLE):
+        return False
+    return quoted_tcp(packet) == (address, sport, port)
+
+
 def icmp_type(packet: IP) -> int | None:
     """The ICMP type of `packet`, or None if it is not ICMP."""
     return packet[ICMP].type if ICMP in packet else None

@@ -18,7 +18,6 @@ FIN = "fin"  # the connection was closed (EOF) after the trigger
 DATA = "data"  # bytes in answer to the trigger (ServerHello, HTTP response, blockpage)
 TIMEOUT = "timeout"  # nothing came back
 HANDSHAKE_FAILED = "handshake_failed"  # tls/http: the TCP handshake before the trigger failed
-RESPONSES = (TIME_EXCEEDED, UNREACHABLE, SYNACK, RST, FIN, DATA, TIMEOUT, HANDSHAKE_FAILED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -265,9 +265,9 @@ def _answers_to(address: str, port: int, sport: int) -> Callable[[packets.IP], b
     """Matches an ICMP error quoting our segment, or a TCP segment from the destination."""
 
     def match(packet: packets.IP) -> bool:
-        if packets.icmp_type(packet) in (packets.ICMP_TIME_EXCEEDED, packets.ICMP_UNREACHABLE):
-            return packets.quoted_tcp(packet) == (address, sport, port)
-        return packets.from_endpoint(packet, address, port, sport)
+        return packets.icmp_error_for(packet, address, port, sport) or packets.from_endpoint(
+            packet, address, port, sport
+        )
 
     return match
 
@@ -382,7 +382,9 @@ async def _stream_probe(
         sent = time.monotonic()
         await loop.sock_sendall(sock, payload)
         icmp = asyncio.ensure_future(
-            capture.wait(_icmp_for(address, port, sport), timeout, since=sent)
+            capture.wait(
+                lambda p: packets.icmp_error_for(p, address, port, sport), timeout, since=sent
+            )
         )
         reply = asyncio.ensure_future(_read(loop, sock, address, timeout))
         try:
@@ -406,15 +408,6 @@ async def _stream_probe(
         # so no full-TTL copy of the trigger is ever retransmitted towards the censor.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
-
-
-def _icmp_for(address: str, port: int, sport: int) -> Callable[[packets.IP], bool]:
-    def match(packet: packets.IP) -> bool:
-        if packets.icmp_type(packet) not in (packets.ICMP_TIME_EXCEEDED, packets.ICMP_UNREACHABLE):
-            return False
-        return packets.quoted_tcp(packet) == (address, sport, port)
-
-    return match
 
 
 async def _read(
