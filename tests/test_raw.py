@@ -215,6 +215,14 @@ async def test_server_reset_and_closed_port_are_genuine(lab: LoopbackLab) -> Non
     assert closed.verdict == "genuine", closed
     assert closed.resets
     assert all("R" in (r.flags or "") for r in closed.resets)
+    refused_before_trigger = await fingerprint_reset(
+        HOST,
+        lab.closed_port,
+        trigger=packets.client_hello("valid.test"),
+        reference_ports=[lab.port("https")],
+        limits=FAST,
+    )
+    assert refused_before_trigger.verdict == "genuine", refused_before_trigger
     no_reference = await fingerprint_reset(
         HOST, lab.closed_port, reference_ports=[lab.closed_port], limits=FAST
     )

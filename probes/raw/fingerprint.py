@@ -70,12 +70,12 @@ async def fingerprint_reset(
     trigger sent and the RSTs that follow compared with it. Without (`tcp_refused`,
     `tcp_reset`: the SYN itself is answered by a RST), a raw SYN goes to `port` and the
     reference SYN-ACK comes from the first of `reference_ports` on the same server that
-    accepts one.
+    accepts one. The latter is also what happens when the handshake before a trigger fails.
     """
     try:
         packets.check_ipv4(address)
-        if not 0 < port < 65536 or not 0 < timeout <= 30:
-            raise ValueError(f"bad port {port} or timeout {timeout}")
+        if not all(0 < p < 65536 for p in (port, *reference_ports)) or not 0 < timeout <= 30:
+            raise ValueError(f"bad port {port}, reference ports {reference_ports} or timeout")
     except ValueError as exc:
         return ResetFingerprint("error", "unknown", address, port, detail=str(exc))
     if not has_cap_net_raw():
@@ -83,14 +83,14 @@ async def fingerprint_reset(
     limits = limits or RateLimits()
     try:
         async with Capture(("tcp",), [address]) as capture:
-            if trigger is None:
-                reference, resets = await _syn_answers(
-                    capture, address, port, reference_ports, timeout, limits
-                )
-            else:
-                reference, resets = await _triggered_resets(
-                    capture, address, port, trigger, timeout, limits
-                )
+            found = None
+            if trigger is not None:
+                found = await _triggered_resets(capture, address, port, trigger, timeout, limits)
+            if found is None:
+                # No trigger, or the handshake itself failed (a censor may keep resetting SYNs
+                # for a while after a trigger): the RST to a SYN is what there is to judge.
+                found = await _syn_answers(capture, address, port, reference_ports, timeout, limits)
+            reference, resets = found
     except OSError as exc:
         return ResetFingerprint("error", "unknown", address, port, detail=f"failed: {exc}")
     if not resets:
@@ -99,7 +99,7 @@ async def fingerprint_reset(
         )
     if reference is None:
         return ResetFingerprint(
-            "ok", "unknown", address, port, None, resets, detail="no SYN-ACK from the server"
+            "ok", "unknown", address, port, None, tuple(resets), detail="no SYN-ACK from the server"
         )
     verdicts = [compare(reference, rst) for rst in resets]
     verdict: Verdict = "injected" if any(v == "injected" for v, _ in verdicts) else "genuine"
@@ -151,7 +151,8 @@ async def _triggered_resets(
     trigger: bytes,
     timeout: float,
     limits: RateLimits,
-) -> tuple[PacketEvidence | None, list[PacketEvidence]]:
+) -> tuple[PacketEvidence | None, list[PacketEvidence]] | None:
+    """The SYN-ACK and the RSTs after `trigger`, or None if the handshake failed."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
@@ -161,7 +162,7 @@ async def _triggered_resets(
         try:
             await asyncio.wait_for(loop.sock_connect(sock, (address, port)), timeout)
         except (OSError, TimeoutError):
-            return None, []
+            return None
         sport = sock.getsockname()[1]
 
         def from_server(packet: packets.IP) -> bool:
