@@ -47,7 +47,9 @@ INNOCENT_NAME = "innocent.raw.test"
 FORGED_ADDRESS = "198.18.100.66"
 CLOSED_PORT = 8443
 CENSOR_MARK = "0x16"
-CENSOR_KINDS = ("blackhole", "syn-rst", "sni-rst", "sni-drop", "host-rst", "dns-inject")
+CENSOR_KINDS = (
+    "blackhole", "syn-rst", "sni-rst", "sni-drop", "host-rst", "host-blockpage", "dns-inject",
+)  # fmt: skip
 LOCK_TIMEOUT_SECONDS = 180.0
 PROBE_TIMEOUT_SECONDS = 120.0
 
@@ -71,6 +73,8 @@ def censor_script(kind: str) -> str:
         "sni-rst": f"meta mark {CENSOR_MARK} reject with tcp reset",
         "host-rst": f"meta mark {CENSOR_MARK} reject with tcp reset",
         "sni-drop": f"meta mark {CENSOR_MARK} drop",
+        # The injector answers with the blockpage; the request itself goes no further.
+        "host-blockpage": f"meta mark {CENSOR_MARK} drop",
         "dns-inject": "",
     }[kind]
     return (
@@ -85,7 +89,7 @@ def string_match(kind: str) -> tuple[str, ...] | None:
     """iptables mangle rule spec that marks the trigger of `kind`, or None."""
     if kind in ("sni-rst", "sni-drop"):
         port, needle = "443", BLOCKED_NAME
-    elif kind == "host-rst":
+    elif kind in ("host-rst", "host-blockpage"):
         port, needle = "80", f"Host: {BLOCKED_NAME}"
     else:
         return None
@@ -180,12 +184,15 @@ class RawPath:
         spec = string_match(kind)
         if spec:
             netns.run(["iptables", "-t", "mangle", "-A", "PREROUTING", *spec], ns=ns)
-        if kind == "dns-inject":
+        injector = {
+            "dns-inject": ("dns", "--address", FORGED_ADDRESS),
+            "host-blockpage": ("blockpage",),
+        }.get(kind)
+        if injector:
             argv = python_argv(
-                "-m", "tests.lab.dns_injector", "--device", "down0",
-                "--name", BLOCKED_NAME, "--address", FORGED_ADDRESS,
+                "-m", "tests.lab.injector", *injector, "--device", "down0", "--name", BLOCKED_NAME
             )  # fmt: skip
-            self.injector = LabProcess("dns-injector", ns, argv, self.workdir / "injector.log")
+            self.injector = LabProcess("injector", ns, argv, self.workdir / "injector.log")
             services.wait_ready([self.injector], time.monotonic() + 10)
         try:
             yield

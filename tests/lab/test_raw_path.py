@@ -1,7 +1,8 @@
 """Raw probes on a path of four routers (tests/lab/rawpath.py), the censor at hop 2 or 3.
 
 For each censor position: the blocking hop of an IP blackhole (SYN trace), of an
-SNI-triggered RST or drop (TLS trace) and of a Host-triggered RST (HTTP trace), with the router;
+SNI-triggered RST or drop (TLS trace) and of a Host-triggered RST or blockpage (HTTP trace),
+with the router;
 nothing for an innocuous SNI or an uncensored target. Forged RSTs and racing forged DNS
 answers are `injected`, a closed port's RST and an honest resolver's answer `genuine`.
 Without CAP_NET_RAW every raw probe is `skipped` while an ordinary agent check still works.
@@ -123,6 +124,18 @@ def test_host_header_reset_hop(path: RawPath, hop: int) -> None:
         innocent = path.probe(http_trace(INNOCENT_NAME))
     assert (blocked["blocking_hop"], blocked["router"]) == (hop, router_address(hop)), blocked
     assert blocked["hops"][hop - 1]["response"] == "rst"
+    assert innocent["blocking_hop"] is None, innocent
+
+
+@pytest.mark.parametrize("hop", [2, 3])
+def test_host_header_blockpage_hop(path: RawPath, hop: int) -> None:
+    with path.censor(hop, "host-blockpage"):
+        blocked = path.probe(http_trace(BLOCKED_NAME))
+        innocent = path.probe(http_trace(INNOCENT_NAME))
+    assert (blocked["blocking_hop"], blocked["router"]) == (hop, router_address(hop)), blocked
+    assert_path_answers(blocked["hops"], hop)
+    # The blockpage comes back at every TTL from the censor's on, in the server's name.
+    assert {(h["response"], h["address"]) for h in blocked["hops"][hop - 1 :]} == {("data", WEB)}
     assert innocent["blocking_hop"] is None, innocent
 
 
