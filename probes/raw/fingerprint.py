@@ -171,8 +171,9 @@ async def _triggered_resets(
         def is_reset(packet: packets.IP) -> bool:
             return from_server(packet) and "R" in packets.tcp_flags(packet)
 
-        synack = capture.matching(
-            lambda p: from_server(p) and packets.tcp_flags(p) == "SA", since=started
+        # The connect has seen the SYN-ACK; the raw socket's copy may still wait to be read.
+        synack = await capture.wait(
+            lambda p: from_server(p) and packets.tcp_flags(p) == "SA", timeout, since=started
         )
         sent = time.monotonic()
         with contextlib.suppress(OSError):
@@ -181,7 +182,7 @@ async def _triggered_resets(
         if first is not None:
             await asyncio.sleep(RESET_WINDOW)
         resets = [packets.evidence(c.packet) for c in capture.matching(is_reset, since=sent)]
-        return (packets.evidence(synack[0].packet) if synack else None), resets
+        return (packets.evidence(synack.packet) if synack else None), resets
     finally:
         sock.close()
 
