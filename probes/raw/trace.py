@@ -380,7 +380,12 @@ async def _stream_probe(
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
         await limits.acquire(address)
         sent = time.monotonic()
-        await loop.sock_sendall(sock, payload)
+        try:
+            await asyncio.wait_for(loop.sock_sendall(sock, payload), timeout)
+        except ConnectionResetError:
+            return Observation(RST, address)  # reset between the handshake and the trigger
+        except (OSError, TimeoutError):
+            return Observation(HANDSHAKE_FAILED, None)
         icmp = asyncio.ensure_future(
             capture.wait(
                 lambda p: packets.icmp_error_for(p, address, port, sport), timeout, since=sent
