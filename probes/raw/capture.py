@@ -9,6 +9,7 @@ any router), parses them with scapy, and wakes whoever waits for a matching one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import socket
 import struct
@@ -46,7 +47,8 @@ def attach_source_filter(sock: socket.socket, sources: Iterable[bytes]) -> None:
 
     A raw TCP socket otherwise gets a copy of every TCP packet the host receives; this
     classic BPF program (the IP header is at offset 0 on a raw socket) drops the rest before
-    they are copied. (The kernel copies the program; the buffer need not outlive the call.)
+    they are copied; the packets queued before it was attached are discarded. (The kernel
+    copies the program; the buffer need not outlive the call.)
     """
     wanted = list(sources)
     program = [(BPF_LD_W_ABS, 0, 0, 12)]
@@ -57,6 +59,10 @@ def attach_source_filter(sock: socket.socket, sources: Iterable[bytes]) -> None:
     code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *op) for op in program))
     fprog = struct.pack("HL", len(program), ctypes.addressof(code))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    # Whatever arrived between socket() and the attach was queued unfiltered: drop it.
+    with contextlib.suppress(BlockingIOError, InterruptedError):
+        for _ in range(MAX_BUFFERED):
+            sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)
 
 
 class Capture:
