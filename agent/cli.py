@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         help="only these targets (names; the flag may also be repeated)",
     )  # fmt: skip
     check.add_argument("--format", "-f", choices=["table", "json"], default="table")
+    check.add_argument(
+        "--trace", action="store_true",
+        help="also trace the path to every target with TTL-limited probes (raw packets: "
+        "needs CAP_NET_RAW, see docs/raw.md); the JSON gets a `trace` per target",
+    )  # fmt: skip
     add("validate", "check a config file and exit")
     demo = sub.add_parser(
         "demo",
@@ -113,8 +118,10 @@ def _load(path: Path | None, serving: bool) -> tuple[Config, WebConfig | None] |
         return None
 
 
-async def _check(config: Config, names: Sequence[str] | None, fmt: str) -> int:
-    plan = make_plan(config)
+async def _check(
+    config: Config, names: Sequence[str] | None, fmt: str, *, trace: bool = False
+) -> int:
+    plan = make_plan(config, forced_trace=trace)
     targets = plan.targets
     if names:
         unknown = sorted(set(names) - {t.name for t in targets})
@@ -210,6 +217,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{source}: ok ({len(config.targets)} targets)")
         return EXIT_OK
     if args.command == "check":
-        return asyncio.run(_check(config, args.target, args.format))
+        return asyncio.run(_check(config, args.target, args.format, trace=args.trace))
     _logging(args.log_level)
     return asyncio.run(_run(config, args.config, web_config))
