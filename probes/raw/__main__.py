@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from probes.raw import packets
 from probes.raw.echo import echo
 from probes.raw.fingerprint import fingerprint_dns, fingerprint_reset
+from probes.raw.followup import RawOptions, RawProber
 from probes.raw.ratelimit import DEFAULT_GLOBAL_RATE, DEFAULT_TARGET_RATE, RateLimits
-from probes.raw.trace import CONTROL_NAME, DEFAULT_MAX_TTL, trace
+from probes.raw.trace import CONTROL_NAME, DEFAULT_MAX_TTL
 
 
 def parser() -> argparse.ArgumentParser:
@@ -67,18 +68,18 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     """Run the probe `args` ask for; its result's JSON."""
     limits = RateLimits(global_rate=args.global_rate, target_rate=args.rate)
     if args.command == "trace":
-        result = await trace(
-            args.address,
-            args.port,
-            args.method,
-            sni=args.sni,
-            host=args.host,
-            control_sni=args.control_sni,
-            control_host=args.control_host,
+        options = RawOptions(
+            rate_per_second=args.rate,
+            global_rate_per_second=args.global_rate,
             max_ttl=args.max_ttl,
             repeats=args.repeats,
             timeout=args.timeout,
-            limits=limits,
+            control_sni=args.control_sni,
+            control_host=args.control_host,
+        )
+        prober = RawProber(options)
+        result = await prober.trace(
+            args.address, args.port, args.method, sni=args.sni, host=args.host
         )
     elif args.command == "reset":
         payload = None
