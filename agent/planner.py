@@ -18,7 +18,6 @@ from agent.config import (
     BlockpageConfig,
     Config,
     ExchangeConfig,
-    RawSection,
     TargetConfig,
     VantageSection,
     split_host_port,
@@ -88,16 +87,26 @@ def plan_target(target: TargetConfig) -> TargetPlan:
     return TargetPlan(target.name, group, "tcp", host, port, None, exchange)
 
 
-def plan_raw(section: RawSection, forced_trace: bool) -> RawPlan | None:
+def plan_raw(config: Config, forced_trace: bool) -> RawPlan | None:
     """The raw follow-ups, when the config opts in or `check --trace` asks (None: no scapy)."""
+    section = config.raw
     if not (section.enabled or forced_trace):
         return None
     from probes.raw import RawOptions  # scapy loads only for an agent that uses it
 
     fields = set(RawOptions.__dataclass_fields__)
     options = RawOptions(**section.model_dump(include=fields))
-    trace = section.trace or forced_trace
-    return RawPlan(options, trace, section.enabled and section.fingerprint, forced_trace)
+    test = config.resolvers.test
+    udp = test.endpoints()[0] if test.type == "udp" and test.servers else None
+    return RawPlan(
+        options,
+        trace=section.trace or forced_trace,
+        fingerprint=section.enabled and section.fingerprint,
+        forced=forced_trace,
+        echo=section.enabled and section.icmp_echo,
+        resolver=udp,
+        window=config.resolvers.injection_window,
+    )
 
 
 def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
@@ -122,5 +131,5 @@ def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
         prefixes=tuple(Prefix(p.name, p.cidr, p.port, p.sample) for p in config.prefixes),
         prefix_seed=agent.prefix_seed,
         interval=agent.interval,
-        raw=plan_raw(config.raw, forced_trace),
+        raw=plan_raw(config, forced_trace),
     )

@@ -89,6 +89,10 @@ class RawPlan:
     trace: bool = True
     fingerprint: bool = True
     forced: bool = False
+    echo: bool = False
+    # The test resolver, when it is asked over UDP (the DNS fingerprint repeats its query).
+    resolver: tuple[str, int] | None = None
+    window: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)

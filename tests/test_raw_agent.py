@@ -118,3 +118,87 @@ def test_check_trace_puts_a_trace_on_each_target(tmp_path: Path) -> None:
     trace = target["trace"]
     assert trace["method"] == "syn"
     assert trace["blocking_hop"] is None
+
+
+def test_raw_follow_ups_attach_echo_and_dns_fingerprint(tmp_path: Path) -> None:
+    """With raw probes on: a `tcp:` target's TCP step carries its ICMP echo, and an injected
+    DNS answer its fingerprint (loopback: both answers come from one box, so the TTLs agree
+    and the fingerprint cannot call them injected). Without CAP_NET_RAW both say skipped."""
+    import asyncio
+    import json
+
+    from simlab import Zone, start_dns
+
+    async def run_check() -> dict[str, object]:
+        zone = Zone({"inj.test": {"kind": "inject", "addresses": ["127.0.0.1"],
+                                  "forged": ["127.0.0.5"]}})  # fmt: skip
+        dns_server = await start_dns(zone)
+        listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        config = tmp_path / "raw.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "agent": {"timeout": "1s", "listen": None},
+                    "resolvers": {
+                        "test": {"type": "udp", "servers": [f"127.0.0.1:{dns_server.port}"]},
+                        "bogon_exempt": ["127.0.0.0/8"],
+                        "injection_window": "200ms",
+                    },
+                    "raw": {"enabled": True, "icmp_echo": True, "trace": False, "timeout": "1s"},
+                    "targets": [
+                        {"name": "lo", "tcp": f"127.0.0.1:{port}"},
+                        {"name": "inj", "host": "inj.test", "port": port},
+                    ],
+                }
+            )
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent", "check", "--config", str(config),
+            "--format", "json", stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        listener.close()
+        await dns_server.close()
+        return json.loads(out)
+
+    doc = asyncio.run(run_check())
+    by_name = {t["name"]: t for t in doc["targets"]}  # type: ignore[index, union-attr]
+    echo = by_name["lo"]["steps"][0]["data"]["icmp_echo"]
+    assert echo["status"] in ("ok", "skipped")
+    if echo["status"] == "ok":
+        assert echo["received"] >= 1
+    dns = by_name["inj"]["steps"][0]
+    assert dns["result"] == "dns_injected"
+    fingerprint = dns["data"]["dns_injection"]
+    assert fingerprint["status"] in ("ok", "skipped")
+    if fingerprint["status"] == "ok":
+        assert fingerprint["verdict"] != "injected"
+
+
+def test_fingerprint_evidence_is_counted_by_kind_and_verdict() -> None:
+    from agent.sinks.prometheus import PrometheusSink
+    from measure.followups.raw import RawEvidence
+    from measure.plan import TargetPlan
+    from measure.report import TargetReport
+    from measure.verdict import Verdict
+    from probes.results import StepResult
+    from probes.taxonomy import Code, Step
+
+    reset = StepResult(Step.TLS, Code.TLS_RESET, "192.0.2.9:443").with_evidence(
+        RawEvidence("injection", "ok", {}, "injected", "the reset looks injected")
+    )
+    skipped = StepResult(Step.TCP, Code.OK, "192.0.2.9:443").with_evidence(
+        RawEvidence("injection", "skipped", {}, "unknown")
+    )
+    report = TargetReport(
+        TargetPlan("t", "", "tls", "192.0.2.9", 443), Verdict.TLS_BLOCKING,
+        chains=((skipped, reset),),
+    )  # fmt: skip
+    metrics = PrometheusSink()
+    metrics.observe(report)
+    sample = metrics.registry.get_sample_value
+    name = "reachprobe_injection_fingerprints_total"
+    assert sample(name, {"target": "t", "kind": "rst", "verdict": "injected"}) == 1
+    assert sample(name, {"target": "t", "kind": "rst", "verdict": "unknown"}) is None
+    assert "the reset looks injected" in reset.full_detail

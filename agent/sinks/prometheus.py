@@ -22,7 +22,7 @@ from agent import __version__
 from agent.config import Config
 from agent.raw import RawMetrics
 from agent.sinks import Sink
-from measure.followups.raw import InjectionEvidence
+from measure.followups.raw import RawEvidence
 from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
 from measure.verdict import REACHABLE, VERDICTS
@@ -30,6 +30,8 @@ from probes.prefix import PrefixResult
 from probes.results import DnsFacts
 from probes.taxonomy import SKIPPED, Step
 
+# Raw evidence keys that are injection fingerprints, and the `kind` label each counts as.
+FINGERPRINTS = {"injection": "rst", "dns_injection": "dns"}
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 CYCLE_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
@@ -280,8 +282,8 @@ class PrometheusSink(Sink):
             self.raw.forget_trace(name)
         for step in report.steps:
             for found in step.evidence:
-                if isinstance(found, InjectionEvidence):
-                    self.raw.record_fingerprint(name, "rst", found)  # type: ignore[arg-type]
+                if isinstance(found, RawEvidence) and found.key in FINGERPRINTS:
+                    self.raw.record_fingerprint(name, FINGERPRINTS[found.key], found)  # type: ignore[arg-type]
 
     def _set_or_drop(self, gauge: Gauge, labels: tuple[str, ...], value: float | None) -> None:
         """Set a "last run" gauge, or remove it when this cycle has no value: a stale figure

@@ -10,28 +10,15 @@ import asyncio
 import dataclasses
 import ipaddress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from measure.plan import RawPlan, TargetPlan
 from measure.report import TargetReport
 from probes.results import StepResult
+from probes.taxonomy import Code
 
 if TYPE_CHECKING:
     from probes.raw import RawProber, Trace
-
-
-@dataclass(frozen=True, slots=True)
-class InjectionEvidence:
-    """Who sent the RST that ended a step: the server (`genuine`), a middlebox forging it
-    (`injected`), or `unknown`, with the packets compared."""
-
-    key: ClassVar[str] = "injection"
-    status: str
-    verdict: str
-    fingerprint: dict[str, object]
-
-    def summary(self) -> str | None:
-        return f"the reset looks {self.verdict}" if self.status == "ok" else None
 
 
 def ipv4_of(step: StepResult) -> str | None:
@@ -43,6 +30,25 @@ def ipv4_of(step: StepResult) -> str | None:
         return address if ipaddress.ip_address(address).version == 4 else None
     except ValueError:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvidence:
+    """A raw probe's result attached to a step, under `key` in its JSON data: `injection`
+    (who sent a RST: the server, `genuine`, or a middlebox, `injected`), `dns_injection` (who
+    sent competing DNS answers), `icmp_echo`. `note` extends the step's detail."""
+
+    key: str
+    status: str
+    result: dict[str, object]
+    verdict: str | None = None
+    note: str | None = None
+
+    def summary(self) -> str | None:
+        return self.note if self.status == "ok" else None
+
+    def to_json(self) -> dict[str, object]:
+        return self.result
 
 
 class RawFollowups:
@@ -61,12 +67,40 @@ class RawFollowups:
         """The report with its reset fingerprints and trace added."""
         chains = report.chains
         if self.plan.fingerprint:
-            chains = tuple(
-                tuple(await asyncio.gather(*(self._fingerprint(report.target, s) for s in c)))
-                for c in chains
-            )
+            chains = tuple([await self._fingerprints(report.target, c) for c in chains])
+        dns = report.dns
+        if self.plan.fingerprint and dns is not None and dns.result == Code.DNS_INJECTED:
+            dns = await self._dns_fingerprint(report.target, dns)
+        if self.plan.echo and report.target.scheme == "tcp" and report.target.http is None:
+            chains = tuple(await asyncio.gather(*(self._echo(c) for c in chains)))
         trace = await self._trace(dataclasses.replace(report, chains=chains))
-        return dataclasses.replace(report, chains=chains, trace=trace)
+        return dataclasses.replace(report, dns=dns, chains=chains, trace=trace)
+
+    async def _dns_fingerprint(self, target: TargetPlan, dns: StepResult) -> StepResult:
+        """Who sent the competing answers: the resolver, or an injector on the path (UDP
+        resolvers only: the question is asked again to the same server)."""
+        if self.plan.resolver is None:
+            return dns
+        address, port = self.plan.resolver
+        found = await self.prober.dns(address, target.host, port=port, window=self.plan.window)
+        note = f"the competing answers look {found.verdict}"
+        evidence = RawEvidence("dns_injection", found.status, found.to_json(), found.verdict, note)
+        return dns.with_evidence(evidence)
+
+    async def _echo(self, chain: tuple[StepResult, ...]) -> tuple[StepResult, ...]:
+        """An ICMP echo to the address of a `tcp:` target's chain, as evidence on its TCP step."""
+        head = chain[0] if chain else None
+        address = ipv4_of(head) if head is not None else None
+        if head is None or address is None:
+            return chain
+        found = await self.prober.echo(address)
+        evidence = RawEvidence("icmp_echo", found.status, found.to_json())
+        return (head.with_evidence(evidence), *chain[1:])
+
+    async def _fingerprints(
+        self, target: TargetPlan, chain: tuple[StepResult, ...]
+    ) -> tuple[StepResult, ...]:
+        return tuple(await asyncio.gather(*(self._fingerprint(target, s) for s in chain)))
 
     async def _fingerprint(self, target: TargetPlan, step: StepResult) -> StepResult:
         from probes.raw import wants_reset_fingerprint
@@ -77,7 +111,9 @@ class RawFollowups:
         found = await self.prober.reset(
             address, target.port, step.result.value, sni=target.sni, host=target.host
         )
-        return step.with_evidence(InjectionEvidence(found.status, found.verdict, found.to_json()))
+        note = f"the reset looks {found.verdict}"
+        evidence = RawEvidence("injection", found.status, found.to_json(), found.verdict, note)
+        return step.with_evidence(evidence)
 
     async def _trace(self, report: TargetReport) -> Trace | None:
         from probes.raw import trace_method
