@@ -2,8 +2,9 @@
 
 The agent runs (`reachprobe run`, then `reachprobe check`) against the loopback lab with a
 spread of outcomes, and every output surface is searched for this machine's non-loopback
-interface addresses, MAC addresses and hostname. A new surface (status page, measurement log,
-remote-write payload) is one more entry in `SURFACES`.
+interface addresses, MAC addresses and hostname: the endpoints (metrics, health, the status
+page), `check` in both formats, the run log, the measurement log and the remote-write payload
+a receiver gets. A new surface is one more entry in `SURFACES`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
+from agent.remote_write import decode_write_request
 from simlab.loopback import LoopbackLab
 from tests.agent_process import RunningAgent, run_cli, start_agent, write_yaml
 from tests.identity import Needle, leaks, machine_needles
@@ -26,11 +29,13 @@ from tests.identity import Needle, leaks, machine_needles
 
 @dataclass
 class Outputs:
-    """A running agent, its config file, and what each surface gave."""
+    """A running agent, its config file, what each surface gave, and what a remote-write
+    receiver got from it (decoded)."""
 
     agent: RunningAgent
     config: Path
     texts: dict[str, str] = field(default_factory=dict)
+    pushed: list[str] = field(default_factory=list)
 
 
 Collect = Callable[[Outputs], Awaitable[str]]
@@ -69,6 +74,14 @@ async def _run_log(out: Outputs) -> str:
     return out.agent.log
 
 
+async def _measurement_log(out: Outputs) -> str:
+    return (out.config.parent / "measurements.jsonl").read_text(encoding="utf-8")
+
+
+async def _pushed(out: Outputs) -> str:
+    return "\n".join(out.pushed)
+
+
 # Every surface the agent has today. Add new ones (status page, measurement log,
 # remote-write payload) here.
 SURFACES = [
@@ -81,6 +94,8 @@ SURFACES = [
     # Empty today without a terminal (no progress line, no log), searched all the same.
     Surface("check stderr", _check("json", "stderr"), may_be_empty=True),
     Surface("run log (debug level)", _run_log, after_stop=True),
+    Surface("measurement log", _measurement_log, after_stop=True),
+    Surface("remote-write payload", _pushed, after_stop=True),
 ]
 
 
@@ -103,22 +118,45 @@ def identity_targets(lab: LoopbackLab) -> list[dict[str, Any]]:
     ]
 
 
+async def _receiver(pushed: list[str]) -> tuple[web.AppRunner, str]:
+    """A remote-write receiver on loopback that keeps every payload, decoded to text."""
+
+    async def write(request: web.Request) -> web.Response:
+        pushed.append(repr(decode_write_request(await request.read())))
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/api/v1/write", write)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/api/v1/write"
+
+
 def _collect(lab: LoopbackLab, directory: Path, **agent: Any) -> dict[str, str]:
     config = lab.config(identity_targets(lab))
     config["agent"].update(agent)
-    path = write_yaml(directory / "agent.yaml", config)
+    config["measurement_log"] = {"path": str(directory / "measurements.jsonl")}
     host, port = config["agent"]["listen"].rsplit(":", 1)
 
     async def run() -> dict[str, str]:
+        pushed: list[str] = []
+        receiver, url = await _receiver(pushed)
+        config["remote_write"] = {"url": url, "interval": "200ms", "timeout": "2s"}
+        path = write_yaml(directory / "agent.yaml", config)
         running = await start_agent(path, (host, int(port)))
-        out = Outputs(running, path)
+        out = Outputs(running, path, pushed=pushed)
         try:
             await running.wait_cycles(1)
+            async with asyncio.timeout(15):
+                while not pushed:  # noqa: ASYNC110 - the receiver's list fills as pushes land
+                    await asyncio.sleep(0.1)
             for surface in SURFACES:
                 if not surface.after_stop:
                     out.texts[surface.name] = await surface.collect(out)
         finally:
             await running.stop()
+            await receiver.cleanup()
         for surface in SURFACES:
             if surface.after_stop:
                 out.texts[surface.name] = await surface.collect(out)
