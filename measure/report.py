@@ -98,6 +98,9 @@ class VantageHealth:
 
     canaries: int = 0
     canaries_up: int = 0
+    # Canaries whose connection got through (reachable, or failing only above TCP, as behind
+    # a TLS-intercepting proxy): the link itself works.
+    canaries_connected: int = 0
     canary_failures: tuple[Code, ...] = ()
     nxdomain_hijacked: bool | None = None
     nxdomain_answer: tuple[str, ...] = ()
@@ -105,13 +108,15 @@ class VantageHealth:
 
     @property
     def connectivity_up(self) -> bool | None:
-        """False when every canary failed; None without canaries."""
-        return None if self.canaries == 0 else self.canaries_up > 0
+        """False when no canary got a connection through (every one failed at DNS or TCP:
+        a dead link, a walled garden); None without canaries."""
+        return None if self.canaries == 0 else self.canaries_connected > 0
 
     def to_json(self) -> dict[str, object]:
         return {
             "canaries": self.canaries,
             "canaries_up": self.canaries_up,
+            "canaries_connected": self.canaries_connected,
             "connectivity_up": self.connectivity_up,
             "canary_failures": [c.value for c in self.canary_failures],
             "nxdomain_hijacked": self.nxdomain_hijacked,
