@@ -5,11 +5,20 @@ A zone maps a name to a behaviour. In YAML (or a dict) a behaviour is one of:
     valid.test: [127.0.0.1, "::1"]          # answer with these A/AAAA addresses
     nx.test: nxdomain                       # also: servfail, refused, nodata, silent
     inj.test: {kind: inject, addresses: [127.0.0.1], forged: [127.0.0.5], delay: 50ms}
+    stray.test: {kind: stray, addresses: [127.0.0.1], forged: [127.0.0.5]}
+    big.test: {kind: truncate, addresses: [127.0.0.1]}
     slow.test: {kind: answer, addresses: [127.0.0.1], ttl: 5}
+    "*": [127.0.0.9]                        # every name absent from the zone
 
 `nodata` is NOERROR with an empty answer; `silent` never replies; `inject` sends a forged
-reply at once and the genuine one `delay` later (UDP only: a stream carries one reply per
-query, so TCP and DoH give the genuine one). Names absent from the zone get NXDOMAIN.
+reply at once and the genuine one `delay` later; `stray` sends, as a sloppy injector does, a
+forged reply with a wrong transaction id and one for a wrong question name before the genuine
+one (`delay` later); `truncate` answers with the TC bit set and no records, so that the client
+has to ask again over TCP. These three are UDP behaviours: over a stream (TCP, DoH), which
+carries one reply per query, the name gets its genuine answer.
+
+Names absent from the zone get NXDOMAIN, or the behaviour of the `"*"` entry: an address list
+there makes the server an NXDOMAIN-hijacking resolver, as ISPs run to show ads or blockpages.
 """
 
 from __future__ import annotations
@@ -29,7 +38,21 @@ import dns.rdatatype
 import dns.rrset
 import yaml
 
-KINDS = ("answer", "nxdomain", "servfail", "refused", "nodata", "silent", "inject")
+KINDS = (
+    "answer",
+    "nxdomain",
+    "servfail",
+    "refused",
+    "nodata",
+    "silent",
+    "inject",
+    "stray",
+    "truncate",
+)
+# Forged replies come first; the genuine one `delay` later (UDP only).
+_FORGING = ("inject", "stray")
+# The zone key whose behaviour applies to every name absent from the zone.
+OTHERS = "*"
 _RCODES = {
     "nxdomain": dns.rcode.NXDOMAIN,
     "servfail": dns.rcode.SERVFAIL,
@@ -64,8 +87,10 @@ class Behaviour:
             raise ValueError(f"unknown behaviour {self.kind!r}; expected one of {KINDS}")
         for address in (*self.addresses, *self.forged):
             ipaddress.ip_address(address)
-        if self.kind == "inject" and set(self.forged) == set(self.addresses):
-            raise ValueError("inject needs forged addresses that differ from the genuine ones")
+        if self.kind in _FORGING and set(self.forged) == set(self.addresses):
+            raise ValueError(
+                f"{self.kind} needs forged addresses that differ from the genuine ones"
+            )
 
     @classmethod
     def parse(cls, spec: object) -> Behaviour:
@@ -112,10 +137,12 @@ class Zone:
     """Name -> behaviour, plus the replies a query gets."""
 
     def __init__(self, behaviours: Mapping[str, Behaviour | object]) -> None:
-        self._behaviours = {
-            dns.name.from_text(name): b if isinstance(b, Behaviour) else Behaviour.parse(b)
+        parsed = {
+            name: b if isinstance(b, Behaviour) else Behaviour.parse(b)
             for name, b in behaviours.items()
         }
+        self._others = parsed.pop(OTHERS, Behaviour(kind="nxdomain"))
+        self._behaviours = {dns.name.from_text(name): b for name, b in parsed.items()}
 
     @classmethod
     def load(cls, path: str | Path) -> Zone:
@@ -126,8 +153,8 @@ class Zone:
         return cls(data)
 
     def behaviour(self, name: dns.name.Name) -> Behaviour:
-        """The behaviour for `name` (NXDOMAIN when the zone does not know it)."""
-        return self._behaviours.get(name, Behaviour(kind="nxdomain"))
+        """The behaviour for `name` (the `"*"` entry's, NXDOMAIN unless given, if unknown)."""
+        return self._behaviours.get(name, self._others)
 
     def replies(self, query: dns.message.Message, *, datagram: bool) -> list[Reply]:
         """The replies to `query`, in sending order; `datagram` is True over UDP."""
@@ -144,11 +171,35 @@ class Zone:
             response.set_rcode(_RCODES[kind])
             return [Reply(0.0, _authoritative(response))]
         genuine = _authoritative(_answer(query, behaviour.addresses, behaviour.ttl))
-        if kind == "inject" and datagram:
-            # The forged reply looks like an on-path injector's: not authoritative, first.
-            forged = _answer(query, behaviour.forged, behaviour.ttl)
-            return [Reply(0.0, forged), Reply(behaviour.delay, genuine)]
+        if not datagram:
+            return [Reply(0.0, genuine)]
+        if kind == "truncate":
+            truncated = _authoritative(dns.message.make_response(query))
+            truncated.flags |= dns.flags.TC
+            return [Reply(0.0, truncated)]
+        if kind in _FORGING:
+            # Forged replies look like an on-path injector's: not authoritative, first.
+            forged = [_answer(query, behaviour.forged, behaviour.ttl)]
+            if kind == "stray":
+                forged = [_wrong_id(forged[0]), _wrong_question(query, behaviour)]
+            return [Reply(0.0, f) for f in forged] + [Reply(behaviour.delay, genuine)]
         return [Reply(0.0, genuine)]
+
+
+def _wrong_id(response: dns.message.Message) -> dns.message.Message:
+    """`response` with another transaction id: a client must not take it for its answer."""
+    response.id = (response.id + 1) & 0xFFFF
+    return response
+
+
+def _wrong_question(query: dns.message.Message, behaviour: Behaviour) -> dns.message.Message:
+    """A forged reply with the query's id but another name (`stray.` prepended) in question."""
+    question = query.question[0]
+    other = dns.message.make_query(
+        dns.name.Name((b"stray", *question.name.labels)), question.rdtype
+    )
+    other.id = query.id
+    return _answer(other, behaviour.forged, behaviour.ttl)
 
 
 def _authoritative(response: dns.message.Message) -> dns.message.Message:
