@@ -16,8 +16,11 @@ class Verdict(StrEnum):
     REACHABLE = "reachable"
     DNS_BLOCKING = "dns_blocking"
     TCP_IP_BLOCKING = "tcp_ip_blocking"
+    PROTOCOL_BLOCKING = "protocol_blocking"
     TLS_BLOCKING = "tls_blocking"
     HTTP_BLOCKING = "http_blocking"
+    # The vantage's own connectivity is down (every canary failed the same way): not blocking.
+    VANTAGE_DOWN = "vantage_down"
     INCONCLUSIVE = "inconclusive"
 
 
@@ -26,6 +29,7 @@ INCONCLUSIVE = Verdict.INCONCLUSIVE
 STEP_VERDICTS: dict[Step, Verdict] = {
     Step.DNS: Verdict.DNS_BLOCKING,
     Step.TCP: Verdict.TCP_IP_BLOCKING,
+    Step.EXCHANGE: Verdict.PROTOCOL_BLOCKING,
     Step.TLS: Verdict.TLS_BLOCKING,
     Step.HTTP: Verdict.HTTP_BLOCKING,
 }

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import dns.asyncquery
 import dns.exception
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
@@ -61,10 +62,16 @@ class Resolver:
 
 @dataclass(slots=True)
 class QueryOutcome:
-    """Every response to one query (more than one means injection), or the error."""
+    """Every response to one query (more than one means injection), or the error.
+
+    `strays` counts datagrams that parsed as DNS but answer another query (a wrong
+    transaction id or question, as sloppy injectors send): they are not answers, but they
+    are evidence that something on the path forges DNS.
+    """
 
     responses: list[dns.message.Message] = field(default_factory=list)
     error: BaseException | None = None
+    strays: int = 0
 
 
 def _addresses(msg: dns.message.Message) -> list[str]:
@@ -102,10 +109,15 @@ def evaluate(outcomes: dict[int, QueryOutcome], bogons: BogonFilter) -> tuple[Co
         return Code.OK, ", ".join(addresses), addresses
 
     responses = [o.responses[0] for o in outcomes.values() if o.responses]
-    if responses:
-        rcode = responses[0].rcode()
+    errors = [o.error for o in outcomes.values() if not o.responses and o.error is not None]
+    # An empty NOERROR to one query says nothing when the other was never answered: "no
+    # answer arrived" is not "the name has no address" (a lost A answer beside an empty
+    # AAAA answer is a timeout). NXDOMAIN, SERVFAIL and REFUSED speak for the whole name.
+    rcodes = [m.rcode() for m in responses]
+    decisive = [r for r in rcodes if r != dns.rcode.NOERROR]
+    if decisive or (rcodes and not errors):
+        rcode = decisive[0] if decisive else rcodes[0]
         return _RCODE_RESULTS.get(rcode, Code.DNS_ERROR), dns.rcode.to_text(rcode), []
-    errors = [o.error for o in outcomes.values() if o.error is not None]
     if errors:
         code, detail = classify(Step.DNS, errors[0])
         return code, detail, []
@@ -118,6 +130,7 @@ class _UdpCollector(asyncio.DatagramProtocol):
     def __init__(self, query: dns.message.Message) -> None:
         self.query = query
         self.responses: list[dns.message.Message] = []
+        self.strays = 0
         self.first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
@@ -126,6 +139,7 @@ class _UdpCollector(asyncio.DatagramProtocol):
         except dns.exception.DNSException:
             return  # garbage on our port is not an answer; keep waiting
         if not self.query.is_response(msg):
+            self.strays += 1
             return
         self.responses.append(msg)
         if not self.first.done():
@@ -136,14 +150,21 @@ class _UdpCollector(asyncio.DatagramProtocol):
             self.first.set_exception(exc)
 
 
+def resend_interval(timeout: float) -> float:
+    """How often an unanswered UDP query is sent again: about every second, as stub
+    resolvers do, and at least three times within the step's timeout."""
+    return min(1.0, timeout / 3)
+
+
 async def _udp(
     query: dns.message.Message,
     server: tuple[str, int],
     timeout: float,
     window: float,
     limiter: AbstractAsyncContextManager[object],
-) -> list[dns.message.Message]:
+) -> QueryOutcome:
     loop = asyncio.get_running_loop()
+    wire = query.to_wire()
     # The limiter (the agent's concurrency slot) is held while waiting for an answer, not
     # while merely listening for late injected ones: that window is passive, and holding a
     # slot through it would cost every cycle ceil(targets / concurrency) windows.
@@ -152,16 +173,20 @@ async def _udp(
             lambda: _UdpCollector(query), remote_addr=server
         )
         try:
-            transport.sendto(query.to_wire())
             async with asyncio.timeout(timeout):
-                await proto.first
+                # One lost datagram must not read as a dead resolver: send again until
+                # something answers (the same id, so a late first answer still counts).
+                while not proto.first.done():
+                    transport.sendto(wire)
+                    await asyncio.wait({proto.first}, timeout=resend_interval(timeout))
+                proto.first.result()
         except BaseException:
             transport.close()
             raise
     try:
         # Keep listening: a forged answer may arrive before or after the genuine one.
         await asyncio.sleep(window)
-        return list(proto.responses)
+        return QueryOutcome(list(proto.responses), strays=proto.strays)
     finally:
         transport.close()
 
@@ -221,13 +246,23 @@ class DnsClient:
 
     async def _query_once(
         self, query: dns.message.Message, server: tuple[str, int] | None
-    ) -> list[dns.message.Message]:
+    ) -> QueryOutcome:
         kind = self.resolver.type
-        if kind in ("udp", "system"):
-            assert server is not None
-            return await _udp(query, server, self.timeout, self.injection_window, self.limiter)
-        async with self.limiter:
-            return await self._stream_query(query, server)
+        if kind not in ("udp", "system"):
+            async with self.limiter:
+                return QueryOutcome(await self._stream_query(query, server))
+        assert server is not None
+        outcome = await _udp(query, server, self.timeout, self.injection_window, self.limiter)
+        if any(m.flags & dns.flags.TC for m in outcome.responses):
+            # A truncated answer is retried over TCP, as resolvers do; answers that were
+            # not truncated stay, so a forged UDP answer still shows as injection.
+            async with self.limiter:
+                full = await dns.asyncquery.tcp(
+                    query, server[0], timeout=self.timeout, port=server[1]
+                )
+            kept = [m for m in outcome.responses if not m.flags & dns.flags.TC]
+            outcome.responses = [*kept, full]
+        return outcome
 
     async def _stream_query(
         self, query: dns.message.Message, server: tuple[str, int] | None
@@ -259,12 +294,12 @@ class DnsClient:
             [None] if self.resolver.type == "doh" else self._servers()
         )
         outcome = QueryOutcome()
+        # Per server: the query's own timeout, a TCP retry after truncation, the window.
+        bound = 2 * self.timeout + self.injection_window + 0.5
         for server in servers:
             try:
-                async with asyncio.timeout(self.timeout + self.injection_window + 0.5):
-                    outcome.responses = await self._query_once(query, server)
-                outcome.error = None
-                return outcome
+                async with asyncio.timeout(bound):
+                    return await self._query_once(query, server)
             except (
                 OSError,
                 TimeoutError,
@@ -284,7 +319,9 @@ class DnsClient:
         async def work() -> Outcome:
             results = await asyncio.gather(*(self.query(name, q) for q in QTYPES))
             code, detail, addresses = evaluate(dict(zip(QTYPES, results, strict=True)), bogons)
-            return Outcome(code, detail, DnsFacts(self.resolver.type, tuple(addresses)))
+            strays = sum(r.strays for r in results)
+            facts = DnsFacts(self.resolver.type, tuple(addresses), strays)
+            return Outcome(code, detail, facts)
 
         return await measure(Step.DNS, None, None, work)
 

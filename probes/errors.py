@@ -44,9 +44,12 @@ ERRNO_KINDS: dict[int, Failure] = {
     errno.EAFNOSUPPORT: Failure.NET_UNREACHABLE,
 }
 
-# OpenSSL verify codes that mean "valid chain, wrong name" rather than "untrusted chain".
+# OpenSSL verify codes that mean "valid chain, wrong name" rather than "untrusted chain",
+# and "trusted but out of its validity period" (OONI: ssl_invalid_certificate).
 _X509_V_ERR_HOSTNAME_MISMATCH = 62
 _X509_V_ERR_IP_ADDRESS_MISMATCH = 64
+_X509_V_ERR_CERT_NOT_YET_VALID = 9
+_X509_V_ERR_CERT_HAS_EXPIRED = 10
 
 
 def _ssl_kind(exc: ssl.SSLError) -> Failure:
@@ -55,6 +58,8 @@ def _ssl_kind(exc: ssl.SSLError) -> Failure:
         code = getattr(exc, "verify_code", None)
         if code in (_X509_V_ERR_HOSTNAME_MISMATCH, _X509_V_ERR_IP_ADDRESS_MISMATCH):
             return Failure.HOSTNAME_MISMATCH
+        if code in (_X509_V_ERR_CERT_NOT_YET_VALID, _X509_V_ERR_CERT_HAS_EXPIRED):
+            return Failure.CERT_EXPIRED
         return Failure.CERT_INVALID
     if isinstance(exc, ssl.SSLZeroReturnError | ssl.SSLEOFError):
         return Failure.EOF
@@ -66,15 +71,46 @@ def _ssl_kind(exc: ssl.SSLError) -> Failure:
     return Failure.ERROR
 
 
-def failure_kind(exc: BaseException) -> Failure:
-    """The step-independent kind of a failure: timeout, reset, refused, eof, alert ..."""
-    # aiohttp wraps the interesting error; look at what it wraps first.
+class PeerProtocolError(Exception):
+    """The peer answered, but not as the protocol we speak says it must (a plaintext HTTP
+    answer to a ClientHello, a reply that is not MTProto ...). `kind` names the failure."""
+
+    kind = Failure.ERROR
+
+
+class NotTlsError(PeerProtocolError):
+    """The answer to the ClientHello is not TLS (a proxy's HTTP 403, a captive portal)."""
+
+    kind = Failure.NOT_TLS
+
+
+class UnexpectedReplyError(PeerProtocolError):
+    """An application exchange got an answer that is not the expected one."""
+
+    kind = Failure.MISMATCH
+
+
+# How deep to follow wrapped errors (aiohttp wrappers, __cause__); a cycle must not loop.
+_MAX_WRAPS = 8
+
+
+def _unwrap(exc: BaseException) -> BaseException | None:
+    """The error `exc` wraps, if it is a wrapper whose inner error says more."""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return failure_kind(exc.certificate_error)
-    if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error is not None:
-        inner = exc.os_error
-        if inner is not exc:
-            return failure_kind(inner)
+        inner = getattr(exc, "certificate_error", None)
+        if isinstance(inner, BaseException):
+            return inner
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        inner = getattr(exc, "os_error", None)
+        if isinstance(inner, BaseException):
+            return inner
+    return None
+
+
+def _own_kind(exc: BaseException) -> Failure | None:
+    """The kind `exc` itself says, or None when only what it wraps could tell."""
+    if isinstance(exc, PeerProtocolError):
+        return exc.kind
     if isinstance(exc, TimeoutError | dns.exception.Timeout):
         return Failure.TIMEOUT
     if isinstance(exc, ssl.SSLError):
@@ -87,36 +123,67 @@ def failure_kind(exc: BaseException) -> Failure:
         | aiohttp.ClientPayloadError,
     ):
         return Failure.EOF
-    if isinstance(exc, OSError) and exc.errno in ERRNO_KINDS:
-        return ERRNO_KINDS[exc.errno]
+    number = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
+    if isinstance(number, int) and number in ERRNO_KINDS:
+        return ERRNO_KINDS[number]
     if isinstance(exc, ConnectionResetError):
         return Failure.RESET
-    cause = exc.__cause__
-    if cause is not None and cause is not exc:
-        return failure_kind(cause)
+    return None
+
+
+def failure_kind(exc: BaseException) -> Failure:
+    """The step-independent kind of a failure: timeout, reset, refused, eof, alert ...
+
+    aiohttp wraps the interesting error, and so may any library (`raise ... from`): the
+    wrapped errors are looked at first, then the wrapper, then its cause, a bounded number
+    of times.
+    """
+    current: BaseException | None = exc
+    seen: set[int] = set()
+    for _ in range(_MAX_WRAPS):
+        if current is None or id(current) in seen:
+            break
+        seen.add(id(current))
+        inner = _unwrap(current)
+        if inner is not None and id(inner) not in seen:
+            current = inner
+            continue
+        kind = _own_kind(current)
+        if kind is not None:
+            return kind
+        current = current.__cause__
     return Failure.ERROR
+
+
+def _text(exc: BaseException) -> str:
+    verify_message = getattr(exc, "verify_message", None)
+    reason = getattr(exc, "reason", None)
+    number = getattr(exc, "errno", None)
+    if isinstance(exc, ssl.SSLCertVerificationError) and isinstance(verify_message, str):
+        return verify_message
+    if isinstance(exc, ssl.SSLError) and isinstance(reason, str) and reason:
+        return reason.lower().replace("_", " ")
+    is_os_error = isinstance(exc, OSError) and not isinstance(exc, TimeoutError)
+    if is_os_error and isinstance(number, int) and number > 0:
+        # asyncio puts the peer's address in strerror; the errno's text is all we want.
+        return os.strerror(number)
+    return str(exc).strip()
 
 
 def describe(exc: BaseException) -> str:
     """A short, single-line detail for an exception, without OpenSSL's source locations."""
-    verify_message = getattr(exc, "verify_message", None)
-    reason = getattr(exc, "reason", None)
-    if isinstance(exc, ssl.SSLCertVerificationError) and isinstance(verify_message, str):
-        text = verify_message
-    elif isinstance(exc, ssl.SSLError) and isinstance(reason, str) and reason:
-        text = reason.lower().replace("_", " ")
-    elif isinstance(exc, OSError) and exc.errno and not isinstance(exc, TimeoutError):
-        # asyncio puts the peer's address in strerror; the errno's text is all we want.
-        text = os.strerror(exc.errno)
-    else:
-        text = str(exc).strip()
+    try:
+        text = _text(exc)
+    except Exception:  # a broken __str__ from a library must not cost the result
+        text = ""
     if not text:
         text = "timed out" if isinstance(exc, TimeoutError) else exc.__class__.__name__
-    return text.splitlines()[0][:200]
+    lines = text.splitlines()
+    return (lines[0] if lines else text)[:200]
 
 
 def classify(step: Step, exc: BaseException) -> tuple[Code, str]:
-    """Map an exception raised during `step` to (result code, detail)."""
+    """Map an exception raised during `step` to (result code, detail). Never raises."""
     return step_code(step, failure_kind(exc)), describe(exc)
 
 

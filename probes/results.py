@@ -15,10 +15,12 @@ from probes.taxonomy import SKIPPED, Code, Step, ooni_failure
 
 @dataclass(frozen=True, slots=True)
 class DnsFacts:
-    """What a resolver answered: its transport and the usable addresses."""
+    """What a resolver answered: its transport, the usable addresses, and how many datagrams
+    answered another query (a wrong id or question: forged, and ignored for the verdict)."""
 
     resolver: str
     addresses: tuple[str, ...] = ()
+    stray_responses: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,9 @@ class Step(StrEnum):
 
     DNS = "dns"
     TCP = "tcp"
+    # An application exchange over the TCP connection (MTProto, or a configured send/expect):
+    # proof that the peer is the service, not any box that accepts a SYN.
+    EXCHANGE = "exchange"
     TLS = "tls"
     HTTP = "http"
 
@@ -29,7 +32,10 @@ class Failure(StrEnum):
     EOF = "eof"
     ALERT = "alert"
     CERT_INVALID = "cert_invalid"
+    CERT_EXPIRED = "cert_expired"
     HOSTNAME_MISMATCH = "hostname_mismatch"
+    NOT_TLS = "not_tls"
+    MISMATCH = "mismatch"
     HOST_UNREACHABLE = "host_unreachable"
     NET_UNREACHABLE = "net_unreachable"
     ERROR = "error"
@@ -55,12 +61,19 @@ class Code(StrEnum):
     TCP_HOST_UNREACHABLE = "tcp_host_unreachable"
     TCP_NET_UNREACHABLE = "tcp_net_unreachable"
     TCP_ERROR = "tcp_error"
+    EXCHANGE_TIMEOUT = "exchange_timeout"
+    EXCHANGE_RESET = "exchange_reset"
+    EXCHANGE_EOF = "exchange_eof"
+    EXCHANGE_MISMATCH = "exchange_mismatch"
+    EXCHANGE_ERROR = "exchange_error"
     TLS_TIMEOUT = "tls_timeout"
     TLS_RESET = "tls_reset"
     TLS_EOF = "tls_eof"
     TLS_ALERT = "tls_alert"
     TLS_CERT_INVALID = "tls_cert_invalid"
+    TLS_CERT_EXPIRED = "tls_cert_expired"
     TLS_HOSTNAME_MISMATCH = "tls_hostname_mismatch"
+    TLS_NOT_TLS = "tls_not_tls"
     TLS_ERROR = "tls_error"
     HTTP_TIMEOUT = "http_timeout"
     HTTP_RESET = "http_reset"
@@ -85,18 +98,18 @@ CODES: dict[Step, tuple[Code, ...]] = {
 }
 ALL_CODES: frozenset[Code] = frozenset(Code)
 
-# Our code -> OONI's failure string. None means success (OONI writes `failure: null`).
-# Codes with no OONI counterpart use the string OONI's probe-cli uses for the same
-# observation in its analysis (e.g. `dns_bogons_failure`), or `unknown_failure: ...`.
+# Our code -> OONI's failure string (ooni/probe-cli internal/netxlite, ooni/spec df-007).
+# None means success (OONI writes `failure: null`). Codes with no OONI counterpart use the
+# string OONI's analysis uses for the same observation, or `unknown_failure: ...`.
 OONI_FAILURE: dict[Code, str | None] = {
     Code.OK: None,
     Code.SKIPPED: None,
     Code.DNS_NXDOMAIN: "dns_nxdomain_error",
     Code.DNS_NO_ANSWER: "dns_no_answer",
-    Code.DNS_SERVFAIL: "dns_server_misbehaving",
+    Code.DNS_SERVFAIL: "dns_servfail_error",
     Code.DNS_REFUSED: "dns_refused_error",
     Code.DNS_TIMEOUT: "generic_timeout_error",
-    Code.DNS_BOGON: "dns_bogons_failure",
+    Code.DNS_BOGON: "dns_bogon_error",
     Code.DNS_INCONSISTENT: "dns_consistency_failure",
     Code.DNS_INJECTED: "dns_injection_failure",
     Code.DNS_ERROR: "unknown_failure: dns",
@@ -106,12 +119,19 @@ OONI_FAILURE: dict[Code, str | None] = {
     Code.TCP_HOST_UNREACHABLE: "host_unreachable",
     Code.TCP_NET_UNREACHABLE: "network_unreachable",
     Code.TCP_ERROR: "unknown_failure: tcp",
+    Code.EXCHANGE_TIMEOUT: "generic_timeout_error",
+    Code.EXCHANGE_RESET: "connection_reset",
+    Code.EXCHANGE_EOF: "eof_error",
+    Code.EXCHANGE_MISMATCH: "unknown_failure: unexpected response",
+    Code.EXCHANGE_ERROR: "unknown_failure: exchange",
     Code.TLS_TIMEOUT: "generic_timeout_error",
     Code.TLS_RESET: "connection_reset",
     Code.TLS_EOF: "eof_error",
     Code.TLS_ALERT: "ssl_failed_handshake",
     Code.TLS_CERT_INVALID: "ssl_unknown_authority",
+    Code.TLS_CERT_EXPIRED: "ssl_invalid_certificate",
     Code.TLS_HOSTNAME_MISMATCH: "ssl_invalid_hostname",
+    Code.TLS_NOT_TLS: "ssl_failed_handshake",
     Code.TLS_ERROR: "ssl_failed_handshake",
     Code.HTTP_TIMEOUT: "generic_timeout_error",
     Code.HTTP_RESET: "connection_reset",

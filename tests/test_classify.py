@@ -47,7 +47,7 @@ def cert_error(code: int, message: str) -> ssl.SSLCertVerificationError:
         (Step.TLS, ssl.SSLZeroReturnError(6, "closed"), "tls_eof"),
         (Step.TLS, cert_error(62, "Hostname mismatch"), "tls_hostname_mismatch"),
         (Step.TLS, cert_error(20, "unable to get local issuer"), "tls_cert_invalid"),
-        (Step.TLS, cert_error(10, "certificate has expired"), "tls_cert_invalid"),
+        (Step.TLS, cert_error(10, "certificate has expired"), "tls_cert_expired"),
         (Step.HTTP, aiohttp.ServerDisconnectedError(), "http_eof"),
         (Step.HTTP, aiohttp.ServerTimeoutError(), "http_timeout"),
         (Step.HTTP, ConnectionResetError(errno.ECONNRESET, "x"), "http_reset"),

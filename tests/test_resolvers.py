@@ -136,6 +136,8 @@ async def test_garbage_datagrams_are_ignored_not_fatal() -> None:
         transport.close()
     assert answer.result == "ok"
     assert list(answer.facts.addresses) == ["127.0.0.8"]
+    # The answer to another query (one per A and AAAA) is counted as evidence, not used.
+    assert answer.facts.stray_responses == 2
 
 
 @pytest.mark.parametrize(

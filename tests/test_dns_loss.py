@@ -1,0 +1,148 @@
+"""Loss is not censorship: a lost datagram is sent again, a truncated answer is fetched over
+TCP, and "no answer arrived" is never reported as "the name has no address"."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from probes.bogons import BogonFilter
+from probes.dns import DnsClient, Resolver, resend_interval
+
+LOOPBACK = BogonFilter(["127.0.0.0/8"])
+ADDRESS = "127.0.0.9"
+
+
+def answer(query: dns.message.Message, with_record: bool = True) -> dns.message.Message:
+    response = dns.message.make_response(query)
+    question = query.question[0]
+    if with_record and question.rdtype == dns.rdatatype.A:
+        response.answer.append(dns.rrset.from_text(question.name, 60, "IN", "A", ADDRESS))
+    return response
+
+
+@dataclass
+class Scripted(asyncio.DatagramProtocol):
+    """A UDP resolver whose `reply(query, nth)` decides what the nth datagram of that query
+    type gets: a message, or None (dropped, as a lossy path would)."""
+
+    reply: Callable[[dns.message.Message, int], dns.message.Message | None]
+    seen: Counter[int] = field(default_factory=Counter)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        query = dns.message.from_wire(data)
+        qtype = query.question[0].rdtype
+        self.seen[qtype] += 1
+        response = self.reply(query, self.seen[qtype])
+        if response is not None:
+            self.transport.sendto(response.to_wire(), addr)
+
+
+@pytest.fixture
+async def udp() -> AsyncIterator[Callable[[Scripted], asyncio.Future[int]]]:
+    transports: list[asyncio.BaseTransport] = []
+
+    async def start(protocol: Scripted) -> int:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: protocol, local_addr=("127.0.0.1", 0)
+        )
+        transports.append(transport)
+        return transport.get_extra_info("sockname")[1]
+
+    yield start  # type: ignore[misc]
+    for transport in transports:
+        transport.close()
+
+
+async def resolve(port: int, timeout: float = 1.5) -> object:
+    resolver = Resolver("udp", (("127.0.0.1", port),))
+    client = DnsClient(resolver, timeout=timeout, injection_window=0.05)
+    return await client.resolve("site.test", LOOPBACK)
+
+
+async def test_a_lost_query_is_sent_again_within_the_timeout(udp) -> None:
+    server = Scripted(lambda q, nth: None if nth == 1 else answer(q))
+    result = await resolve(await udp(server))
+    assert result.result == "ok"
+    assert list(result.facts.addresses) == [ADDRESS]
+    assert server.seen[dns.rdatatype.A] >= 2
+
+
+async def test_resends_stop_at_the_timeout(udp) -> None:
+    server = Scripted(lambda q, nth: None)
+    timeout = 0.9
+    result = await resolve(await udp(server), timeout=timeout)
+    assert result.result == "dns_timeout"
+    # About timeout / interval sends per query type, never an unbounded stream.
+    assert 2 <= server.seen[dns.rdatatype.A] <= timeout / resend_interval(timeout) + 1
+
+
+async def test_lost_a_answer_beside_empty_aaaa_is_a_timeout_not_no_answer(udp) -> None:
+    def reply(query: dns.message.Message, nth: int) -> dns.message.Message | None:
+        return None if query.question[0].rdtype == dns.rdatatype.A else answer(query)
+
+    result = await resolve(await udp(Scripted(reply)), timeout=0.6)
+    assert result.result == "dns_timeout"
+
+
+async def test_empty_answers_to_both_queries_are_no_answer(udp) -> None:
+    result = await resolve(await udp(Scripted(lambda q, nth: answer(q, with_record=False))))
+    assert result.result == "dns_no_answer"
+
+
+async def test_nxdomain_speaks_for_the_name_even_if_the_other_query_was_lost(udp) -> None:
+    def reply(query: dns.message.Message, nth: int) -> dns.message.Message | None:
+        if query.question[0].rdtype == dns.rdatatype.A:
+            return None
+        response = dns.message.make_response(query)
+        response.set_rcode(dns.rcode.NXDOMAIN)
+        return response
+
+    import dns.rcode
+
+    result = await resolve(await udp(Scripted(reply)), timeout=0.6)
+    assert result.result == "dns_nxdomain"
+
+
+async def test_a_truncated_answer_is_fetched_over_tcp() -> None:
+    """UDP answers carry TC and no records; the full answer is only on TCP (same port)."""
+
+    async def serve_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        length = int.from_bytes(await reader.readexactly(2), "big")
+        query = dns.message.from_wire(await reader.readexactly(length))
+        wire = answer(query).to_wire()
+        writer.write(len(wire).to_bytes(2, "big") + wire)
+        await writer.drain()
+        writer.close()
+
+    def truncated(query: dns.message.Message, nth: int) -> dns.message.Message:
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.TC
+        return response
+
+    tcp = await asyncio.start_server(serve_tcp, "127.0.0.1", 0)
+    port = tcp.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: Scripted(truncated), local_addr=("127.0.0.1", port)
+    )
+    try:
+        result = await resolve(port)
+    finally:
+        transport.close()
+        tcp.close()
+    assert result.result == "ok"
+    assert list(result.facts.addresses) == [ADDRESS]
