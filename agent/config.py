@@ -120,6 +120,7 @@ class AgentSection(_Strict):
     jitter: Duration | None = None
     concurrency: Annotated[int, Field(ge=1, le=4096)] = 64
     max_addresses: Annotated[int, Field(ge=1, le=32)] = 4
+    address_limit: Annotated[int, Field(ge=1, le=64)] = 8
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 << 20)] = DEFAULT_MAX_BODY
 
     @field_validator("listen")
@@ -136,6 +137,15 @@ class AgentSection(_Strict):
         if value <= 0:
             raise ValueError("must be greater than zero")
         return value
+
+    @model_validator(mode="after")
+    def _limits(self) -> AgentSection:
+        if self.address_limit < self.max_addresses:
+            raise ValueError(
+                f"address_limit ({self.address_limit}) is below max_addresses "
+                f"({self.max_addresses}): the first batch alone is larger"
+            )
+        return self
 
     @model_validator(mode="after")
     def _timeout_fits(self) -> AgentSection:
@@ -222,6 +232,51 @@ class TlsSection(_Strict):
         return path
 
 
+class VantageSection(_Strict):
+    """The vantage's own health checks, each cycle. Off unless set (the shipped default
+    config sets them): they contact addresses of their own."""
+
+    canary_group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "canary"
+    # An address that must never answer (RFC 5737 documentation space in the shipped config):
+    # if a connection to it succeeds, a middlebox accepts everything.
+    tcp_canary: str | None = None
+    # A domain under which a random name cannot exist: an address back means the test
+    # resolver rewrites NXDOMAIN.
+    nxdomain_probe_suffix: str | None = None
+
+    @field_validator("tcp_canary")
+    @classmethod
+    def _tcp_canary(cls, value: str | None) -> str | None:
+        if value is not None:
+            _ip(split_host_port(value)[0])
+        return value
+
+    @field_validator("nxdomain_probe_suffix")
+    @classmethod
+    def _suffix(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.?", value):
+            raise ValueError(f"{value!r} is not a domain name")
+        return value
+
+
+class ExchangeConfig(_Strict):
+    """A send/expect exchange over a `tcp:` or `host:` target's connection."""
+
+    send: str = ""
+    expect: str | None = None
+    max_reply: Annotated[int, Field(ge=1, le=65536)] = 4096
+
+    @field_validator("expect")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value.encode())
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
 class TargetConfig(_Strict):
     """What to probe: a URL (dns, tcp, tls, http), a host and port, or a fixed ip:port."""
 
@@ -234,6 +289,8 @@ class TargetConfig(_Strict):
     group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{0,64}$")] = ""
     expect_status: list[Annotated[int, Field(ge=100, le=599)]] = []
     expect_body: str | None = None
+    # `mtproto` proves a Telegram data centre answers; or a send/expect pair.
+    exchange: Literal["mtproto"] | ExchangeConfig | None = None
 
     @field_validator("url")
     @classmethod
@@ -276,6 +333,8 @@ class TargetConfig(_Strict):
             raise ValueError("port and tls go with host (a url carries its own)")
         if self.url is None and (self.expect_status or self.expect_body):
             raise ValueError("expect_status and expect_body need a url target")
+        if self.exchange is not None and (self.url is not None or self.tls):
+            raise ValueError("exchange goes with a tcp: target or a host without tls")
         return self
 
 
@@ -309,6 +368,7 @@ class Config(_Strict):
     agent: AgentSection = AgentSection()
     resolvers: ResolversSection = ResolversSection()
     tls: TlsSection = TlsSection()
+    vantage: VantageSection = VantageSection()
     targets: list[TargetConfig] = []
     blockpages: list[BlockpageConfig] = []
 

@@ -9,14 +9,23 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
+from typing import Literal
 from urllib.parse import urlsplit
 
 import yaml
 
-from agent.config import BlockpageConfig, Config, TargetConfig, split_host_port
+from agent.config import (
+    BlockpageConfig,
+    Config,
+    ExchangeConfig,
+    TargetConfig,
+    VantageSection,
+    split_host_port,
+)
 from agent.resources import shipped_file
-from measure.plan import SCHEME_PORTS, HttpPlan, ProbePlan, TargetPlan
+from measure.plan import SCHEME_PORTS, HttpPlan, ProbePlan, TargetPlan, VantagePlan
 from probes.blockpages import Fingerprint
+from probes.exchange import MTPROTO, Exchange
 
 
 @functools.cache
@@ -38,6 +47,23 @@ def fingerprints(extra: Sequence[BlockpageConfig] = ()) -> tuple[Fingerprint, ..
         )
         for e in (*shipped_blockpages(), *extra)
     )
+
+
+def plan_exchange(config: Literal["mtproto"] | ExchangeConfig | None) -> Exchange | None:
+    """A target's application exchange, if it has one."""
+    if config is None:
+        return None
+    if config == "mtproto":
+        return MTPROTO
+    assert isinstance(config, ExchangeConfig)
+    expect = re.compile(config.expect.encode()) if config.expect is not None else None
+    return Exchange("bytes", config.send.encode(), expect, config.max_reply)
+
+
+def plan_vantage(section: VantageSection) -> VantagePlan:
+    """Which vantage checks run, parsed."""
+    canary = split_host_port(section.tcp_canary) if section.tcp_canary else None
+    return VantagePlan(section.canary_group, canary, section.nxdomain_probe_suffix)
 
 
 def plan_target(target: TargetConfig) -> TargetPlan:
@@ -71,10 +97,12 @@ def make_plan(config: Config) -> ProbePlan:
         timeout=agent.timeout,
         concurrency=agent.concurrency,
         max_addresses=agent.max_addresses,
+        address_limit=agent.address_limit,
         max_body_bytes=agent.max_body_bytes,
         injection_window=resolvers.injection_window,
         bogon_exempt=tuple(resolvers.bogon_exempt),
         ca_file=str(config.tls.ca_file) if config.tls.ca_file else None,
         fingerprints=fingerprints(config.blockpages),
         jitter=agent.effective_jitter,
+        vantage=plan_vantage(config.vantage),
     )

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from measure.plan import TargetPlan
 from measure.prober import Prober
 from measure.report import CycleReport, TargetReport
+from measure.vantage import VantageChecks, adjust, assess
 from measure.verdict import INCONCLUSIVE
 
 log = logging.getLogger("reachprobe")
@@ -42,5 +43,18 @@ async def run_cycle(
             on_report(report)
         return report
 
-    reports = await asyncio.gather(*(one(t) for t in targets))
-    return CycleReport(number, started_at, time.monotonic() - start, tuple(reports))
+    checks = asyncio.ensure_future(prober.vantage_checks(prober.plan.vantage))
+    try:
+        reports = await asyncio.gather(*(one(t) for t in targets))
+    finally:
+        if not checks.done():
+            checks.cancel()
+    try:
+        done = await checks
+    except Exception:
+        # A bug in the vantage checks must not cost the cycle its targets' results.
+        log.exception("vantage checks failed unexpectedly")
+        done = VantageChecks()
+    health = assess(reports, done, prober.plan.vantage)
+    adjusted = tuple(adjust(r, health) for r in reports)
+    return CycleReport(number, started_at, time.monotonic() - start, adjusted, health)

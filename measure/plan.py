@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from probes.blockpages import Fingerprint
 from probes.dns import Resolver
+from probes.exchange import Exchange
 from probes.taxonomy import Step
 
 SCHEME_PORTS = {"https": 443, "http": 80}
@@ -36,6 +37,7 @@ class TargetPlan:
     host: str
     port: int
     http: HttpPlan | None = None
+    exchange: Exchange | None = None
 
     @property
     def uses_tls(self) -> bool:
@@ -60,9 +62,21 @@ class TargetPlan:
         """The steps run against each address, in order."""
         return (
             Step.TCP,
+            *((Step.EXCHANGE,) if self.exchange is not None else ()),
             *((Step.TLS,) if self.uses_tls else ()),
             *((Step.HTTP,) if self.http is not None else ()),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class VantagePlan:
+    """Which checks run: canaries are the targets of `canary_group`; `tcp_canary` is an
+    address that must never answer (RFC 5737 space by default); `nxdomain_suffix` is a
+    domain under which a random name cannot exist. None turns a check off."""
+
+    canary_group: str = "canary"
+    tcp_canary: tuple[str, int] | None = None
+    nxdomain_suffix: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +89,11 @@ class ProbePlan:
     timeout: float = 5.0
     concurrency: int = 64
     max_addresses: int = 4
+    address_limit: int = 8
     max_body_bytes: int = 1 << 20
     injection_window: float = 0.5
     bogon_exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     ca_file: str | None = None
     fingerprints: tuple[Fingerprint, ...] = field(default=())
     jitter: float = 0.0
+    vantage: VantagePlan = field(default=VantagePlan())

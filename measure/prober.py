@@ -1,6 +1,6 @@
-"""Runs one target's chain of steps (dns -> tcp -> tls -> http) and the follow-ups, and
-assembles its report. Holds what the steps share under one plan: the resolvers, the TLS
-context, the fingerprints and the global concurrency bound."""
+"""Runs one target's chain of steps (dns -> tcp -> exchange or tls -> http) and the
+follow-ups, and assembles its report. Holds what the steps share under one plan: the
+resolvers, the TLS context, the fingerprints and the global concurrency bound."""
 
 from __future__ import annotations
 
@@ -8,16 +8,20 @@ import asyncio
 import ipaddress
 from collections.abc import Sequence
 
-from measure.followups import consistency, sni
-from measure.plan import ProbePlan, TargetPlan
+from measure.followups import confirm, consistency, sni
+from measure.plan import ProbePlan, TargetPlan, VantagePlan
 from measure.report import TargetReport
-from measure.verdict import chain_verdict, deciding, first_failure
-from probes import http, tcp, tls
+from measure.vantage import VantageChecks, random_name
+from measure.verdict import REACHABLE, chain_verdict, deciding, first_failure, representative
+from probes import exchange, http, tcp, tls
 from probes.blockpages import BlockpageMatcher
 from probes.bogons import BogonFilter
 from probes.connection import Connection
 from probes.dns import DnsClient, Resolver
-from probes.results import StepResult, skipped
+from probes.results import HttpFacts, StepResult, skipped
+from probes.taxonomy import Step
+
+Chain = tuple[StepResult, ...]
 
 
 def interleave(addresses: Sequence[str], limit: int) -> list[str]:
@@ -64,6 +68,24 @@ class Prober:
             )
         return self._expectations[target.name]
 
+    async def _usable_addresses(self, host: str) -> Sequence[str]:
+        """A redirect's host through the test resolver: its addresses, none on failure
+        (a bogon answer is a failure: never connected to)."""
+        result = await self.test_dns.resolve(host, self.bogons)
+        return consistency.addresses_of(result) if result.ok else ()
+
+    async def _http(self, target: TargetPlan, address: str) -> StepResult:
+        assert target.http is not None
+        async with self.semaphore:
+            return await http.run(
+                Connection(address, target.port),
+                target.http.url,
+                ssl_context=self.ssl_context,
+                timeout=self.plan.timeout,
+                expect=self._expect(target),
+                resolve=self._usable_addresses,
+            )
+
     async def _handshake(
         self, address: str, port: int, server_name: str | None
     ) -> tuple[StepResult, StepResult | None]:
@@ -78,49 +100,100 @@ class Prober:
             conn.close()
 
     async def _connection_steps(self, target: TargetPlan, address: str) -> list[StepResult]:
-        """The tcp (and tls) steps to one address, with the SNI follow-up. They hold one slot
+        """The tcp step and the exchange or tls on the same connection. They hold one slot
         of the concurrency bound for as long as they hold a socket, so `concurrency` also
         bounds open sockets."""
+        timeout = self.plan.timeout
         async with self.semaphore:
-            connected, handshake = await self._handshake(address, target.port, target.sni)
-            if handshake is None:
-                return [connected]
-            if sni.needs_recheck(handshake):
-                evidence = await sni.recheck(
-                    handshake, lambda name: self._handshake(address, target.port, name)
-                )
-                handshake = handshake.with_evidence(evidence)
-            return [connected, handshake]
+            conn = Connection(address, target.port)
+            try:
+                steps = [await tcp.run(conn, timeout)]
+                if steps[0].ok and target.exchange is not None:
+                    steps.append(await exchange.run(conn, target.exchange, timeout))
+                elif steps[0].ok and target.sni is not None:
+                    steps.append(await tls.run(conn, target.sni, self.ssl_context, timeout))
+            finally:
+                conn.close()
+        return steps
 
-    async def _address_chain(self, target: TargetPlan, address: str) -> tuple[StepResult, ...]:
+    async def _attempt(self, target: TargetPlan, address: str) -> list[StepResult]:
+        """One try of the chain to one address, on fresh connections."""
         chain = await self._connection_steps(target, address)
-        rest = target.steps[len(chain) :]
         failed = first_failure(chain)
-        conn = Connection(address, target.port)
+        if failed is None and target.http is not None:
+            chain.append(await self._http(target, address))
+        rest = target.steps[len(chain) :]
         if failed is not None:
-            why = f"{failed.step.value} failed"
-            return (*chain, *(skipped(s, conn.endpoint, why) for s in rest))
-        if target.http is not None:  # after TCP and TLS, only HTTP can be left
-            async with self.semaphore:
-                chain.append(
-                    await http.run(
-                        conn,
-                        target.http.url,
-                        ssl_context=self.ssl_context,
-                        timeout=self.plan.timeout,
-                        expect=self._expect(target),
-                    )
-                )
+            endpoint = Connection(address, target.port).endpoint
+            chain += [skipped(s, endpoint, f"{failed.step.value} failed") for s in rest]
+        return chain
+
+    async def _address_chain(self, target: TargetPlan, address: str) -> Chain:
+        """The chain to one address: a transient failure is confirmed once on a fresh
+        connection, and a handshake failure is re-checked with an innocuous SNI."""
+        chain = await self._attempt(target, address)
+        failed = first_failure(chain)
+        if failed is not None and confirm.worth_confirming(failed):
+            at = chain.index(failed)
+            chain = await self._attempt(target, address)
+            chain[at] = chain[at].with_evidence(confirm.first_attempt(failed))
+        handshake = next((s for s in chain if s.step == Step.TLS), None)
+        if handshake is not None and sni.needs_recheck(handshake):
+            evidence = await sni.recheck(
+                handshake, lambda name: self._bounded_handshake(address, target.port, name)
+            )
+            chain[chain.index(handshake)] = handshake.with_evidence(evidence)
         return tuple(chain)
 
+    async def _bounded_handshake(
+        self, address: str, port: int, server_name: str | None
+    ) -> tuple[StepResult, StepResult | None]:
+        async with self.semaphore:
+            return await self._handshake(address, port, server_name)
+
+    async def _chains(self, target: TargetPlan, addresses: Sequence[str]) -> tuple[Chain, ...]:
+        """Chains to the addresses, `max_addresses` at a time, until one works or
+        `address_limit` addresses were tried: any working address makes the target
+        reachable, whatever order the resolver returned them in."""
+        ordered = interleave(addresses, self.plan.address_limit)
+        batch = self.plan.max_addresses
+        chains: list[Chain] = []
+        for start in range(0, len(ordered), batch):
+            group = ordered[start : start + batch]
+            chains += await asyncio.gather(*(self._address_chain(target, a) for a in group))
+            if any(chain_verdict(c) == REACHABLE for c in chains):
+                break
+        return tuple(chains)
+
     async def _resolve(self, name: str) -> tuple[StepResult, StepResult | None]:
-        """The test resolver's DNS result and the control resolver's, asked at once."""
+        """The test resolver's DNS result and the control resolver's, asked at once; a
+        transient test failure is asked once more before it is reported."""
         test = self.test_dns.resolve(name, self.bogons)
         if self.control_dns is None:
-            return await test, None
-        control = self.control_dns.resolve(name, self.bogons)
-        test_result, control_result = await asyncio.gather(test, control)
-        return test_result, control_result
+            result, control = await test, None
+        else:
+            gathered = await asyncio.gather(test, self.control_dns.resolve(name, self.bogons))
+            result, control = gathered
+        if confirm.worth_confirming(result):
+            again = await self.test_dns.resolve(name, self.bogons)
+            result = again.with_evidence(confirm.first_attempt(result))
+        return result, control
+
+    async def _control_page(
+        self, target: TargetPlan, control: StepResult | None, chains: Sequence[Chain]
+    ) -> consistency.PageComparison | None:
+        """For a plain-HTTP target whose answers share nothing with the control resolver's:
+        the same URL fetched from a control-resolved address, compared with the test page."""
+        if target.http is None or target.uses_tls:
+            return None
+        shown = next((s for s in representative(chains) if s.step == Step.HTTP), None)
+        if shown is None or not isinstance(shown.facts, HttpFacts):
+            return None
+        truth = consistency.addresses_of(control)
+        if not truth:
+            return None
+        fetched = await self._http(target, truth[0])
+        return consistency.compare(shown.facts, fetched)
 
     async def probe(self, target: TargetPlan) -> TargetReport:
         """Run the whole chain for one target and assemble its report."""
@@ -130,15 +203,37 @@ class Prober:
         dns, control = await self._resolve(target.host)
         addresses = consistency.addresses_of(dns) if dns.ok else ()
         if not addresses:
-            chains: tuple[tuple[StepResult, ...], ...] = (
+            chains: tuple[Chain, ...] = (
                 tuple(skipped(s, None, "dns failed") for s in target.steps),
             )
         else:
-            picked = interleave(addresses, self.plan.max_addresses)
-            chains = tuple(await asyncio.gather(*(self._address_chain(target, a) for a in picked)))
-        shown = consistency.decide(dns, control, chains)
+            chains = await self._chains(target, addresses)
+        page = None
+        if consistency.needs_page(dns, control):
+            page = await self._control_page(target, control, chains)
+        shown = consistency.decide(dns, control, chains, page)
         verdict = chain_verdict(deciding(shown, chains))
         return TargetReport(target, verdict, dns=shown, control=control, chains=chains)
+
+    async def vantage_checks(self, plan: VantagePlan) -> VantageChecks:
+        """The cycle's own checks: a name that cannot exist through the test resolver, and
+        a connection to an address that must never answer."""
+
+        async def nxdomain() -> StepResult | None:
+            if plan.nxdomain_suffix is None:
+                return None
+            return await self.test_dns.resolve(random_name(plan.nxdomain_suffix), self.bogons)
+
+        async def tcp_canary() -> StepResult | None:
+            if plan.tcp_canary is None:
+                return None
+            address, port = plan.tcp_canary
+            async with self.semaphore:
+                connected, _ = await self._handshake(address, port, None)
+            return connected
+
+        nx, tcp_result = await asyncio.gather(nxdomain(), tcp_canary())
+        return VantageChecks(nxdomain=nx, tcp=tcp_result)
 
     async def aclose(self) -> None:
         """Release the resolvers' connection pools."""

@@ -12,7 +12,7 @@ from measure.followups.consistency import addresses_of
 from measure.plan import TargetPlan
 from measure.verdict import Verdict, deciding, first_failure
 from probes.results import HttpFacts, StepResult
-from probes.taxonomy import Step
+from probes.taxonomy import Code, Step
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,9 @@ class TargetReport:
     control: StepResult | None = None
     chains: tuple[tuple[StepResult, ...], ...] = ()
     error: str | None = None
+    # Set when the vantage's health changed the verdict: what the steps alone said, and why.
+    local_verdict: Verdict | None = None
+    note: str | None = None
 
     @property
     def steps(self) -> list[StepResult]:
@@ -58,6 +61,8 @@ class TargetReport:
         """The deciding failure in one line (empty when the target is reachable)."""
         if self.error is not None:
             return self.error
+        if self.note is not None:
+            return self.note
         failure = first_failure(self.deciding_steps)
         if failure is None:
             return ""
@@ -75,14 +80,47 @@ class TargetReport:
         }
         if self.error is not None:
             out["error"] = self.error
+        if self.local_verdict is not None:
+            out["local_verdict"] = self.local_verdict.value
+            out["note"] = self.note
         return out
 
 
 @dataclass(frozen=True, slots=True)
+class VantageHealth:
+    """What the cycle learned about the vantage itself. None means "not checked"."""
+
+    canaries: int = 0
+    canaries_up: int = 0
+    canary_failures: tuple[Code, ...] = ()
+    nxdomain_hijacked: bool | None = None
+    nxdomain_answer: tuple[str, ...] = ()
+    tcp_intercepted: bool | None = None
+
+    @property
+    def connectivity_up(self) -> bool | None:
+        """False when every canary failed; None without canaries."""
+        return None if self.canaries == 0 else self.canaries_up > 0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "canaries": self.canaries,
+            "canaries_up": self.canaries_up,
+            "connectivity_up": self.connectivity_up,
+            "canary_failures": [c.value for c in self.canary_failures],
+            "nxdomain_hijacked": self.nxdomain_hijacked,
+            "nxdomain_answer": list(self.nxdomain_answer),
+            "tcp_intercepted": self.tcp_intercepted,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class CycleReport:
-    """A finished cycle: every target's report, in the configured order."""
+    """A finished cycle: every target's report, in the configured order, and the vantage's
+    health as the cycle saw it."""
 
     number: int
     started_at: float
     duration_seconds: float
     reports: Sequence[TargetReport]
+    vantage: VantageHealth = VantageHealth()

@@ -2,17 +2,19 @@
 
 The request goes to the address the earlier steps probed (the Host header and SNI stay the
 target's name) by giving aiohttp a resolver that answers only that address. Redirects are
-followed by hand, within the target's own host, so that an ISP's redirect to its blockpage
-host is seen and fingerprinted rather than silently followed.
+followed by hand, a bounded number of times: within the target's host to the same address,
+to another host through the caller's resolver (the test resolver, bogons refused). Every hop
+is fingerprinted, so an ISP's redirect to its blockpage host is named.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
@@ -40,25 +42,33 @@ BROWSER_HEADERS = {
 
 
 class RedirectError(Exception):
-    """A redirect that cannot be followed: a loop within the host, or a malformed Location."""
+    """A redirect that cannot be followed: too many hops, or a malformed Location."""
+
+
+# Looks a host up for a cross-host redirect: the usable addresses (empty: not followed).
+Resolve = Callable[[str], Awaitable[Sequence[str]]]
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.I)
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title", re.I | re.S)
+# How much of a body is searched for a <meta> charset (browsers look at the first 1024).
+_SNIFF_BYTES = 4096
 
 
 class _PinnedResolver(AbstractResolver):
-    """Answers every lookup with the one address under test."""
+    """Answers each host with the address the probe chose for it, and nothing else."""
 
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    def __init__(self, pinned: dict[str, str]) -> None:
+        self.pinned = pinned
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
+        address = self.pinned[host.lower()]
         return [
             ResolveResult(
                 hostname=host,
-                host=self.address,
+                host=address,
                 port=port,
-                family=self.family,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
                 proto=0,
                 flags=socket.AI_NUMERICHOST,
             )
@@ -87,44 +97,83 @@ class _Response:
     body: str
     body_bytes: int
     truncated: bool
+    stalled: bool
 
 
-async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
+def charset_of(resp: aiohttp.ClientResponse, raw: bytes) -> str:
+    """The body's charset: the Content-Type header's, else a <meta> one (Russian ISP pages
+    often declare windows-1251 only there), else UTF-8."""
+    if resp.charset:
+        return resp.charset
+    found = _META_CHARSET.search(raw[:_SNIFF_BYTES])
+    return found.group(1).decode("ascii") if found else "utf-8"
+
+
+def decode(raw: bytes, charset: str) -> str:
+    """`raw` as text in `charset`, falling back to UTF-8 for names Python does not know."""
+    try:
+        return raw.decode(charset, errors="replace")
+    except LookupError:
+        return raw.decode("utf-8", errors="replace")
+
+
+def title_of(body: str) -> str | None:
+    """The page's <title>, whitespace folded, at most 200 characters."""
+    found = _TITLE.search(body[:65536])
+    return " ".join(found.group(1).split())[:200] if found else None
+
+
+async def _read_capped(
+    resp: aiohttp.ClientResponse, cap: int, deadline: float
+) -> tuple[bytes, bool, bool]:
+    """Read the body up to `cap` bytes: (bytes, truncated, stalled). A body still dripping
+    at `deadline` is kept as it is, so that what arrived can still be fingerprinted."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in resp.content.iter_chunked(65536):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > cap:
-            return b"".join(chunks)[:cap], True
-    return b"".join(chunks), False
+    try:
+        async with asyncio.timeout_at(deadline):
+            async for chunk in resp.content.iter_chunked(65536):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > cap:
+                    return b"".join(chunks)[:cap], True, False
+    except TimeoutError:
+        if not chunks:
+            raise  # nothing arrived: an ordinary timeout
+        return b"".join(chunks), False, True
+    return b"".join(chunks), False, False
 
 
-async def _fetch(session: aiohttp.ClientSession, url: str, cap: int) -> _Response:
+async def _fetch(session: aiohttp.ClientSession, url: str, cap: int, deadline: float) -> _Response:
     async with session.get(url, allow_redirects=False, headers=BROWSER_HEADERS) as resp:
-        raw, truncated = await _read_capped(resp, cap)
-        charset = resp.get_encoding() if resp.charset else "utf-8"
-        try:
-            body = raw.decode(charset, errors="replace")
-        except LookupError:  # a charset name Python does not know
-            body = raw.decode("utf-8", errors="replace")
+        raw, truncated, stalled = await _read_capped(resp, cap, deadline)
         return _Response(
             url=url,
             status=resp.status,
             status_line=f"HTTP/{resp.version.major}.{resp.version.minor} {resp.status} "
             f"{resp.reason or ''}".rstrip(),
             headers={k.lower(): v for k, v in resp.headers.items()},
-            body=body,
+            body=decode(raw, charset_of(resp, raw)),
             body_bytes=len(raw),
             truncated=truncated,
+            stalled=stalled,
         )
 
 
-def _judge(resp: _Response, expect: HttpExpectations) -> tuple[Code, str]:
+def _blockpage(resp: _Response, expect: HttpExpectations) -> tuple[Code, str] | None:
     fp = expect.blockpages.match(resp.status_line, resp.headers, resp.body)
-    if fp is not None:
-        origin = f" ({fp.country})" if fp.country else ""
-        return Code.HTTP_BLOCKPAGE, f"blockpage {fp.name}{origin}"
+    if fp is None:
+        return None
+    origin = f" ({fp.country})" if fp.country else ""
+    return Code.HTTP_BLOCKPAGE, f"blockpage {fp.name}{origin}"
+
+
+def _judge(resp: _Response, expect: HttpExpectations) -> tuple[Code, str]:
+    named = _blockpage(resp, expect)
+    if named is not None:
+        return named
+    if resp.stalled:
+        return Code.HTTP_TIMEOUT, f"body stalled after {resp.body_bytes} bytes"
     if expect.status:
         if resp.status not in expect.status:
             return Code.HTTP_STATUS_MISMATCH, (
@@ -137,33 +186,59 @@ def _judge(resp: _Response, expect: HttpExpectations) -> tuple[Code, str]:
     return Code.OK, f"status {resp.status}"
 
 
-def _same_host(url: str, host: str) -> bool:
-    """True if `url` is http(s) on `host`; ValueError if it is malformed (a bad port too)."""
-    parts = urlsplit(url)
-    parts.port  # noqa: B018 - urlsplit checks the port only when asked
-    return parts.scheme in ("http", "https") and (parts.hostname or "").lower() == host.lower()
+def _next_hop(resp: _Response) -> str | None:
+    """Where a redirect points (absolute), or None for a final answer."""
+    location = resp.headers.get("location")
+    if resp.status not in REDIRECTS or not location:
+        return None
+    try:
+        target = urljoin(resp.url, location)
+        parts = urlsplit(target)
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError as exc:
+        raise RedirectError(f"malformed redirect {location[:100]!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RedirectError(f"redirect to a non-web URL {location[:100]!r}")
+    return target
+
+
+@dataclass(slots=True)
+class _Hops:
+    """The redirect chain as it is followed: the last response and every URL visited."""
+
+    last: _Response
+    urls: list[str]
+    unresolved: str | None = None
 
 
 async def _follow(
-    session: aiohttp.ClientSession, url: str, host: str, cap: int
-) -> tuple[_Response, str | None]:
-    """GET `url`, following redirects within `host`: (last response, redirect elsewhere)."""
-    resp = await _fetch(session, url, cap)
-    for hops in range(MAX_REDIRECTS + 1):
-        location = resp.headers.get("location")
-        if resp.status not in REDIRECTS or not location:
-            break
-        try:
-            target = urljoin(resp.url, location)
-            same_host = _same_host(target, host)
-        except ValueError as exc:
-            raise RedirectError(f"malformed redirect {location[:100]!r}: {exc}") from None
-        if not same_host:
-            return resp, target
-        if hops == MAX_REDIRECTS:
-            raise RedirectError(f"more than {MAX_REDIRECTS} redirects")
-        resp = await _fetch(session, target, cap)
-    return resp, None
+    session: aiohttp.ClientSession,
+    pinned: dict[str, str],
+    url: str,
+    expect: HttpExpectations,
+    resolve: Resolve | None,
+    deadline: float,
+) -> _Hops:
+    """GET `url` and follow redirects: within a host to its pinned address, to another host
+    through `resolve` (no `resolve`: not followed). A hop that matches a blockpage
+    fingerprint ends the chain: it has said what it had to."""
+    hops = _Hops(await _fetch(session, url, expect.max_body, deadline), [url])
+    for _ in range(MAX_REDIRECTS):
+        target = _next_hop(hops.last)
+        if target is None or _blockpage(hops.last, expect) is not None:
+            return hops
+        host = (urlsplit(target).hostname or "").lower()
+        if host not in pinned:
+            addresses = await resolve(host) if resolve is not None else ()
+            if not addresses:
+                hops.unresolved = target
+                return hops
+            pinned[host] = addresses[0]
+        hops.urls.append(target)
+        hops.last = await _fetch(session, target, expect.max_body, deadline)
+    if _next_hop(hops.last) is not None and _blockpage(hops.last, expect) is None:
+        raise RedirectError(f"more than {MAX_REDIRECTS} redirects")
+    return hops
 
 
 async def run(
@@ -173,26 +248,35 @@ async def run(
     ssl_context: ssl.SSLContext,
     timeout: float,
     expect: HttpExpectations,
+    resolve: Resolve | None = None,
 ) -> StepResult:
-    """GET `url` from `conn`'s address, following redirects within the URL's host, and judge
-    the answer against `expect` (blockpage fingerprints first)."""
-    host = urlsplit(url).hostname or ""
+    """GET `url` from `conn`'s address and judge the answer against `expect` (blockpage
+    fingerprints first, on every hop). Redirects to another host are followed through
+    `resolve`; without it they are reported and not followed."""
+    host = (urlsplit(url).hostname or "").lower()
 
     async def work() -> Outcome:
+        pinned = {host: conn.address}
         connector = aiohttp.TCPConnector(
-            resolver=_PinnedResolver(conn.address), ssl=ssl_context, force_close=True, limit=1
+            resolver=_PinnedResolver(pinned), ssl=ssl_context, force_close=True, limit=1
         )
+        loop = asyncio.get_running_loop()
+        # Stop reading a dripping body a little before the step's own timeout fires.
+        deadline = loop.time() + timeout - max(0.1, timeout / 10)
         async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
             started = time.perf_counter()
-            resp, redirect = await _follow(session, url, host, expect.max_body)
+            hops = await _follow(session, pinned, url, expect, resolve, deadline)
             elapsed = time.perf_counter() - started
+        resp = hops.last
         code, detail = _judge(resp, expect)
         facts = HttpFacts(
             status=resp.status,
             body_bytes=resp.body_bytes,
             bytes_per_second=round(resp.body_bytes / elapsed, 1) if elapsed > 0 else None,
             truncated=resp.truncated,
-            redirect=redirect,
+            redirect=hops.unresolved,
+            redirects=tuple(hops.urls[1:]),
+            title=title_of(resp.body),
         )
         return Outcome(code, detail, facts)
 

@@ -34,13 +34,17 @@ class TlsFacts:
 
 @dataclass(frozen=True, slots=True)
 class HttpFacts:
-    """What the HTTP exchange returned. `redirect` is a redirect to another host, not followed."""
+    """What the HTTP exchange returned: the last hop's status, size and title. `redirects`
+    are the hops followed after the first URL; `redirect` is one that could not be followed
+    (its host did not resolve, or no resolver was given)."""
 
     status: int
     body_bytes: int
     bytes_per_second: float | None
     truncated: bool = False
     redirect: str | None = None
+    redirects: tuple[str, ...] = ()
+    title: str | None = None
 
 
 Facts = DnsFacts | TlsFacts | HttpFacts

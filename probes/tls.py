@@ -12,11 +12,13 @@ import socket
 import ssl
 
 from probes.connection import Connection
-from probes.errors import Outcome, measure
+from probes.errors import NotTlsError, Outcome, measure
 from probes.results import StepResult, TlsFacts
 from probes.taxonomy import Step
 
 _READ_SIZE = 65536
+# TLS record content types: change_cipher_spec, alert, handshake, application_data.
+_TLS_CONTENT_TYPES = frozenset({20, 21, 22, 23})
 
 
 def make_context(ca_file: str | None = None) -> ssl.SSLContext:
@@ -33,10 +35,25 @@ async def _pump(sock: socket.socket, outgoing: ssl.MemoryBIO) -> None:
         await asyncio.get_running_loop().sock_sendall(sock, data)
 
 
+def printable(data: bytes, limit: int = 64) -> str:
+    """The first bytes of a peer's answer, safe to put in a detail line."""
+    text = data[:limit].decode("latin-1")
+    return "".join(c if c.isprintable() else "." for c in text)
+
+
+def check_record(data: bytes) -> None:
+    """Raise NotTlsError unless `data` starts like a TLS record (handshake, alert, change
+    cipher spec or application data, version 3.x): a proxy's plaintext HTTP 403 or a captive
+    portal's page is a strong sign of interception, worth its own code."""
+    if data[0] not in _TLS_CONTENT_TYPES or (len(data) > 1 and data[1] != 3):
+        raise NotTlsError(f"answer is not TLS: {printable(data)!r}")
+
+
 async def _handshake(sock: socket.socket, ctx: ssl.SSLContext, server_name: str) -> ssl.SSLObject:
     loop = asyncio.get_running_loop()
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = ctx.wrap_bio(incoming, outgoing, server_hostname=server_name)
+    first = True
     while True:
         try:
             tls.do_handshake()
@@ -44,6 +61,9 @@ async def _handshake(sock: socket.socket, ctx: ssl.SSLContext, server_name: str)
             await _pump(sock, outgoing)
             data = await loop.sock_recv(sock, _READ_SIZE)
             if data:
+                if first:
+                    check_record(data)
+                    first = False
                 incoming.write(data)
             else:
                 incoming.write_eof()

@@ -15,7 +15,7 @@ from measure.report import CycleReport, TargetReport
 from measure.verdict import REACHABLE
 
 
-def to_json(agent: AgentSection, reports: Sequence[TargetReport]) -> str:
+def to_json(agent: AgentSection, cycle: CycleReport) -> str:
     """The `check --format json` document (README's schema, with `ooni_failure`)."""
     doc = {
         "agent": {
@@ -25,10 +25,25 @@ def to_json(agent: AgentSection, reports: Sequence[TargetReport]) -> str:
             "asn": agent.asn or None,
             "version": __version__,
         },
-        "targets": [r.to_json() for r in reports],
+        "vantage": cycle.vantage.to_json(),
+        "targets": [r.to_json() for r in cycle.reports],
         "prefixes": [],
     }
     return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+def vantage_line(cycle: CycleReport) -> str | None:
+    """One line on the vantage's own health, when something is wrong with it."""
+    health = cycle.vantage
+    problems = []
+    if health.connectivity_up is False:
+        codes = ", ".join(c.value for c in health.canary_failures)
+        problems.append(f"all {health.canaries} canaries failed ({codes}): connectivity is down")
+    if health.nxdomain_hijacked:
+        problems.append("the resolver answers names that do not exist (NXDOMAIN hijacking)")
+    if health.tcp_intercepted:
+        problems.append("a middlebox accepts every TCP connection")
+    return f"vantage: {'; '.join(problems)}" if problems else None
 
 
 def to_table(reports: Sequence[TargetReport]) -> str:
@@ -54,5 +69,10 @@ class ConsoleSink(Sink):
         self.agent = config.agent
 
     def publish(self, cycle: CycleReport) -> None:
-        text = to_json(self.agent, cycle.reports) if self.fmt == "json" else to_table(cycle.reports)
+        if self.fmt == "json":
+            text = to_json(self.agent, cycle)
+        else:
+            text = to_table(cycle.reports)
+            health = vantage_line(cycle)
+            text = f"{text}\n{health}" if health else text
         print(text, file=self.stream or sys.stdout)

@@ -24,6 +24,7 @@ from agent.sinks import Sink
 from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
 from measure.verdict import REACHABLE, VERDICTS
+from probes.results import DnsFacts
 from probes.taxonomy import SKIPPED, Step
 
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -88,6 +89,33 @@ class PrometheusSink(Sink):
             "reachprobe_last_cycle_timestamp_seconds", "When the last cycle finished.",
             registry=r,
         )  # fmt: skip
+        self.resolver_results = Counter(
+            "reachprobe_resolver_results",
+            "DNS lookups of targets by resolver (test, control) and result code: a failing "
+            "control resolver is named here, not hidden.",
+            ["resolver", "result"], registry=r,
+        )  # fmt: skip
+        self.stray_responses = Counter(
+            "reachprobe_dns_stray_responses",
+            "Datagrams answering another query (a wrong id or question): forged, ignored.",
+            ["resolver"], registry=r,
+        )  # fmt: skip
+        self.connectivity_up = Gauge(
+            "reachprobe_vantage_connectivity_up",
+            "1 if at least one canary target worked on the last cycle (absent without canaries).",
+            registry=r,
+        )  # fmt: skip
+        self.tcp_intercepted = Gauge(
+            "reachprobe_vantage_tcp_intercepted",
+            "1 if a connection to the never-answering address succeeded: a middlebox accepts "
+            "every TCP connection (absent when the check is off).",
+            registry=r,
+        )  # fmt: skip
+        self.nxdomain_hijacked = Gauge(
+            "reachprobe_vantage_nxdomain_hijacked",
+            "1 if the resolver answered a name that cannot exist (absent when unknown).",
+            ["resolver"], registry=r,
+        )  # fmt: skip
         self.config_reloads = Counter(
             "reachprobe_config_reloads", "Config reloads by outcome.", ["outcome"], registry=r
         )
@@ -133,8 +161,18 @@ class PrometheusSink(Sink):
         """Record a finished cycle: every target's report, then the cycle's own series."""
         for report in cycle.reports:
             self.observe(report)
+        health = cycle.vantage
+        self._flag(self.connectivity_up, health.connectivity_up)
+        self._flag(self.tcp_intercepted, health.tcp_intercepted)
+        self._flag(self.nxdomain_hijacked.labels("test"), health.nxdomain_hijacked)
         self.cycle_duration.observe(cycle.duration_seconds)
         self.last_cycle.set(cycle.started_at + cycle.duration_seconds)
+
+    @staticmethod
+    def _flag(gauge: Gauge, value: bool | None) -> None:
+        """A 0/1 health gauge; an unknown value (check off, or it said nothing) reads NaN
+        rather than a stale figure from an earlier cycle."""
+        gauge.set(float("nan") if value is None else float(value))
 
     def forget(self, target: str) -> None:
         """Remove every series of a target."""
@@ -168,6 +206,11 @@ class PrometheusSink(Sink):
             self._labels(self.verdict, name, verdict).set(1 if verdict == report.verdict else 0)
         for resolver, count in report.addresses.items():
             self._labels(self.addresses, name, resolver).set(count)
+        for resolver, lookup in (("test", report.dns), ("control", report.control)):
+            if lookup is not None:
+                self.resolver_results.labels(resolver, lookup.result).inc()
+                if isinstance(lookup.facts, DnsFacts) and lookup.facts.stray_responses:
+                    self.stray_responses.labels(resolver).inc(lookup.facts.stray_responses)
         http = report.http
         self._set_or_drop(self.throughput, (name,), http.bytes_per_second if http else None)
 

@@ -1,0 +1,93 @@
+"""Vantage health, every cycle: is this vantage's own connectivity up (canaries), does its
+resolver rewrite NXDOMAIN, does a middlebox accept every TCP connection? A dead home link or a
+walled garden must not read as blocking, and a bare TCP connect proves nothing on a network
+where anything accepts a SYN."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from measure.followups.consistency import addresses_of
+from measure.plan import VantagePlan
+from measure.report import TargetReport, VantageHealth
+from measure.verdict import REACHABLE, Verdict, first_failure
+from probes.results import StepResult
+from probes.taxonomy import Code, Step
+
+INTERCEPTED_NOTE = (
+    "a middlebox on this network accepts TCP connections to any address (the vantage's "
+    "never-answering address connected): a bare connect proves nothing here"
+)
+VANTAGE_DOWN_NOTE = "every canary failed the same way: this vantage's own connectivity is down"
+# What the random-name lookup can say about NXDOMAIN rewriting; anything else says nothing.
+_NXDOMAIN_VERDICTS = frozenset({Code.OK, Code.DNS_BOGON, Code.DNS_NXDOMAIN})
+
+
+@dataclass(frozen=True, slots=True)
+class VantageChecks:
+    """The raw results of the cycle's own checks."""
+
+    nxdomain: StepResult | None = None
+    tcp: StepResult | None = None
+
+
+def random_name(suffix: str) -> str:
+    """A name that cannot exist under `suffix`: 20 random letters and digits."""
+    return f"rp-{secrets.token_hex(10)}.{suffix.strip('.')}"
+
+
+def assess(
+    reports: Sequence[TargetReport], checks: VantageChecks, plan: VantagePlan
+) -> VantageHealth:
+    """Roll the canaries' reports and the checks up into the vantage's health."""
+    canaries = [r for r in reports if r.target.group == plan.canary_group]
+    up = [r for r in canaries if r.verdict == REACHABLE]
+    failures: list[Code] = []
+    for report in canaries:
+        failed = first_failure(report.deciding_steps)
+        if failed is not None and failed.result not in failures:
+            failures.append(failed.result)
+    hijacked = None
+    nx = checks.nxdomain
+    if nx is not None and nx.result in _NXDOMAIN_VERDICTS:
+        # An address (a bogon one too) for a name that cannot exist: rewritten NXDOMAIN.
+        hijacked = nx.result != Code.DNS_NXDOMAIN
+    intercepted = None if checks.tcp is None else checks.tcp.ok
+    return VantageHealth(
+        canaries=len(canaries),
+        canaries_up=len(up),
+        canary_failures=tuple(failures) if not up else (),
+        nxdomain_hijacked=hijacked,
+        nxdomain_answer=addresses_of(nx) if hijacked else (),
+        tcp_intercepted=intercepted,
+    )
+
+
+def _only_tcp_proved(report: TargetReport) -> bool:
+    """True when the target's chain had nothing beyond a TCP connect that proves the peer,
+    or when what should have proved it failed (the middlebox answered instead)."""
+    steps = [s for s in report.deciding_steps if s.step != Step.DNS]
+    beyond = [s for s in steps if s.step != Step.TCP]
+    if not beyond:
+        return report.verdict == REACHABLE
+    return report.verdict == Verdict.PROTOCOL_BLOCKING
+
+
+def adjust(report: TargetReport, health: VantageHealth) -> TargetReport:
+    """The target's report as the vantage's health lets it stand: `vantage_down` for a
+    failure the canaries share, `inconclusive` for what only a TCP connect decided on a
+    network that accepts every connection. The measured verdict stays in `local_verdict`."""
+    failed = first_failure(report.deciding_steps)
+    shared = failed is not None and failed.result in health.canary_failures
+    if health.connectivity_up is False and shared:
+        return _replace(report, Verdict.VANTAGE_DOWN, VANTAGE_DOWN_NOTE)
+    if health.tcp_intercepted and _only_tcp_proved(report):
+        return _replace(report, Verdict.INCONCLUSIVE, INTERCEPTED_NOTE)
+    return report
+
+
+def _replace(report: TargetReport, verdict: Verdict, note: str) -> TargetReport:
+    return dataclasses.replace(report, verdict=verdict, local_verdict=report.verdict, note=note)
