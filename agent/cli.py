@@ -1,4 +1,4 @@
-"""The `reachprobe` command: run, check, validate."""
+"""The `reachprobe` command: run, check, validate, demo."""
 
 from __future__ import annotations
 
@@ -7,20 +7,25 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from agent import __version__
-from agent.config import DEFAULT_LISTEN, Config, ConfigError, load_config
+from agent.config import DEFAULT_LISTEN, AgentSection, Config, ConfigError, load_config
+from agent.demo import DEMO_LISTEN, demo_config
 from agent.planner import make_plan
 from agent.scheduler import Scheduler
 from agent.server import make_app, start_server
-from agent.sinks.console import ConsoleSink
+from agent.sinks.console import ConsoleSink, live_progress
+from agent.sinks.measurement_log import MeasurementLogSink
 from agent.sinks.prometheus import PrometheusSink
+from agent.sinks.status import StatusSink
 from measure.cycle import run_cycle
 from measure.prober import Prober
-from measure.report import TargetReport
 from measure.verdict import REACHABLE
+from probes.results import format_endpoint
 
 EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("reachprobe")
@@ -66,7 +71,32 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     check.add_argument("--format", "-f", choices=["table", "json"], default="table")
     add("validate", "check a config file and exit")
+    demo = sub.add_parser(
+        "demo",
+        help="try the agent on a simulated censored network on this machine (no root, "
+        "no network): serves the status page until Ctrl-C",
+        description="Start a small censorship simulation on loopback (DNS poisoning and "
+        "injection, an SNI filter, a blockpage, a throttled download, healthy sites), run the "
+        "agent against it and serve its status page. Nothing leaves this machine; its "
+        "temporary files are removed on exit.",
+    )
+    demo.add_argument("--once", action="store_true", help="probe once, print, exit (like check)")
+    demo.add_argument("--format", "-f", choices=["table", "json"], default="table")
+    demo.add_argument(
+        "--listen", default=DEMO_LISTEN, metavar="ADDR:PORT", type=_listen,
+        help="where to serve the status page (default: a free port on 127.0.0.1)",
+    )  # fmt: skip
     return parser
+
+
+def _listen(text: str) -> str:
+    """An `ADDR:PORT` argument, checked as `agent.listen` is."""
+    try:
+        AgentSection(listen=text)
+    except ValidationError as exc:
+        why = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise argparse.ArgumentTypeError(why) from None
+    return text
 
 
 def _load(path: Path | None) -> Config | None:
@@ -75,19 +105,6 @@ def _load(path: Path | None) -> Config | None:
     except ConfigError as exc:
         print(f"reachprobe: invalid config\n{exc}", file=sys.stderr)
         return None
-
-
-def _progress(total: int) -> Callable[[TargetReport], None]:
-    """A one-line progress display on the terminal for `check`."""
-    done = 0
-
-    def show(report: TargetReport) -> None:
-        nonlocal done
-        done += 1
-        line = f"[{done}/{total}] {report.target.name}: {report.verdict}"
-        print(f"\r\033[K{line[:100]}", end="", file=sys.stderr, flush=True)
-
-    return show
 
 
 async def _check(config: Config, names: Sequence[str] | None, fmt: str) -> int:
@@ -100,22 +117,20 @@ async def _check(config: Config, names: Sequence[str] | None, fmt: str) -> int:
             return EXIT_USAGE
         targets = tuple(t for t in targets if t.name in names)
     prober = Prober(plan)
-    progress = _progress(len(targets)) if sys.stderr.isatty() else None
     try:
-        cycle = await run_cycle(prober, targets, on_report=progress, number=1)
+        with live_progress(len(targets)) as progress:
+            cycle = await run_cycle(prober, targets, on_report=progress, number=1)
     finally:
         await prober.aclose()
-    if progress is not None:
-        print(file=sys.stderr)
     sink = ConsoleSink(fmt)
     sink.configure(config, plan)
     sink.publish(cycle)
     return EXIT_OK if all(r.verdict == REACHABLE for r in cycle.reports) else EXIT_UNREACHABLE
 
 
-async def _run(config: Config, path: Path | None) -> int:
-    metrics = PrometheusSink()
-    scheduler = Scheduler(config, [metrics], path)
+async def _run(config: Config, path: Path | None, *, demo: bool = False) -> int:
+    metrics, status = PrometheusSink(), StatusSink()
+    scheduler = Scheduler(config, [metrics, status, MeasurementLogSink()], path)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, scheduler.stop)
@@ -124,12 +139,18 @@ async def _run(config: Config, path: Path | None) -> int:
     if config.agent.listen_address is not None:
         host, port = config.agent.listen_address
         try:
-            runner = await start_server(make_app(metrics.registry, scheduler), host, port)
+            app = make_app(metrics.registry, scheduler, status.render)
+            runner = await start_server(app, host, port)
         except OSError as exc:
             log.error("cannot listen on %s: %s", config.agent.listen, exc.strerror or exc)
             return EXIT_USAGE
-        log.info("serving /metrics and /healthz on http://%s/", config.agent.listen)
-    log.warning(NOTICE, len(config.targets), config.agent.interval)
+        # The port may have been 0 (any free port): name the one bound.
+        url = f"http://{format_endpoint(*runner.addresses[0][:2])}/"
+        log.info("serving the status page, /metrics and /healthz on %s", url)
+        if demo:
+            print(f"reachprobe demo: open {url} in a browser; Ctrl-C stops.", flush=True)
+    if not demo:
+        log.warning(NOTICE, len(config.targets), config.agent.interval)
     try:
         await scheduler.run()
     finally:
@@ -139,9 +160,31 @@ async def _run(config: Config, path: Path | None) -> int:
     return EXIT_OK
 
 
+async def _demo(once: bool, fmt: str, listen: str) -> int:
+    try:
+        async with demo_config(listen) as (config, path):
+            if once:
+                # Blocked targets are the simulation working, not a failure of the demo.
+                code = await _check(config, None, fmt)
+                return EXIT_OK if code == EXIT_UNREACHABLE else code
+            return await _run(config, path, demo=True)
+    except ConfigError as exc:
+        print(f"reachprobe demo: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `reachprobe` console script."""
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        _logging("warning" if args.once else "info")
+        return asyncio.run(_demo(args.once, args.format, args.listen))
     config = _load(args.config)
     if config is None:
         return EXIT_USAGE
@@ -151,9 +194,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "check":
         return asyncio.run(_check(config, args.target, args.format))
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    _logging(args.log_level)
     return asyncio.run(_run(config, args.config))

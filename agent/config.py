@@ -29,6 +29,7 @@ from agent.resources import shipped_file
 from probes.blockpages import check_location
 from probes.dns import DEFAULT_PORTS, Resolver
 from probes.http import DEFAULT_MAX_BODY
+from probes.prefix import DEFAULT_SEED, MAX_SAMPLE
 
 DEFAULT_PORT = 9787
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
@@ -122,6 +123,8 @@ class AgentSection(_Strict):
     max_addresses: Annotated[int, Field(ge=1, le=32)] = 4
     address_limit: Annotated[int, Field(ge=1, le=64)] = 8
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 << 20)] = DEFAULT_MAX_BODY
+    # Shared by every vantage whose prefix samples are compared (docs/prefixes.md).
+    prefix_seed: Annotated[str, Field(min_length=1, max_length=256)] = DEFAULT_SEED
 
     @field_validator("listen")
     @classmethod
@@ -277,6 +280,26 @@ class ExchangeConfig(_Strict):
         return value
 
 
+class MeasurementLogSection(_Strict):
+    """The opt-in measurement log (docs/measurement-log.md): one JSON line per target per
+    cycle in `path`, rotated when it would grow past `max_bytes`, keeping `backups` old files."""
+
+    path: Path
+    max_bytes: Annotated[int, Field(ge=4096)] = 10 << 20
+    backups: Annotated[int, Field(ge=0, le=100)] = 5
+
+    @field_validator("path")
+    @classmethod
+    def _directory(cls, value: Path, info: ValidationInfo) -> Path:
+        base = (info.context or {}).get("base_dir")
+        path = value if value.is_absolute() or base is None else Path(base) / value
+        if not path.parent.is_dir():
+            raise ValueError(f"directory {str(path.parent)!r} does not exist")
+        if path.is_dir():
+            raise ValueError(f"{str(path)!r} is a directory; give a file name")
+        return path
+
+
 class TargetConfig(_Strict):
     """What to probe: a URL (dns, tcp, tls, http), a host and port, or a fixed ip:port."""
 
@@ -362,6 +385,15 @@ class BlockpageConfig(_Strict):
         return check_location(value)
 
 
+class PrefixConfig(_Strict):
+    """A prefix whose reachable fraction is estimated from a fresh sample every cycle."""
+
+    name: LabelName
+    cidr: Network
+    port: Annotated[int, Field(ge=1, le=65535)] = 443
+    sample: Annotated[int, Field(ge=1, le=MAX_SAMPLE)] = 16
+
+
 class Config(_Strict):
     """The whole agent config."""
 
@@ -369,17 +401,23 @@ class Config(_Strict):
     resolvers: ResolversSection = ResolversSection()
     tls: TlsSection = TlsSection()
     vantage: VantageSection = VantageSection()
+    measurement_log: MeasurementLogSection | None = None
     targets: list[TargetConfig] = []
     blockpages: list[BlockpageConfig] = []
+    prefixes: list[PrefixConfig] = []
 
-    @field_validator("targets")
+    @field_validator("targets", "prefixes")
     @classmethod
-    def _unique(cls, value: list[TargetConfig]) -> list[TargetConfig]:
+    def _unique(
+        cls, value: list[TargetConfig] | list[PrefixConfig], info: ValidationInfo
+    ) -> list[TargetConfig] | list[PrefixConfig]:
         seen: set[str] = set()
-        for target in value:
-            if target.name in seen:
-                raise ValueError(f"two targets are named {target.name!r}; names must be unique")
-            seen.add(target.name)
+        for item in value:
+            if item.name in seen:
+                raise ValueError(
+                    f"two {info.field_name} are named {item.name!r}; names must be unique"
+                )
+            seen.add(item.name)
         return value
 
 

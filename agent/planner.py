@@ -26,6 +26,7 @@ from agent.resources import shipped_file
 from measure.plan import SCHEME_PORTS, HttpPlan, ProbePlan, TargetPlan, VantagePlan
 from probes.blockpages import Fingerprint
 from probes.exchange import MTPROTO, Exchange
+from probes.prefix import Prefix
 
 
 @functools.cache
@@ -78,12 +79,12 @@ def plan_target(target: TargetConfig) -> TargetPlan:
         )
         port = parts.port or SCHEME_PORTS[parts.scheme]
         return TargetPlan(target.name, group, parts.scheme, parts.hostname or "", port, http)
+    exchange = plan_exchange(target.exchange)
     if target.host is not None and target.port is not None:
-        return TargetPlan(
-            target.name, group, "tls" if target.tls else "tcp", target.host, target.port
-        )
+        scheme = "tls" if target.tls else "tcp"
+        return TargetPlan(target.name, group, scheme, target.host, target.port, None, exchange)
     host, port = split_host_port(target.tcp or "")
-    return TargetPlan(target.name, group, "tcp", host, port)
+    return TargetPlan(target.name, group, "tcp", host, port, None, exchange)
 
 
 def make_plan(config: Config) -> ProbePlan:
@@ -105,4 +106,7 @@ def make_plan(config: Config) -> ProbePlan:
         fingerprints=fingerprints(config.blockpages),
         jitter=agent.effective_jitter,
         vantage=plan_vantage(config.vantage),
+        prefixes=tuple(Prefix(p.name, p.cidr, p.port, p.sample) for p in config.prefixes),
+        prefix_seed=agent.prefix_seed,
+        interval=agent.interval,
     )

@@ -1,9 +1,11 @@
-"""The agent's HTTP endpoints: /metrics (Prometheus text or OpenMetrics) and /healthz."""
+"""The agent's HTTP endpoints: /metrics (Prometheus text or OpenMetrics), /healthz and the
+status page at /."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -18,8 +20,13 @@ INDEX = """<!doctype html><title>reachprobe</title>
 """
 
 
-def make_app(registry: CollectorRegistry, scheduler: Scheduler) -> web.Application:
-    """The aiohttp application serving the agent's endpoints."""
+def make_app(
+    registry: CollectorRegistry,
+    scheduler: Scheduler,
+    status_page: Callable[[], str] | None = None,
+) -> web.Application:
+    """The aiohttp application serving the agent's endpoints; `/` is `status_page()` when
+    given (the status sink's render), else a list of the endpoints."""
 
     async def metrics_handler(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -31,7 +38,10 @@ def make_app(registry: CollectorRegistry, scheduler: Scheduler) -> web.Applicati
         return web.json_response(body, status=200 if ok else 503)
 
     async def index_handler(request: web.Request) -> web.Response:
-        return web.Response(text=INDEX, content_type="text/html")
+        text = status_page() if status_page is not None else INDEX
+        return web.Response(
+            text=text, content_type="text/html", headers={"Cache-Control": "no-store"}
+        )
 
     app = web.Application()
     app.router.add_get("/metrics", metrics_handler)

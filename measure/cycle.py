@@ -8,11 +8,12 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
-from measure.plan import TargetPlan
+from measure.plan import ProbePlan, TargetPlan
 from measure.prober import Prober
 from measure.report import CycleReport, TargetReport
 from measure.vantage import VantageChecks, adjust, assess
 from measure.verdict import INCONCLUSIVE
+from probes.prefix import PrefixResult, cycle_number, probe_prefixes
 
 log = logging.getLogger("reachprobe")
 
@@ -46,9 +47,9 @@ async def run_cycle(
     checks = asyncio.ensure_future(prober.vantage_checks(prober.plan.vantage))
     try:
         reports = await asyncio.gather(*(one(t) for t in targets))
-    finally:
-        if not checks.done():
-            checks.cancel()
+    except BaseException:
+        checks.cancel()  # the cycle itself was cancelled (stop, reload)
+        raise
     try:
         done = await checks
     except Exception:
@@ -57,4 +58,18 @@ async def run_cycle(
         done = VantageChecks()
     health = assess(reports, done, prober.plan.vantage)
     adjusted = tuple(adjust(r, health) for r in reports)
-    return CycleReport(number, started_at, time.monotonic() - start, adjusted, health)
+    prefixes = await sample_prefixes(prober.plan, started_at)
+    return CycleReport(number, started_at, time.monotonic() - start, adjusted, health, prefixes)
+
+
+async def sample_prefixes(plan: ProbePlan, started_at: float) -> tuple[PrefixResult, ...]:
+    """The cycle's prefix samples. They run after the targets, so that `concurrency` keeps
+    bounding the agent's open sockets; the sample is the one every vantage sharing the seed
+    draws for this interval (docs/prefixes.md)."""
+    if not plan.prefixes:
+        return ()
+    cycle = cycle_number(started_at, plan.interval)
+    results = await probe_prefixes(
+        plan.prefixes, plan.prefix_seed, cycle, plan.timeout, plan.concurrency
+    )
+    return tuple(results)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from probes.blockpages import Fingerprint
 from probes.dns import Resolver
 from probes.exchange import Exchange
+from probes.prefix import DEFAULT_SEED, Prefix
 from probes.taxonomy import Step
 
 SCHEME_PORTS = {"https": 443, "http": 80}
@@ -97,3 +98,6 @@ class ProbePlan:
     fingerprints: tuple[Fingerprint, ...] = field(default=())
     jitter: float = 0.0
     vantage: VantagePlan = field(default=VantagePlan())
+    prefixes: tuple[Prefix, ...] = ()
+    prefix_seed: str = DEFAULT_SEED
+    interval: float = 60.0

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from measure.followups.consistency import addresses_of
 from measure.plan import TargetPlan
 from measure.verdict import Verdict, deciding, first_failure
+from probes.prefix import PrefixResult
 from probes.results import HttpFacts, StepResult
 from probes.taxonomy import Code, Step
 
@@ -124,3 +125,4 @@ class CycleReport:
     duration_seconds: float
     reports: Sequence[TargetReport]
     vantage: VantageHealth = VantageHealth()
+    prefixes: Sequence[PrefixResult] = ()

@@ -95,7 +95,12 @@ _MAX_WRAPS = 8
 
 
 def _unwrap(exc: BaseException) -> BaseException | None:
-    """The error `exc` wraps, if it is a wrapper whose inner error says more."""
+    """The error `exc` wraps, if it is a wrapper whose inner error says more (an exception
+    group, as a TaskGroup raises, speaks through its first member)."""
+    if isinstance(exc, BaseExceptionGroup):
+        members = getattr(exc, "exceptions", ())
+        if members and isinstance(members[0], BaseException):
+            return members[0]
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         inner = getattr(exc, "certificate_error", None)
         if isinstance(inner, BaseException):

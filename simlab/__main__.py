@@ -64,7 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--body", default=VALID_BODY, help="body of the valid page")
     web.add_argument("--status", type=int, default=503, help="code of the status mode")
     web.add_argument("--location", default=FINAL_PATH, help="target of the redirect mode")
-    web.add_argument("--rate", type=int, default=16384, help="bytes/s of the throttle mode")
     web.add_argument("--alert", type=int, default=HANDSHAKE_FAILURE, help="TLS alert number")
 
     mtproto = sub.add_parser("mtproto", help="fake Telegram DC: answers req_pq_multi")
@@ -115,7 +114,6 @@ async def _start(args: argparse.Namespace) -> tuple[_Closable, str]:
         body=args.body,
         status=args.status,
         location=args.location,
-        rate=args.rate,
         alert=args.alert,
     )
     where = server.url() if isinstance(server, HttpServer) else format_hostport(host, server.port)

@@ -72,7 +72,7 @@ class LoopbackLab:
     `web` maps a role to its server: `https`, `http` (valid page), `wrongname`, `untrusted`
     (HTTPS with a bad certificate), `blockpage`, `status` (503), `redirect` (same host),
     `redirect-away` (to `ISP_REDIRECT`, another host), `isp` (an unfingerprinted ISP page),
-    `drip` (a blockpage head, then a byte a second), `throttle`, and the raw modes `reset`,
+    `drip` (a blockpage head, then a byte a second), and the raw modes `reset`,
     `eof`, `silent`, `alert`, `http403`. `trap` listens on the bogon address, `mtproto` is
     a fake Telegram DC, and `intercept` a transparent proxy's box with its own CA.
     """
@@ -104,7 +104,7 @@ class LoopbackLab:
         for mode in ("status", "redirect"):
             self.web[mode] = await HttpServer(mode, HOST).start()
         self.web["http"] = await HttpServer("valid", HOST).start()
-        for mode in ("blockpage", "isp", "drip", "throttle"):
+        for mode in ("blockpage", "isp", "drip"):
             self.web[mode] = await HttpServer(mode, HOST).start()
         away = HttpServer("redirect", HOST, location=ISP_REDIRECT)
         self.web["redirect-away"] = await away.start()

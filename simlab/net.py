@@ -11,6 +11,9 @@ from typing import Self
 
 from aiohttp import web
 
+# Connections the kernel completes before a server accepts them (see StreamServer.start).
+LISTEN_BACKLOG = 4096
+
 
 def parse_listen(text: str) -> tuple[str, int]:
     """Split `ADDR:PORT` or `[V6ADDR]:PORT` into a literal address and a port.
@@ -79,7 +82,12 @@ class StreamServer:
 
     async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None = None) -> None:
         """Listen on an already bound socket."""
-        self._server = await asyncio.start_server(self._accept, sock=sock, ssl=ssl_context)
+        # A deep accept queue: asyncio's default of 100 overflows when a prefix sweep's
+        # connects (closed at once by the client) arrive faster than Python accepts them, and
+        # the kernel then drops SYNs, which looks exactly like a blackhole.
+        self._server = await asyncio.start_server(
+            self._accept, sock=sock, ssl=ssl_context, backlog=LISTEN_BACKLOG
+        )
 
     async def wait_connections(self, count: int) -> None:
         """Return once `count` connections have been accepted in all (bound it with a timeout)."""

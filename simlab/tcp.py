@@ -58,13 +58,18 @@ class RawServer(TcpService):
         if not await reader.read(_READ_LIMIT):
             return
         if self.mode == "reset":
-            sock = writer.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
+            reset(writer)
         elif self.mode in ("alert", "http403"):
             writer.write(alert_record(self.alert) if self.mode == "alert" else FORBIDDEN)
             await writer.drain()
         # `eof` (and the others after their answer): StreamServer closes the stream cleanly.
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """End a connection with a RST (SO_LINGER 0, then close), as an injecting censor does."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 async def start_raw(

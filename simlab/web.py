@@ -6,11 +6,12 @@ HTTP modes, one per server:
 - `status`: the `status` code (503 unless given) with a short body;
 - `redirect`: 302 to `location` (`/final` unless given, i.e. the same host) for every path
   but `/final`, which serves the valid page;
+- `throttle`: 200 with `throttle_bytes` of page trickled out at `rate` bytes per second, as a
+  throttling censor slows a named service down without cutting it.
 - `isp`: 200 with an ISP's own page (`ISP_BODY`): another title and length than the valid
   page and no known blockpage fingerprint, as an ISP serves for names it hijacks;
 - `drip`: 200 whose body starts with the blockpage (minus its closing tag) and then drips one
-  byte a second until the client goes, as a middlebox that holds a connection open does;
-- `throttle`: 200 with `body`, sent at `rate` bytes a second.
+  byte a second until the client goes, as a middlebox that holds a connection open does.
 TLS problems come from the certificate the server is given (wrong name, untrusted CA), and
 the raw modes (`reset`, `eof`, `silent`, `alert`) from `simlab.tcp`.
 """
@@ -27,7 +28,7 @@ from aiohttp import web
 from simlab.net import bind_socket, format_hostport, serve_app
 from simlab.tcp import HANDSHAKE_FAILURE, RAW_MODES, RawServer
 
-HTTP_MODES = ("valid", "blockpage", "status", "redirect", "isp", "drip", "throttle")
+HTTP_MODES = ("valid", "blockpage", "status", "redirect", "throttle", "isp", "drip")
 MODES = HTTP_MODES + RAW_MODES
 VALID_BODY = "<!doctype html><title>ok</title><p>hello from the reachprobe test server</p>\n"
 # Cyrillic is the point of this page, so RUF001 (ambiguous letters) does not apply.
@@ -38,14 +39,13 @@ BLOCKPAGE_BODY = (
     '<a href="http://eais.rkn.gov.ru/">eais.rkn.gov.ru</a></p></html>\n'
 )
 FINAL_PATH = "/final"
+_THROTTLE_CHUNK = 1024
 ISP_BODY = (
     "<!doctype html><html><head><title>Search results - HomeNet</title></head><body>"
     "<h1>HomeNet search</h1><p>We could not find that address. Were you looking for one of "
     "these?</p><ul><li>weather</li><li>news</li><li>maps</li></ul></body></html>\n"
 )
 DRIP_INTERVAL = 1.0
-# Pieces per second of a throttled body: small enough for a smooth rate.
-_THROTTLE_STEPS = 10
 
 
 class HttpServer:
@@ -65,6 +65,7 @@ class HttpServer:
         status: int = 503,
         location: str = FINAL_PATH,
         rate: int = 16384,
+        throttle_bytes: int = 32768,
     ) -> None:
         if mode not in HTTP_MODES:
             raise ValueError(f"unknown HTTP mode {mode!r}; expected one of {HTTP_MODES}")
@@ -75,9 +76,8 @@ class HttpServer:
         self.body = body
         self.status = status
         self.location = location
-        if rate <= 0:
-            raise ValueError(f"rate must be positive, got {rate}")
         self.rate = rate
+        self.throttle_bytes = throttle_bytes
         self.requests: deque[tuple[str, str, str]] = deque(maxlen=1000)
         self._runner: web.AppRunner | None = None
 
@@ -102,46 +102,41 @@ class HttpServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.host, request.path))
+        if self.mode == "throttle":
+            return await self._trickle(request)
+        if self.mode == "drip":
+            return await self._drip(request)
         if self.mode == "blockpage":
             return web.Response(text=BLOCKPAGE_BODY, content_type="text/html")
         if self.mode == "isp":
             return web.Response(text=ISP_BODY, content_type="text/html")
-        if self.mode == "drip":
-            head = BLOCKPAGE_BODY.removesuffix("</html>\n").encode()
-            return await _trickle(request, [head], DRIP_INTERVAL, forever=b" ")
-        if self.mode == "throttle":
-            data = self.body.encode()
-            step = max(1, self.rate // _THROTTLE_STEPS)
-            pieces = [data[i : i + step] for i in range(0, len(data), step)]
-            return await _trickle(request, pieces, 1 / _THROTTLE_STEPS)
         if self.mode == "status":
             return web.Response(status=self.status, text=f"status {self.status}\n")
         if self.mode == "redirect" and request.path != FINAL_PATH:
             raise web.HTTPFound(self.location)
         return web.Response(text=self.body, content_type="text/html")
 
-
-async def _trickle(
-    request: web.Request, pieces: list[bytes], interval: float, forever: bytes = b""
-) -> web.StreamResponse:
-    """A 200 text/html answer sending `pieces` `interval` apart, then `forever` likewise.
-
-    With `forever`, it ends only when the client goes away (or the server closes).
-    """
-    response = web.StreamResponse(headers={"Content-Type": "text/html; charset=utf-8"})
-    await response.prepare(request)
-    try:
-        for index, piece in enumerate(pieces):
-            if index:
-                await asyncio.sleep(interval)
-            await response.write(piece)
-        while forever:
-            await asyncio.sleep(interval)
-            await response.write(forever)
+    async def _trickle(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        response.content_length = self.throttle_bytes
+        await response.prepare(request)
+        pause = _THROTTLE_CHUNK / self.rate
+        for sent in range(0, self.throttle_bytes, _THROTTLE_CHUNK):
+            await response.write(b"x" * min(_THROTTLE_CHUNK, self.throttle_bytes - sent))
+            await asyncio.sleep(pause)
         await response.write_eof()
-    except ConnectionError:
-        pass  # the client went away: that ends a drip
-    return response
+        return response
+
+    async def _drip(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/html; charset=utf-8"})
+        await response.prepare(request)
+        try:
+            await response.write(BLOCKPAGE_BODY.removesuffix("</html>\n").encode())
+            while True:  # until the client goes away (or the server closes)
+                await asyncio.sleep(DRIP_INTERVAL)
+                await response.write(b" ")
+        except ConnectionError:
+            return response
 
 
 async def start_web(
@@ -153,13 +148,10 @@ async def start_web(
     body: str = VALID_BODY,
     status: int = 503,
     location: str = FINAL_PATH,
-    rate: int = 16384,
     alert: int = HANDSHAKE_FAILURE,
 ) -> HttpServer | RawServer:
     """Start a server in any of `MODES` (raw modes ignore the HTTP options and `ssl_context`)."""
     if mode in RAW_MODES:
         return await RawServer(mode, host, port, alert).start()
-    server = HttpServer(
-        mode, host, port, ssl_context, body=body, status=status, location=location, rate=rate
-    )
+    server = HttpServer(mode, host, port, ssl_context, body=body, status=status, location=location)
     return await server.start()

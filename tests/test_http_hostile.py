@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from agent.planner import fingerprints
-from probes.blockpages import BlockpageMatcher
+from probes.blockpages import BlockpageMatcher, Fingerprint
 from probes.connection import Connection
 from probes.http import HttpExpectations, run
 
@@ -54,14 +54,16 @@ async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
         server.close()
 
 
-async def probe(port: int, path: str = "/", **expect: object):
-    expectations = HttpExpectations(blockpages=BlockpageMatcher(fingerprints()), **expect)  # type: ignore[arg-type]
+async def probe(port: int, path: str = "/", resolve=None, **expect: object):
+    expect.setdefault("blockpages", BlockpageMatcher(fingerprints()))
+    expectations = HttpExpectations(**expect)  # type: ignore[arg-type]
     return await run(
         Connection("127.0.0.1", port),
         f"http://site.test:{port}{path}",
         ssl_context=CLIENT_TLS,
         timeout=1.5,
         expect=expectations,
+        resolve=resolve,
     )
 
 
@@ -159,3 +161,69 @@ async def test_request_looks_like_a_browser(serve) -> None:
     assert "user-agent: mozilla/5.0" in request
     assert "reachprobe" not in request
     assert "host: site.test:" in request
+
+
+def page(body: bytes, content_type: str = "text/html") -> bytes:
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n"
+    return head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+async def test_a_charset_declared_only_in_meta_is_honoured(serve) -> None:
+    """Russian ISP pages often declare windows-1251 only in <meta>: decoded as UTF-8 the
+    Cyrillic fingerprint would never match."""
+    # "access restricted", in Cyrillic
+    text = "\u0414\u043e\u0441\u0442\u0443\u043f "
+    text += "\u043e\u0433\u0440\u0430\u043d\u0438\u0447\u0435\u043d"
+    body = f'<meta charset="windows-1251"><p>{text}</p>'.encode("cp1251")
+    cyrillic = Fingerprint("ru-cyrillic", re.compile(text))
+    port = await serve(responder(page(body)))
+    result = await probe(port, blockpages=BlockpageMatcher([cyrillic]))
+    assert result.result == "http_blockpage"
+    assert "ru-cyrillic" in result.detail
+
+
+async def test_cross_host_redirects_are_followed_through_the_resolver(serve) -> None:
+    """Every hop is fingerprinted: the blockpage host's page is named even though the first
+    response was a plain redirect, and the hops are in the facts."""
+    lookups: list[str] = []
+    blockpage = page(b"<title>Federal block</title>")
+    landing = await serve(responder(blockpage))
+
+    async def resolve(host: str) -> list[str]:
+        lookups.append(host)
+        return ["127.0.0.1"]
+
+    target = f"http://isp-landing.test:{landing}/blocked"
+    result = await probe(await serve(responder(redirect(target))), resolve=resolve)
+    assert lookups == ["isp-landing.test"]
+    assert result.result == "http_blockpage"
+    assert result.facts.redirects == (target,)
+
+
+async def test_a_redirect_whose_host_does_not_resolve_is_reported(serve) -> None:
+    async def resolve(host: str) -> list[str]:
+        return []  # NXDOMAIN or a bogon answer: never connected to
+
+    result = await probe(await serve(responder(redirect("http://gone.test/"))), resolve=resolve)
+    assert result.result == "ok"
+    assert result.facts.redirect == "http://gone.test/"
+    assert result.facts.redirects == ()
+
+
+async def test_a_dripping_body_is_fingerprinted_as_far_as_it_came(serve) -> None:
+    head = OK_HEAD + b"Content-Length: 100000\r\n\r\n<title>Federal block</title>"
+    result = await probe(await serve(responder(head, *([b"."] * 40), pause=0.1)))
+    assert result.result == "http_blockpage"
+    assert result.duration_seconds < 1.5 + 0.5
+
+
+async def test_a_dripping_body_without_a_fingerprint_is_a_timeout(serve) -> None:
+    head = OK_HEAD + b"Content-Length: 100000\r\n\r\n<p>slow"
+    result = await probe(await serve(responder(head, *([b"."] * 40), pause=0.1)))
+    assert result.result == "http_timeout"
+    assert "stalled after" in result.detail
+
+
+async def test_a_page_title_is_kept_for_comparison(serve) -> None:
+    result = await probe(await serve(responder(page(b"<title>  Hello\n world </title>"))))
+    assert result.facts.title == "Hello world"

@@ -1,18 +1,31 @@
-"""The console sink: a cycle printed for people (a table) or programs (the JSON document)."""
+"""The console sink: a cycle printed for people (a table) or programs (the JSON document).
+
+On a terminal the table is drawn by rich, verdicts in colour (and words), with the failing
+step, its code, a plain-language explanation and the timings; when the output is not a
+terminal, or NO_COLOR is set, it is the plain table that scripts and tests read.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+from rich.text import Text
 
 from agent import __version__
 from agent.config import AgentSection, Config
+from agent.explain import download_rate, explain, health_problems, step_timings, verdict_words
 from agent.sinks import Sink
 from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
-from measure.verdict import REACHABLE
+from measure.verdict import INCONCLUSIVE, REACHABLE, first_failure
 
 
 def to_json(agent: AgentSection, cycle: CycleReport) -> str:
@@ -27,22 +40,14 @@ def to_json(agent: AgentSection, cycle: CycleReport) -> str:
         },
         "vantage": cycle.vantage.to_json(),
         "targets": [r.to_json() for r in cycle.reports],
-        "prefixes": [],
+        "prefixes": [p.to_json() for p in cycle.prefixes],
     }
     return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
 def vantage_line(cycle: CycleReport) -> str | None:
     """One line on the vantage's own health, when something is wrong with it."""
-    health = cycle.vantage
-    problems = []
-    if health.connectivity_up is False:
-        codes = ", ".join(c.value for c in health.canary_failures)
-        problems.append(f"all {health.canaries} canaries failed ({codes}): connectivity is down")
-    if health.nxdomain_hijacked:
-        problems.append("the resolver answers names that do not exist (NXDOMAIN hijacking)")
-    if health.tcp_intercepted:
-        problems.append("a middlebox accepts every TCP connection")
+    problems = health_problems(cycle.vantage)
     return f"vantage: {'; '.join(problems)}" if problems else None
 
 
@@ -57,6 +62,75 @@ def to_table(reports: Sequence[TargetReport]) -> str:
     return "\n".join(lines)
 
 
+def for_people(stream: TextIO) -> bool:
+    """True when `stream` is a terminal and colour is not switched off (no-color.org)."""
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _style(report: TargetReport) -> str:
+    if report.verdict == REACHABLE:
+        return "bold green"
+    return "bold yellow" if report.verdict == INCONCLUSIVE else "bold red"
+
+
+def rich_table(reports: Sequence[TargetReport]) -> Table:
+    """The table for people: verdict in words and colour, failing step and code, the
+    explanation and the step timings."""
+    reachable = sum(r.verdict == REACHABLE for r in reports)
+    table = Table(
+        title="reachprobe check",
+        caption=f"{reachable}/{len(reports)} targets reachable",
+        show_lines=True,
+    )
+    for column in ("target", "verdict", "failing step", "code", "what it means", "timings"):
+        table.add_column(column, overflow="fold")
+    for report in reports:
+        failure = first_failure(report.deciding_steps)
+        step = code = meaning = ""
+        if report.error is not None:
+            meaning = report.error
+        elif failure is not None:
+            step, code = failure.step.value, failure.result.value
+            meaning = explain(failure.result, report.target.host)
+            if failure.full_detail:
+                meaning += f"\n({failure.full_detail})"
+        timings = " ".join(f"{step} {ms:.0f}ms" for step, ms in step_timings(report))
+        rate = download_rate(report)
+        if rate is not None:
+            timings += f"\n{rate:.1f} KiB/s"
+        table.add_row(
+            report.target.name,
+            Text(verdict_words(report.verdict), style=_style(report)),
+            step,
+            code,
+            Text(meaning),
+            timings,
+        )
+    return table
+
+
+@contextmanager
+def live_progress(
+    total: int, stream: TextIO | None = None
+) -> Iterator[Callable[[TargetReport], None] | None]:
+    """A live progress display on `stream` (stderr) while probing; None when it is not a
+    terminal. Use the yielded callable as `run_cycle`'s `on_report`."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        yield None
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    console = Console(file=stream, no_color=bool(os.environ.get("NO_COLOR")))
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("probing", total=total)
+
+        def show(report: TargetReport) -> None:
+            last = f"{report.target.name}: {verdict_words(report.verdict)}"
+            progress.update(task, advance=1, description=last)
+
+        yield show
+
+
 class ConsoleSink(Sink):
     """Prints each cycle as the JSON document (`json`) or the table (`table`)."""
 
@@ -69,10 +143,14 @@ class ConsoleSink(Sink):
         self.agent = config.agent
 
     def publish(self, cycle: CycleReport) -> None:
+        stream = self.stream or sys.stdout
         if self.fmt == "json":
-            text = to_json(self.agent, cycle)
+            print(to_json(self.agent, cycle), file=stream)
+            return
+        if for_people(stream):
+            Console(file=stream).print(rich_table(cycle.reports))
         else:
-            text = to_table(cycle.reports)
-            health = vantage_line(cycle)
-            text = f"{text}\n{health}" if health else text
-        print(text, file=self.stream or sys.stdout)
+            print(to_table(cycle.reports), file=stream)
+        health = vantage_line(cycle)
+        if health:
+            print(health, file=stream)

@@ -24,6 +24,7 @@ from agent.sinks import Sink
 from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
 from measure.verdict import REACHABLE, VERDICTS
+from probes.prefix import PrefixResult
 from probes.results import DnsFacts
 from probes.taxonomy import SKIPPED, Step
 
@@ -116,6 +117,27 @@ class PrometheusSink(Sink):
             "1 if the resolver answered a name that cannot exist (absent when unknown).",
             ["resolver"], registry=r,
         )  # fmt: skip
+        self.prefix_probes = Counter(
+            "reachprobe_prefix_probes", "Sampled prefix addresses by TCP result.",
+            ["prefix", "result"], registry=r,
+        )  # fmt: skip
+        self.prefix_ratio = Gauge(
+            "reachprobe_prefix_reachable_ratio",
+            "Share of the last cycle's sample of the prefix that accepted a TCP connection.",
+            ["prefix"], registry=r,
+        )  # fmt: skip
+        self.prefix_low = Gauge(
+            "reachprobe_prefix_ratio_ci_low", "Lower bound of the ratio's 95% Wilson interval.",
+            ["prefix"], registry=r,
+        )  # fmt: skip
+        self.prefix_high = Gauge(
+            "reachprobe_prefix_ratio_ci_high", "Upper bound of the ratio's 95% Wilson interval.",
+            ["prefix"], registry=r,
+        )  # fmt: skip
+        self.prefix_sampled = Gauge(
+            "reachprobe_prefix_sampled", "Addresses sampled from the prefix in the last cycle.",
+            ["prefix"], registry=r,
+        )  # fmt: skip
         self.config_reloads = Counter(
             "reachprobe_config_reloads", "Config reloads by outcome.", ["outcome"], registry=r
         )
@@ -147,6 +169,8 @@ class PrometheusSink(Sink):
             if name not in names:
                 self.forget(name)
         self.info.clear()  # a reload may change a target's host or port
+        for gauge in (self.prefix_ratio, self.prefix_low, self.prefix_high, self.prefix_sampled):
+            gauge.clear()  # set again by the next cycle, for the prefixes still configured
         for t in plan.targets:
             self.info.labels(t.name, t.host, str(t.port), t.scheme, t.group).set(1)
 
@@ -161,12 +185,24 @@ class PrometheusSink(Sink):
         """Record a finished cycle: every target's report, then the cycle's own series."""
         for report in cycle.reports:
             self.observe(report)
+        for prefix in cycle.prefixes:
+            self.observe_prefix(prefix)
         health = cycle.vantage
         self._flag(self.connectivity_up, health.connectivity_up)
         self._flag(self.tcp_intercepted, health.tcp_intercepted)
         self._flag(self.nxdomain_hijacked.labels("test"), health.nxdomain_hijacked)
         self.cycle_duration.observe(cycle.duration_seconds)
         self.last_cycle.set(cycle.started_at + cycle.duration_seconds)
+
+    def observe_prefix(self, prefix: PrefixResult) -> None:
+        """Record one prefix's sample of the cycle."""
+        name = prefix.name
+        for result, count in prefix.results.items():
+            self.prefix_probes.labels(name, result).inc(count)
+        self.prefix_ratio.labels(name).set(prefix.ratio)
+        self.prefix_low.labels(name).set(prefix.ci_low)
+        self.prefix_high.labels(name).set(prefix.ci_high)
+        self.prefix_sampled.labels(name).set(prefix.sampled)
 
     @staticmethod
     def _flag(gauge: Gauge, value: bool | None) -> None:

@@ -18,7 +18,7 @@ import yaml
 
 from agent.config import Config, TargetConfig
 from tests.lab import netns, procs, world
-from tests.lab.procs import REPO_ROOT, LabProcess, die_with_parent, lab_env, python_argv
+from tests.lab.procs import LabProcess, python_argv
 
 # Short cycles keep the suite fast: a rule change shows in the metrics within one interval.
 INTERVAL_SECONDS = 2.0
@@ -154,15 +154,7 @@ class Agent:
         for name in names:
             argv += ["--target", name]
         argv += ["--format", "json"]
-        popen = subprocess.Popen(
-            [*netns.ns_prefix(self.ns), *argv],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO_ROOT,
-            env=lab_env(),
-            preexec_fn=die_with_parent,
-        )
+        popen = procs.start_one_shot(self.ns, argv)
         return PendingCheck(self.vantage.vantage, popen)
 
     def check(self, *names: str, timeout: float = 30.0) -> CheckResult:

@@ -231,6 +231,8 @@ SCENARIOS: dict[str, Scenario] = {
         # (16 KB), fast enough for both to finish within the agent's 1s timeout.
         throttle("throttle", _address("throttle"), "384kbit"),
         blackhole("cloud-prefix", world.CLOUD_PREFIX),
+        # Collateral damage at scale: parts of a /16 gone, for the prefix sampling estimate.
+        blackhole("prefix-sample", "{ " + ", ".join(world.SAMPLED_BLOCKED) + " }"),
         transparent_proxy("transparent-proxy"),
         dns_poison(
             "walled-garden",

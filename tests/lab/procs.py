@@ -100,6 +100,22 @@ class LabProcess:
             _live.remove(self)
 
 
+def start_one_shot(ns: str, argv: Sequence[str]) -> subprocess.Popen[str]:
+    """Start a short command in `ns` (a `check`, a prefix sweep) with stdout and stderr piped.
+
+    It dies with the process that started it, like every lab process.
+    """
+    return subprocess.Popen(
+        [*netns.ns_prefix(ns), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+        env=lab_env(),
+        preexec_fn=die_with_parent,
+    )
+
+
 def lab_env() -> dict[str, str]:
     """The environment of lab processes: the repo importable, unbuffered output, no proxies."""
     env = {

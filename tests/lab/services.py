@@ -111,4 +111,10 @@ def server_specs(pki: LabPki, zone_file: Path) -> list[ServerSpec]:
         ServerSpec(
             "cloud-https", world.CLOUD, ("web", "--listen", "0.0.0.0:443", *page, *cloud_tls)
         ),
+        # One process answers the whole sampled /16: a connect is all a prefix sweep needs.
+        ServerSpec(
+            "prefix-responder",
+            world.CLOUD,
+            ("web", "--listen", f"0.0.0.0:{world.SAMPLED_PORT}", "--mode", "silent"),
+        ),
     ]

@@ -22,6 +22,7 @@ from tests.lab.censor import SCENARIOS, VANTAGE_WIDE, Scenario
 from tests.lab.prometheus import prometheus_config
 
 LAB_NET = ipaddress.ip_network(world.LAB_NET)
+LAB_NETS = [ipaddress.ip_network(n) for n in world.LAB_NETS]
 
 
 @pytest.mark.parametrize("vantage", [CENSORED_VANTAGE, CONTROL_VANTAGE], ids=lambda v: v.role)
@@ -64,8 +65,11 @@ def test_every_address_is_lab_space_and_hosted_where_it_says() -> None:
         for cidr in (link.a_addr, link.b_addr):
             assert ipaddress.ip_interface(cidr).ip in LAB_NET, link
     for _, prefix, via in world.ROUTES:
-        assert ipaddress.ip_network(prefix).subnet_of(LAB_NET)
+        assert any(ipaddress.ip_network(prefix).subnet_of(net) for net in LAB_NETS)
         assert ipaddress.ip_address(via) in LAB_NET
+    for prefixes in world.LOCAL_PREFIXES.values():
+        for prefix in prefixes:
+            assert any(ipaddress.ip_network(prefix).subnet_of(net) for net in LAB_NETS)
 
 
 def test_no_default_route_anywhere() -> None:
@@ -127,8 +131,26 @@ def test_scenarios_touch_one_target_each() -> None:
         named = {k for k, h in world.HOSTS.items() if {h.address, h.name} & tokens}
         if name == "cloud-prefix":
             assert world.CLOUD_PREFIX in text
+        elif name == "prefix-sample":
+            assert named == set()
+            assert all(prefix in text for prefix in world.SAMPLED_BLOCKED)
         elif name == "sni":
             # The address is shared with sni-innocent, but the rule matches the name only.
             assert named == {"sni-blocked"}
         else:
             assert len(named) == 1, (name, named)
+
+
+def test_sampled_prefix_is_apart_and_its_blocked_parts_are_disjoint() -> None:
+    sampled = ipaddress.ip_network(world.SAMPLED_PREFIX)
+    assert sampled.prefixlen == 16
+    assert not sampled.overlaps(LAB_NET)
+    assert not any(ipaddress.ip_address(h.address) in sampled for h in world.HOSTS.values())
+    blocked = [ipaddress.ip_network(b) for b in world.SAMPLED_BLOCKED]
+    assert all(b.subnet_of(sampled) for b in blocked)
+    assert sum(b.num_addresses for b in blocked) == 5376
+    assert not any(a.overlaps(b) for i, a in enumerate(blocked) for b in blocked[i + 1 :])
+    edges = (sampled.network_address, sampled.broadcast_address)
+    assert not any(edge in b for edge in edges for b in blocked)
+    # The responder's port is no other lab server's.
+    assert world.SAMPLED_PORT not in (53, 80, 443)

@@ -8,8 +8,11 @@ Every address is in 198.18.0.0/15 (RFC 2544 benchmarking space), which the host 
                                \--- cloud  198.18.16.0/20, "telegram" and collateral services
     mon (Prometheus) --- management links to censored and control (bypassing the censor)
 
+plus, for prefix sampling, the /16 10.77.0.0/16 held on the cloud namespace's lo and answered
+by one responder: private space, so that no lab host and no other scenario shares it.
+
 No namespace has a default route: a lab process that tries any address outside 198.18.0.0/15
-gets "network unreachable" at once instead of reaching the host's network.
+and that /16 gets "network unreachable" at once instead of reaching the host's network.
 """
 
 from __future__ import annotations
@@ -29,6 +32,23 @@ ROLES = (CENSORED, CONTROL, CENSOR, CORE, INFRA, WEB, CLOUD, MON)
 ROUTERS = (CENSOR, CORE)
 
 LAB_NET = "198.18.0.0/15"
+
+# Prefix sampling (docs/prefixes.md): a whole /16, every address local to the cloud namespace,
+# where one responder listens on SAMPLED_PORT on the wildcard address.
+SAMPLED_PREFIX = "10.77.0.0/16"
+SAMPLED_PORT = 8443
+# What the `prefix-sample` scenario blackholes: a /20 and five /24s, disjoint, none holding the
+# /16's network or broadcast address (those are never sampled), 5,376 addresses in all.
+SAMPLED_BLOCKED = (
+    "10.77.64.0/20",
+    "10.77.3.0/24",
+    "10.77.17.0/24",
+    "10.77.130.0/24",
+    "10.77.200.0/24",
+    "10.77.251.0/24",
+)
+# Every destination a lab route may point at.
+LAB_NETS = (LAB_NET, SAMPLED_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -68,7 +88,7 @@ LOCAL_PREFIXES = {
         "198.18.2.20/32",  # a fake Telegram DC
     ),
     WEB: ("198.18.1.0/24",),
-    CLOUD: ("198.18.16.0/20",),
+    CLOUD: ("198.18.16.0/20", SAMPLED_PREFIX),
 }
 
 ROUTES = (
@@ -86,6 +106,11 @@ ROUTES = (
     (INFRA, LAB_NET, "198.19.3.1"),
     (WEB, LAB_NET, "198.19.3.5"),
     (CLOUD, LAB_NET, "198.19.3.9"),
+    # The sampled /16: the censored client through the censor, the control client direct.
+    (CENSORED, SAMPLED_PREFIX, "198.19.1.1"),
+    (CONTROL, SAMPLED_PREFIX, "198.19.2.1"),
+    (CENSOR, SAMPLED_PREFIX, "198.19.1.5"),
+    (CORE, SAMPLED_PREFIX, "198.19.3.10"),
 )
 
 # The censor's device facing the censored client: where tc shapes server-to-client traffic.

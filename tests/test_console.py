@@ -1,0 +1,77 @@
+"""The console sink's table for people (rich, on a terminal) and for scripts (plain)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from agent.sinks.console import ConsoleSink, live_progress
+from measure.report import CycleReport
+from tests.demo_world import cycle_of, demo_agent
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(scope="module")
+def cycle(tmp_path_factory: pytest.TempPathFactory) -> CycleReport:
+    import asyncio
+
+    async def one() -> CycleReport:
+        async with demo_agent(tmp_path_factory.mktemp("demo")) as (_, prober):
+            return await cycle_of(prober)
+
+    return asyncio.run(one())
+
+
+def table(cycle: CycleReport, stream: io.StringIO) -> str:
+    ConsoleSink("table", stream).publish(cycle)
+    return stream.getvalue()
+
+
+def test_on_a_terminal_the_table_has_colour_explanations_and_timings(
+    cycle: CycleReport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("COLUMNS", "400")  # wide enough not to wrap
+    text = table(cycle, Terminal())
+    assert "\x1b[" in text, "no colour"
+    assert "what it means" in text
+    assert "blocked (TLS)" in text
+    assert "tls_reset" in text
+    assert "a sign of SNI filtering" in text
+    assert "KiB/s" in text
+    assert "3/8 targets reachable" in text
+
+
+@pytest.mark.parametrize("no_color", [None, "1"])
+def test_plain_when_not_a_terminal_or_no_color(
+    cycle: CycleReport, monkeypatch: pytest.MonkeyPatch, no_color: str | None
+) -> None:
+    stream: io.StringIO = io.StringIO()
+    if no_color is None:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    else:
+        monkeypatch.setenv("NO_COLOR", no_color)
+        stream = Terminal()
+    text = table(cycle, stream)
+    assert "\x1b[" not in text
+    lines = text.splitlines()
+    assert lines[0].split() == ["TARGET", "VERDICT", "WHY"]
+    assert lines[2].split()[:2] == ["messenger", "tls_blocking"]
+
+
+def test_live_progress_only_on_a_terminal(cycle: CycleReport) -> None:
+    with live_progress(len(cycle.reports), io.StringIO()) as show:
+        assert show is None
+    screen = Terminal()
+    with live_progress(len(cycle.reports), screen) as show:
+        assert show is not None
+        for report in cycle.reports:
+            show(report)
+    assert "8/8" in screen.getvalue()
