@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from agent.config import Config, TargetConfig
 from tests.lab import netns, procs, world
 from tests.lab.procs import LabProcess, python_argv
 
@@ -41,67 +39,37 @@ CENSORED_VANTAGE = Vantage(world.CENSORED, "lab-censored", "test", "RU", "AS6450
 CONTROL_VANTAGE = Vantage(world.CONTROL, "lab-control", "control", "NL", "AS64501")
 
 
-# Issue 13's config keys, which the agent's side of that issue adds: until `agent.config` knows
-# them, the lab leaves them out (so that it still runs) and the tests that need them xfail.
-# Transitional: once both exist, `without_pending_keys` and `AWAITING_AGENT` can go.
-AWAITING_AGENT = {
-    "vantage": "vantage" not in Config.model_fields,
-    "exchange": "exchange" not in TargetConfig.model_fields,
-}
-
-
-def awaiting_agent(*keys: str) -> pytest.MarkDecorator:
-    """xfail (not strict) while the agent lacks any of the config `keys` a test relies on."""
-    missing = [key for key in keys if AWAITING_AGENT[key]]
-    return pytest.mark.xfail(
-        bool(missing), reason=f"awaiting agent support ({', '.join(missing)})", strict=False
-    )
-
-
-def without_pending_keys(config: dict[str, Any]) -> dict[str, Any]:
-    """`config` without the keys the agent does not know yet (see AWAITING_AGENT)."""
-    if AWAITING_AGENT["vantage"]:
-        config.pop("vantage", None)
-    if AWAITING_AGENT["exchange"]:
-        config["targets"] = [
-            {k: v for k, v in t.items() if k != "exchange"} for t in config["targets"]
-        ]
-    return config
-
-
 def agent_config(vantage: Vantage, ca_file: Path) -> dict[str, Any]:
     """The agent config (as YAML data) for one lab vantage."""
     host, port = world.AGENT_LISTEN[vantage.role_ns]
-    return without_pending_keys(
-        {
-            "agent": {
-                "vantage": vantage.vantage,
-                "role": vantage.role,
-                "country": vantage.country,
-                "asn": vantage.asn,
-                # A namespace address: the agent listens beyond loopback only when told to.
-                "listen": f"{host}:{port}",
-                "interval": f"{INTERVAL_SECONDS:g}s",
-                "timeout": f"{TIMEOUT_SECONDS:g}s",
-                "concurrency": 32,
-            },
-            "resolvers": {
-                "test": {"type": "udp", "servers": [world.DNS_ADDRESS]},
-                "control": {"type": "doh", "url": f"https://{world.DOH_ADDRESS}/dns-query"},
-                # Every lab address is in 198.18.0.0/15, a bogon to OONI's list.
-                "bogon_exempt": [world.LAB_NET],
-                "injection_window": INJECTION_WINDOW,
-            },
-            "tls": {"ca_file": str(ca_file)},
-            "targets": world.targets(),
-            "blockpages": [{"name": "lab-isp", "pattern": world.BLOCKPAGE_PATTERN}],
-            # Vantage health: both probes stay inside the lab (never the shipped defaults).
-            "vantage": {
-                "tcp_canary": world.TCP_CANARY,
-                "nxdomain_probe_suffix": world.NXDOMAIN_PROBE_SUFFIX,
-            },
-        }
-    )
+    return {
+        "agent": {
+            "vantage": vantage.vantage,
+            "role": vantage.role,
+            "country": vantage.country,
+            "asn": vantage.asn,
+            # A namespace address: the agent listens beyond loopback only when told to.
+            "listen": f"{host}:{port}",
+            "interval": f"{INTERVAL_SECONDS:g}s",
+            "timeout": f"{TIMEOUT_SECONDS:g}s",
+            "concurrency": 32,
+        },
+        "resolvers": {
+            "test": {"type": "udp", "servers": [world.DNS_ADDRESS]},
+            "control": {"type": "doh", "url": f"https://{world.DOH_ADDRESS}/dns-query"},
+            # Every lab address is in 198.18.0.0/15, a bogon to OONI's list.
+            "bogon_exempt": [world.LAB_NET],
+            "injection_window": INJECTION_WINDOW,
+        },
+        "tls": {"ca_file": str(ca_file)},
+        "targets": world.targets(),
+        "blockpages": [{"name": "lab-isp", "pattern": world.BLOCKPAGE_PATTERN}],
+        # Vantage health: both probes stay inside the lab (never the shipped defaults).
+        "vantage": {
+            "tcp_canary": world.TCP_CANARY,
+            "nxdomain_probe_suffix": world.NXDOMAIN_PROBE_SUFFIX,
+        },
+    }
 
 
 class Agent:

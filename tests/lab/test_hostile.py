@@ -21,7 +21,7 @@ import dns.rcode
 import pytest
 
 from tests.lab import netns, observe, world
-from tests.lab.agents import INTERVAL_SECONDS, Agent, CheckResult, awaiting_agent
+from tests.lab.agents import INTERVAL_SECONDS, Agent, CheckResult
 from tests.lab.censor import SCENARIOS, Censor
 from tests.lab.prometheus import Prometheus
 from tests.lab.test_scenarios import (
@@ -192,30 +192,26 @@ def test_scenario_in_force_at_the_censored_client(lab: Lab, censor: Censor, name
 # --- the agents ---------------------------------------------------------------------------------
 
 
-@awaiting_agent("vantage", "exchange")
 def test_transparent_proxy(lab: Lab, censor: Censor) -> None:
     """All TCP of the censored client goes to a box that accepts everything and intercepts TLS.
 
-    HTTPS comes out `tls_blocking` (the box's certificate is not trusted); a TCP-only target
-    is not called reachable, since the never-answering canary address connected too; the
-    Telegram DC's MTProto exchange gets no answer.
+    The never-answering canary address connects, so the vantage says a middlebox accepts every
+    connection; a TCP-only target is not called reachable, and the Telegram DC's MTProto
+    exchange gets no answer.
     """
     prom = lab.prometheus
     scenario = SCENARIOS["transparent-proxy"]
-    names = ("baseline", "lab-dc", "telegram-dc")
+    names = ("lab-dc", "telegram-dc")
     censor.apply(scenario)
     pending = [lab.censored.start_check(*names), lab.control.start_check(*names)]
 
     metric = "reachprobe_vantage_tcp_intercepted"
     wait_gauge(prom, lab.censored, metric, 1, observe.RECOVERY_SECONDS)
     wait_gauge(prom, lab.control, metric, 0, observe.RECOVERY_SECONDS)
-    observe.wait_verdict(prom, lab.censored, "baseline", "tls_blocking", observe.RECOVERY_SECONDS)
     observe.wait_verdict(prom, lab.censored, "lab-dc", "inconclusive", observe.RECOVERY_SECONDS)
 
     censored, control = (p.result() for p in pending)
     assert vantage(censored)["tcp_intercepted"] is True, censored.report
-    assert censored.verdict("baseline") == "tls_blocking", censored.target("baseline")
-    assert_step(censored, "baseline", "tls", "tls_cert_invalid")
     assert censored.verdict("lab-dc") == "inconclusive", censored.target("lab-dc")
     assert censored.verdict("telegram-dc") != REACHABLE, censored.target("telegram-dc")
     assert vantage(control)["tcp_intercepted"] is False, control.report
@@ -225,7 +221,24 @@ def test_transparent_proxy(lab: Lab, censor: Censor) -> None:
     wait_gauge(prom, lab.censored, metric, 0, observe.RECOVERY_SECONDS)
 
 
-@awaiting_agent("vantage")
+@pytest.mark.xfail(
+    reason="awaiting agent support: the HTTPS canaries fail with tls_cert_invalid at the proxy "
+    "too, so HTTPS targets come out vantage_down, not tls_blocking",
+    strict=False,
+)
+def test_transparent_proxy_https_is_tls_blocking(lab: Lab, censor: Censor) -> None:
+    """Behind the intercepting proxy an HTTPS target fails certificate validation: TLS blocking."""
+    prom = lab.prometheus
+    scenario = SCENARIOS["transparent-proxy"]
+    censor.apply(scenario)
+    pending = lab.censored.start_check("baseline")
+    observe.wait_verdict(prom, lab.censored, "baseline", "tls_blocking", observe.RECOVERY_SECONDS)
+    censored = pending.result()
+    assert censored.verdict("baseline") == "tls_blocking", censored.target("baseline")
+    assert_step(censored, "baseline", "tls", "tls_cert_invalid")
+    assert_recovers(lab, censor, scenario, ["baseline"])
+
+
 def test_walled_garden(lab: Lab, censor: Censor) -> None:
     """Every name NXDOMAIN, canaries included: the vantage is down, nothing is "blocked"."""
     prom = lab.prometheus
@@ -237,13 +250,6 @@ def test_walled_garden(lab: Lab, censor: Censor) -> None:
     wait_gauge(prom, lab.censored, metric, 0, observe.RECOVERY_SECONDS)
     wait_gauge(prom, lab.control, metric, 1, observe.RECOVERY_SECONDS)
     observe.wait_verdict(prom, lab.censored, "baseline", "vantage_down", observe.RECOVERY_SECONDS)
-    # The rules never call a target blocked at a vantage whose own connectivity is down.
-    observe.wait_true(
-        prom,
-        'absent(reachprobe:target_blocked_at_vantage{vantage="lab-censored"})',
-        observe.RECOVERY_SECONDS,
-        "rule: no blocked-at-vantage series for the walled-garden vantage",
-    )
 
     censored, control = (p.result() for p in pending)
     assert vantage(censored)["connectivity_up"] is False, censored.report
@@ -257,7 +263,23 @@ def test_walled_garden(lab: Lab, censor: Censor) -> None:
     wait_gauge(prom, lab.censored, metric, 1, observe.RECOVERY_SECONDS)
 
 
-@awaiting_agent("vantage")
+@pytest.mark.xfail(
+    reason="awaiting the rules' guard on reachprobe_vantage_connectivity_up", strict=False
+)
+def test_walled_garden_is_never_blocked_at_vantage(lab: Lab, censor: Censor) -> None:
+    """The rules never call a target blocked at a vantage whose own connectivity is down."""
+    prom = lab.prometheus
+    censor.apply(SCENARIOS["walled-garden"])
+    metric = "reachprobe_vantage_connectivity_up"
+    wait_gauge(prom, lab.censored, metric, 0, observe.RECOVERY_SECONDS)
+    observe.wait_true(
+        prom,
+        'absent(reachprobe:target_blocked_at_vantage{vantage="lab-censored"})',
+        observe.RECOVERY_SECONDS,
+        "rule: no blocked-at-vantage series for the walled-garden vantage",
+    )
+
+
 def test_nxdomain_hijacking_resolver(lab: Lab, censor: Censor) -> None:
     """The test resolver answers names that do not exist: flagged, and targets still reachable."""
     prom = lab.prometheus
@@ -281,7 +303,6 @@ def test_nxdomain_hijacking_resolver(lab: Lab, censor: Censor) -> None:
     assert vantage(lab.censored.check(*names))["nxdomain_hijacked"] is False
 
 
-@pytest.mark.xfail(reason="awaiting agent support (DNS consistency for plain HTTP)", strict=False)
 def test_plain_http_hijack_to_an_unknown_page(lab: Lab, censor: Censor) -> None:
     """A plain-HTTP target resolved to the ISP's own page: DNS blocking without a fingerprint.
 
@@ -306,7 +327,11 @@ def test_plain_http_hijack_to_an_unknown_page(lab: Lab, censor: Censor) -> None:
     assert_recovers(lab, censor, scenario, [target])
 
 
-@pytest.mark.xfail(reason="awaiting agent support (confirming failed steps)", strict=False)
+@pytest.mark.xfail(
+    reason="awaiting agent support: about 4% of target-cycles still end *_blocking at 5% loss "
+    "with the lab's 1s step timeout (docs/lab.md)",
+    strict=False,
+)
 def test_random_loss_is_not_censorship(lab: Lab, censor: Censor) -> None:
     """5% of the censored client's packets dropped both ways: no blocking verdict anywhere.
 

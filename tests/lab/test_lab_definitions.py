@@ -37,6 +37,11 @@ def test_agent_config_is_valid_and_explicit(vantage, tmp_path: Path) -> None:
     assert config.resolvers.control is not None
     assert config.resolvers.control.url == f"https://{world.DOH_ADDRESS}/dns-query"
     assert {t.name for t in config.targets} == set(world.HOSTS)
+    # The vantage health checks contact lab addresses only, and find the lab's canaries.
+    assert config.vantage.tcp_canary == world.TCP_CANARY
+    assert config.vantage.nxdomain_probe_suffix == world.NXDOMAIN_PROBE_SUFFIX
+    canaries = {t.name for t in config.targets if t.group == config.vantage.canary_group}
+    assert canaries == {"canary-1", "canary-2"}
     assert config.agent.timeout < config.agent.interval
 
 
