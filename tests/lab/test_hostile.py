@@ -327,11 +327,6 @@ def test_plain_http_hijack_to_an_unknown_page(lab: Lab, censor: Censor) -> None:
     assert_recovers(lab, censor, scenario, [target])
 
 
-@pytest.mark.xfail(
-    reason="awaiting agent support: about 4% of target-cycles still end *_blocking at 5% loss "
-    "with the lab's 1s step timeout (docs/lab.md)",
-    strict=False,
-)
 def test_random_loss_is_not_censorship(lab: Lab, censor: Censor) -> None:
     """5% of the censored client's packets dropped both ways: no blocking verdict anywhere.
 
