@@ -350,9 +350,14 @@ def test_random_loss_is_not_censorship(lab: Lab, censor: Censor) -> None:
     summary = [
         (r["metric"]["instance"], r["metric"]["target"], r["metric"]["verdict"]) for r in blocking
     ]
+    # The failed steps' codes in the same window, for whoever reads a failure.
+    failures = prom.query(
+        f'increase(reachprobe_probe_results_total{{result!~"ok|skipped"}}[{window}]) > 0'
+    )
+    codes = sorted({(r["metric"]["target"], r["metric"]["result"]) for r in failures})
     assert not summary, (
         f"{len(summary)} target(s) with a blocking verdict in {seen:g} cycles at 5% loss "
-        f"({dropped} packets dropped): {summary}"
+        f"({dropped} packets dropped): {summary}; failed steps: {codes}"
     )
     assert_all_reachable(lab.censored.check(*NAMED), NAMED)
 
