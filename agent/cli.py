@@ -22,6 +22,7 @@ from agent.sinks.console import ConsoleSink, live_progress
 from agent.sinks.measurement_log import MeasurementLogSink
 from agent.sinks.prometheus import PrometheusSink
 from agent.sinks.status import StatusSink
+from agent.webconfig import WebConfig, listen_policy
 from measure.cycle import run_cycle
 from measure.prober import Prober
 from measure.verdict import REACHABLE
@@ -99,9 +100,12 @@ def _listen(text: str) -> str:
     return text
 
 
-def _load(path: Path | None) -> Config | None:
+def _load(path: Path | None, serving: bool) -> tuple[Config, WebConfig | None] | None:
+    """The config and, for the commands that serve (run, validate), its web config."""
     try:
-        return load_config(path)
+        config = load_config(path)
+        source = str(path or "built-in default config")
+        return config, listen_policy(config.agent, source) if serving else None
     except ConfigError as exc:
         print(f"reachprobe: invalid config\n{exc}", file=sys.stderr)
         return None
@@ -128,7 +132,9 @@ async def _check(config: Config, names: Sequence[str] | None, fmt: str) -> int:
     return EXIT_OK if all(r.verdict == REACHABLE for r in cycle.reports) else EXIT_UNREACHABLE
 
 
-async def _run(config: Config, path: Path | None, *, demo: bool = False) -> int:
+async def _run(
+    config: Config, path: Path | None, web_config: WebConfig | None = None, *, demo: bool = False
+) -> int:
     metrics, status = PrometheusSink(), StatusSink()
     scheduler = Scheduler(config, [metrics, status, MeasurementLogSink()], path)
     loop = asyncio.get_running_loop()
@@ -139,13 +145,14 @@ async def _run(config: Config, path: Path | None, *, demo: bool = False) -> int:
     if config.agent.listen_address is not None:
         host, port = config.agent.listen_address
         try:
-            app = make_app(metrics.registry, scheduler, status.render)
-            runner = await start_server(app, host, port)
+            app = make_app(metrics.registry, scheduler, status.render, web_config)
+            runner = await start_server(app, host, port, web_config)
         except OSError as exc:
             log.error("cannot listen on %s: %s", config.agent.listen, exc.strerror or exc)
             return EXIT_USAGE
         # The port may have been 0 (any free port): name the one bound.
-        url = f"http://{format_endpoint(*runner.addresses[0][:2])}/"
+        scheme = "https" if web_config and web_config.tls_server_config else "http"
+        url = f"{scheme}://{format_endpoint(*runner.addresses[0][:2])}/"
         log.info("serving the status page, /metrics and /healthz on %s", url)
         if demo:
             print(f"reachprobe demo: open {url} in a browser; Ctrl-C stops.", flush=True)
@@ -185,9 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         _logging("warning" if args.once else "info")
         return asyncio.run(_demo(args.once, args.format, args.listen))
-    config = _load(args.config)
-    if config is None:
+    loaded = _load(args.config, serving=args.command != "check")
+    if loaded is None:
         return EXIT_USAGE
+    config, web_config = loaded
     if args.command == "validate":
         source = args.config or "built-in default config"
         print(f"{source}: ok ({len(config.targets)} targets)")
@@ -195,4 +203,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return asyncio.run(_check(config, args.target, args.format))
     _logging(args.log_level)
-    return asyncio.run(_run(config, args.config))
+    return asyncio.run(_run(config, args.config, web_config))

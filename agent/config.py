@@ -48,12 +48,15 @@ def _label(value: object) -> object:
 
 
 def _network(value: object) -> object:
-    if isinstance(value, str):
-        try:
-            return ipaddress.ip_network(value)
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not a network in CIDR form: {exc}") from None
-    return value
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value
+    if not isinstance(value, str):
+        # pydantic would otherwise read the number 1 as the network 0.0.0.1/32.
+        raise ValueError(f'{value!r} is not a network in CIDR form (e.g. "198.18.0.0/15")')
+    try:
+        return ipaddress.ip_network(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a network in CIDR form: {exc}") from None
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -108,6 +111,17 @@ def _ip(text: str) -> str:
         raise ValueError(f"{text!r} is not an IP address") from None
 
 
+def _existing_file(value: Path | None, info: ValidationInfo) -> Path | None:
+    """A path made relative to the config file's directory, which must name a file."""
+    if value is None:
+        return None
+    base = (info.context or {}).get("base_dir")
+    path = value if value.is_absolute() or base is None else Path(base) / value
+    if not path.is_file():
+        raise ValueError(f"file {str(path)!r} does not exist")
+    return path
+
+
 class AgentSection(_Strict):
     """Who this vantage is and how it probes."""
 
@@ -125,6 +139,10 @@ class AgentSection(_Strict):
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 << 20)] = DEFAULT_MAX_BODY
     # Shared by every vantage whose prefix samples are compared (docs/prefixes.md).
     prefix_seed: Annotated[str, Field(min_length=1, max_length=256)] = DEFAULT_SEED
+    # Serving beyond loopback needs web_config (TLS and/or basic auth, agent/webconfig.py) or
+    # this explicit opt-out; the rule is enforced at start by webconfig.listen_policy.
+    web_config: Path | None = None
+    insecure_listen: bool = False
 
     @field_validator("listen")
     @classmethod
@@ -133,6 +151,11 @@ class AgentSection(_Strict):
             host, _ = split_host_port(value)
             _ip(host)
         return value
+
+    @field_validator("web_config")
+    @classmethod
+    def _web_config_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _existing_file(value, info)
 
     @field_validator("interval", "timeout")
     @classmethod
@@ -226,13 +249,7 @@ class TlsSection(_Strict):
     @field_validator("ca_file")
     @classmethod
     def _exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None:
-            return None
-        base = (info.context or {}).get("base_dir")
-        path = value if value.is_absolute() or base is None else Path(base) / value
-        if not path.is_file():
-            raise ValueError(f"file {str(path)!r} does not exist")
-        return path
+        return _existing_file(value, info)
 
 
 class VantageSection(_Strict):

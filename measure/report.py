@@ -126,3 +126,7 @@ class CycleReport:
     reports: Sequence[TargetReport]
     vantage: VantageHealth = VantageHealth()
     prefixes: Sequence[PrefixResult] = ()
+    # How the cycle's start compared with its slot (set by the agent's scheduler).
+    lateness_seconds: float = 0.0
+    late: bool = False
+    skipped_intervals: int = 0

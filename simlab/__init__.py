@@ -19,7 +19,7 @@ from simlab.doh import DohServer, start_doh
 from simlab.intercept import PORTAL_BODY, InterceptServer, start_intercept
 from simlab.mtproto import MtprotoServer, start_mtproto
 from simlab.net import closed_port, parse_listen
-from simlab.tcp import RAW_MODES, RawServer, alert_record, start_raw
+from simlab.tcp import RAW_MODES, Blackhole, RawServer, alert_record, start_raw
 from simlab.web import (
     BLOCKPAGE_BODY,
     HTTP_MODES,
@@ -41,6 +41,7 @@ __all__ = [
     "VALID_BODY",
     "BackgroundLoop",
     "Behaviour",
+    "Blackhole",
     "DnsServer",
     "DohServer",
     "HttpServer",

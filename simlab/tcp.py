@@ -8,19 +8,30 @@ http target:
 - `eof`: read it, then close cleanly (FIN);
 - `silent`: accept and never send anything;
 - `alert`: read it, then send a fatal TLS alert record and close;
+- `hello-stall`: read the ClientHello, answer with a real ServerHello record only, then stay
+  silent: a peer (or middlebox) that stalls the handshake half way;
 - `http403`: read it, then answer in plain text `HTTP/1.1 403 Forbidden` and close, as an
   HTTP proxy in the path does to a ClientHello it will not pass.
+
+`Blackhole` is a listening port that drops every SYN, as a censor's blackhole route does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import socket
+import ssl
 import struct
 
-from simlab.net import TcpService
+import trustme
 
-RAW_MODES = ("reset", "eof", "silent", "alert", "http403")
+from simlab.certs import server_context
+from simlab.net import TcpService, bind_socket
+
+RAW_MODES = ("reset", "eof", "silent", "alert", "hello-stall", "http403")
+_RECORD_HEADER = 5
 HANDSHAKE_FAILURE = 40
 _READ_LIMIT = 65536
 FORBIDDEN_BODY = (
@@ -50,7 +61,10 @@ class RawServer(TcpService):
         self.alert = alert
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.mode == "silent":
+        if self.mode == "hello-stall":
+            writer.write(server_hello(await read_record(reader)))
+            await writer.drain()
+        if self.mode in ("silent", "hello-stall"):
             # Keep draining so that the client's close is noticed and the task ends.
             while await reader.read(_READ_LIMIT):
                 pass
@@ -70,6 +84,52 @@ def reset(writer: asyncio.StreamWriter) -> None:
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
+
+
+async def read_record(reader: asyncio.StreamReader) -> bytes:
+    """One whole TLS record (header and body), however the client's segments split it."""
+    header = await reader.readexactly(_RECORD_HEADER)
+    length = struct.unpack("!H", header[3:5])[0]
+    return header + await reader.readexactly(length)
+
+
+@functools.cache
+def _stall_context() -> ssl.SSLContext:
+    # The certificate never reaches the client (only the ServerHello is sent), so any will do.
+    return server_context(trustme.CA().issue_cert("stall.test"))
+
+
+def server_hello(client_hello: bytes) -> bytes:
+    """The first record a real TLS server answers `client_hello` with: its ServerHello."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = _stall_context().wrap_bio(incoming, outgoing, server_side=True)
+    incoming.write(client_hello)
+    # The server's flight comes out, then it waits for the client's next one.
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    flight = outgoing.read()
+    length = struct.unpack("!H", flight[3:5])[0]
+    return flight[: _RECORD_HEADER + length]
+
+
+class Blackhole:
+    """A TCP port whose SYNs are dropped: connects to it time out, as through a blackhole.
+
+    A listening socket with a zero backlog, its accept queue filled by one connection of our
+    own and never accepted: the kernel drops every further SYN (no RST, no ICMP). Nothing
+    runs; `close()` releases the port.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.listener = bind_socket(host, port, socket.SOCK_STREAM)
+        self.listener.listen(0)
+        self.host, self.port = host, self.listener.getsockname()[1]
+        self._plug = socket.create_connection((host, self.port), timeout=5)
+
+    def close(self) -> None:
+        """Release the port."""
+        self._plug.close()
+        self.listener.close()
 
 
 async def start_raw(

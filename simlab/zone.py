@@ -5,17 +5,22 @@ A zone maps a name to a behaviour. In YAML (or a dict) a behaviour is one of:
     valid.test: [127.0.0.1, "::1"]          # answer with these A/AAAA addresses
     nx.test: nxdomain                       # also: servfail, refused, nodata, silent
     inj.test: {kind: inject, addresses: [127.0.0.1], forged: [127.0.0.5], delay: 50ms}
+    slow.test: {kind: answer, addresses: [127.0.0.1], ttl: 5}
+    odd.test: {kind: mismatched, addresses: [127.0.0.1], forged: [127.0.0.5]}
     stray.test: {kind: stray, addresses: [127.0.0.1], forged: [127.0.0.5]}
     big.test: {kind: truncate, addresses: [127.0.0.1]}
-    slow.test: {kind: answer, addresses: [127.0.0.1], ttl: 5}
     "*": [127.0.0.9]                        # every name absent from the zone
 
 `nodata` is NOERROR with an empty answer; `silent` never replies; `inject` sends a forged
-reply at once and the genuine one `delay` later; `stray` sends, as a sloppy injector does, a
-forged reply with a wrong transaction id and one for a wrong question name before the genuine
-one (`delay` later); `truncate` answers with the TC bit set and no records, so that the client
-has to ask again over TCP. These three are UDP behaviours: over a stream (TCP, DoH), which
-carries one reply per query, the name gets its genuine answer.
+reply at once and the genuine one `delay` later. `mismatched` does the same but the forged reply
+carries another message ID (a blind spoofer's guess), which a client must ignore; `stray`
+sends, as a sloppy injector does, a forged reply with a wrong message ID and one for a wrong
+question name before the genuine one. `truncate` answers with the TC bit set and no records,
+so that the client has to ask again over TCP. These are UDP behaviours: over a stream (TCP,
+DoH), which carries one reply per query, the name gets its genuine answer. `oversized`
+answers over UDP with every address even beyond the client's payload size (512 bytes without
+EDNS), where `answer` would truncate (TC set, sections emptied) and a client should retry over
+TCP.
 
 Names absent from the zone get NXDOMAIN, or the behaviour of the `"*"` entry: an address list
 there makes the server an NXDOMAIN-hijacking resolver, as ISPs run to show ads or blockpages.
@@ -39,18 +44,11 @@ import dns.rrset
 import yaml
 
 KINDS = (
-    "answer",
-    "nxdomain",
-    "servfail",
-    "refused",
-    "nodata",
-    "silent",
-    "inject",
-    "stray",
-    "truncate",
-)
+    "answer", "nxdomain", "servfail", "refused", "nodata", "silent", "inject", "mismatched",
+    "oversized", "stray", "truncate",
+)  # fmt: skip
 # Forged replies come first; the genuine one `delay` later (UDP only).
-_FORGING = ("inject", "stray")
+_FORGING = ("inject", "mismatched", "stray")
 # The zone key whose behaviour applies to every name absent from the zone.
 OTHERS = "*"
 _RCODES = {
@@ -112,10 +110,12 @@ class Behaviour:
 
 @dataclass(frozen=True)
 class Reply:
-    """One reply to send: after `delay` seconds, `message`."""
+    """One reply to send: after `delay` seconds, `message`; `oversize` ignores the client's
+    UDP payload size."""
 
     delay: float
     message: dns.message.Message
+    oversize: bool = False
 
 
 def _answer(query: dns.message.Message, addresses: Iterable[str], ttl: int) -> dns.message.Message:
@@ -171,29 +171,29 @@ class Zone:
             response.set_rcode(_RCODES[kind])
             return [Reply(0.0, _authoritative(response))]
         genuine = _authoritative(_answer(query, behaviour.addresses, behaviour.ttl))
-        if not datagram:
-            return [Reply(0.0, genuine)]
-        if kind == "truncate":
+        if datagram and kind == "truncate":
             truncated = _authoritative(dns.message.make_response(query))
             truncated.flags |= dns.flags.TC
             return [Reply(0.0, truncated)]
-        if kind in _FORGING:
+        if datagram and kind in _FORGING:
             # Forged replies look like an on-path injector's: not authoritative, first.
             forged = [_answer(query, behaviour.forged, behaviour.ttl)]
+            if kind != "inject":
+                forged[0] = _wrong_id(forged[0])
             if kind == "stray":
-                forged = [_wrong_id(forged[0]), _wrong_question(query, behaviour)]
+                forged.append(_wrong_question(query, behaviour))
             return [Reply(0.0, f) for f in forged] + [Reply(behaviour.delay, genuine)]
-        return [Reply(0.0, genuine)]
+        return [Reply(0.0, genuine, oversize=kind == "oversized")]
 
 
 def _wrong_id(response: dns.message.Message) -> dns.message.Message:
-    """`response` with another transaction id: a client must not take it for its answer."""
-    response.id = (response.id + 1) & 0xFFFF
+    """`response` with another message ID: a client must not take it for its answer."""
+    response.id ^= 0x5A5A
     return response
 
 
 def _wrong_question(query: dns.message.Message, behaviour: Behaviour) -> dns.message.Message:
-    """A forged reply with the query's id but another name (`stray.` prepended) in question."""
+    """A forged reply with the query's ID but another name (`stray.` prepended) in question."""
     question = query.question[0]
     other = dns.message.make_query(
         dns.name.Name((b"stray", *question.name.labels)), question.rdtype

@@ -411,7 +411,7 @@ async def test_drip_sends_the_blockpage_head_then_a_byte_a_second(
         async with asyncio.timeout(1):
             assert await response.content.readexactly(len(head)) == head
         async with asyncio.timeout(2.5):
-            assert await response.content.readexactly(2) == b"  "
+            assert len(await response.content.readexactly(2)) == 2
         assert not response.content.at_eof()
 
 

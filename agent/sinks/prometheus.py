@@ -138,6 +138,18 @@ class PrometheusSink(Sink):
             "reachprobe_prefix_sampled", "Addresses sampled from the prefix in the last cycle.",
             ["prefix"], registry=r,
         )  # fmt: skip
+        self.cycles_late = Counter(
+            "reachprobe_cycles_late", "Cycles that started late (a cycle outran the interval).",
+            registry=r,
+        )  # fmt: skip
+        self.cycles_skipped = Counter(
+            "reachprobe_cycles_skipped", "Whole intervals that passed without a cycle starting.",
+            registry=r,
+        )  # fmt: skip
+        self.cycle_lateness = Gauge(
+            "reachprobe_cycle_start_lateness_seconds",
+            "How late the last cycle started after its slot.", registry=r,
+        )  # fmt: skip
         self.config_reloads = Counter(
             "reachprobe_config_reloads", "Config reloads by outcome.", ["outcome"], registry=r
         )
@@ -192,6 +204,10 @@ class PrometheusSink(Sink):
         self._flag(self.tcp_intercepted, health.tcp_intercepted)
         self._flag(self.nxdomain_hijacked.labels("test"), health.nxdomain_hijacked)
         self.cycle_duration.observe(cycle.duration_seconds)
+        self.cycle_lateness.set(cycle.lateness_seconds)
+        if cycle.late:
+            self.cycles_late.inc()
+        self.cycles_skipped.inc(cycle.skipped_intervals)
         self.last_cycle.set(cycle.started_at + cycle.duration_seconds)
 
     def observe_prefix(self, prefix: PrefixResult) -> None:

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from agent.config import parse_config
+from agent.webconfig import listen_policy
 from tests.lab import world
 from tests.lab.agents import CENSORED_VANTAGE, CONTROL_VANTAGE, agent_config
 from tests.lab.censor import SCENARIOS, VANTAGE_WIDE, Scenario
@@ -43,6 +44,9 @@ def test_agent_config_is_valid_and_explicit(vantage, tmp_path: Path) -> None:
     canaries = {t.name for t in config.targets if t.group == config.vantage.canary_group}
     assert canaries == {"canary-1", "canary-2"}
     assert config.agent.timeout < config.agent.interval
+    # It serves on a lab address with the documented opt-out, which the agent accepts.
+    assert config.agent.insecure_listen
+    assert listen_policy(config.agent, "lab") is None
 
 
 def test_prometheus_config_is_valid(tmp_path: Path) -> None:
