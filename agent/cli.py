@@ -18,9 +18,11 @@ from agent.demo import DEMO_LISTEN, demo_config
 from agent.planner import make_plan
 from agent.scheduler import Scheduler
 from agent.server import make_app, start_server
+from agent.sinks import Sink
 from agent.sinks.console import ConsoleSink, live_progress
 from agent.sinks.measurement_log import MeasurementLogSink
 from agent.sinks.prometheus import PrometheusSink
+from agent.sinks.remote_write import RemoteWriteSink
 from agent.sinks.status import StatusSink
 from agent.webconfig import WebConfig, listen_policy
 from measure.cycle import run_cycle
@@ -71,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         help="only these targets (names; the flag may also be repeated)",
     )  # fmt: skip
     check.add_argument("--format", "-f", choices=["table", "json"], default="table")
+    check.add_argument(
+        "--trace", action="store_true",
+        help="also trace the path to every target with TTL-limited probes (raw packets: "
+        "needs CAP_NET_RAW, see docs/raw.md); the JSON gets a `trace` per target",
+    )  # fmt: skip
     add("validate", "check a config file and exit")
     demo = sub.add_parser(
         "demo",
@@ -111,8 +118,10 @@ def _load(path: Path | None, serving: bool) -> tuple[Config, WebConfig | None] |
         return None
 
 
-async def _check(config: Config, names: Sequence[str] | None, fmt: str) -> int:
-    plan = make_plan(config)
+async def _check(
+    config: Config, names: Sequence[str] | None, fmt: str, *, trace: bool = False
+) -> int:
+    plan = make_plan(config, forced_trace=trace)
     targets = plan.targets
     if names:
         unknown = sorted(set(names) - {t.name for t in targets})
@@ -136,7 +145,14 @@ async def _run(
     config: Config, path: Path | None, web_config: WebConfig | None = None, *, demo: bool = False
 ) -> int:
     metrics, status = PrometheusSink(), StatusSink()
-    scheduler = Scheduler(config, [metrics, status, MeasurementLogSink()], path)
+    sinks: list[Sink] = [metrics, status, MeasurementLogSink()]
+    if config.remote_write is not None:
+        # After the Prometheus sink in the list: it snapshots the registry that sink just set.
+        pusher = RemoteWriteSink(metrics.registry, config.remote_write)
+        await pusher.start()
+        sinks.append(pusher)
+        log.info("pushing metrics to %s (remote-write)", config.remote_write.url)
+    scheduler = Scheduler(config, sinks, path)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, scheduler.stop)
@@ -201,6 +217,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{source}: ok ({len(config.targets)} targets)")
         return EXIT_OK
     if args.command == "check":
-        return asyncio.run(_check(config, args.target, args.format))
+        return asyncio.run(_check(config, args.target, args.format, trace=args.trace))
     _logging(args.log_level)
     return asyncio.run(_run(config, args.config, web_config))

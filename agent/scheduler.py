@@ -69,6 +69,8 @@ class Scheduler:
             return
         if new.agent.listen != self.config.agent.listen:
             log.warning("agent.listen changed: the new address takes effect after a restart")
+        if new.remote_write != self.config.remote_write:
+            log.warning("remote_write changed: the new settings take effect after a restart")
         old = self.prober
         self.config, self.plan = new, make_plan(new)
         self.prober = Prober(self.plan)

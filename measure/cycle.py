@@ -58,6 +58,8 @@ async def run_cycle(
         done = VantageChecks()
     health = assess(reports, done, prober.plan.vantage)
     adjusted = tuple(adjust(r, health) for r in reports)
+    if prober.raw is not None:
+        adjusted = tuple(await asyncio.gather(*(prober.raw.run(r) for r in adjusted)))
     prefixes = await sample_prefixes(prober.plan, started_at)
     return CycleReport(number, started_at, time.monotonic() - start, adjusted, health, prefixes)
 

@@ -9,6 +9,7 @@ import ipaddress
 from collections.abc import Sequence
 
 from measure.followups import confirm, consistency, sni
+from measure.followups.raw import RawFollowups
 from measure.plan import ProbePlan, TargetPlan, VantagePlan
 from measure.report import TargetReport
 from measure.vantage import VantageChecks, random_name
@@ -46,6 +47,7 @@ class Prober:
         control = plan.control_resolver
         self.control_dns = self._dns_client(control) if control is not None else None
         self._expectations: dict[str, http.HttpExpectations] = {}
+        self.raw = RawFollowups(plan.raw) if plan.raw is not None else None
 
     def _dns_client(self, resolver: Resolver) -> DnsClient:
         return DnsClient(

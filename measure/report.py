@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from measure.followups.consistency import addresses_of
 from measure.plan import TargetPlan
@@ -30,6 +31,8 @@ class TargetReport:
     # Set when the vantage's health changed the verdict: what the steps alone said, and why.
     local_verdict: Verdict | None = None
     note: str | None = None
+    # Where the trigger is stopped on the path (raw follow-ups; probes.raw.Trace).
+    trace: Any = None
 
     @property
     def steps(self) -> list[StepResult]:
@@ -84,6 +87,8 @@ class TargetReport:
         if self.local_verdict is not None:
             out["local_verdict"] = self.local_verdict.value
             out["note"] = self.note
+        if self.trace is not None:
+            out["trace"] = self.trace.to_json()
         return out
 
 

@@ -20,7 +20,9 @@ from prometheus_client import (
 
 from agent import __version__
 from agent.config import Config
+from agent.raw import RawMetrics
 from agent.sinks import Sink
+from measure.followups.raw import InjectionEvidence
 from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
 from measure.verdict import REACHABLE, VERDICTS
@@ -163,6 +165,7 @@ class PrometheusSink(Sink):
         )  # fmt: skip
         self.reload_ok.set(1)
         self.reload_time.set_to_current_time()
+        self.raw = RawMetrics(r)
         # What each target has put into the registry, so that a reload can take it out again.
         self._series: dict[str, set[tuple[Gauge | Counter, tuple[str, ...]]]] = defaultdict(set)
 
@@ -228,6 +231,7 @@ class PrometheusSink(Sink):
 
     def forget(self, target: str) -> None:
         """Remove every series of a target."""
+        self.raw.forget_trace(target)
         for metric, labels in self._series.pop(target, set()):
             with contextlib.suppress(KeyError):  # already gone with a clear()
                 metric.remove(*labels)
@@ -265,6 +269,19 @@ class PrometheusSink(Sink):
                     self.stray_responses.labels(resolver).inc(lookup.facts.stray_responses)
         http = report.http
         self._set_or_drop(self.throughput, (name,), http.bytes_per_second if http else None)
+        self._observe_raw(report)
+
+    def _observe_raw(self, report: TargetReport) -> None:
+        """The raw follow-ups' series: the blocking hop, and the reset fingerprints."""
+        name = report.target.name
+        if report.trace is not None:
+            self.raw.record_trace(name, report.trace)
+        else:
+            self.raw.forget_trace(name)
+        for step in report.steps:
+            for found in step.evidence:
+                if isinstance(found, InjectionEvidence):
+                    self.raw.record_fingerprint(name, "rst", found)  # type: ignore[arg-type]
 
     def _set_or_drop(self, gauge: Gauge, labels: tuple[str, ...], value: float | None) -> None:
         """Set a "last run" gauge, or remove it when this cycle has no value: a stale figure
