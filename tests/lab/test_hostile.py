@@ -263,9 +263,6 @@ def test_walled_garden(lab: Lab, censor: Censor) -> None:
     wait_gauge(prom, lab.censored, metric, 1, observe.RECOVERY_SECONDS)
 
 
-@pytest.mark.xfail(
-    reason="awaiting the rules' guard on reachprobe_vantage_connectivity_up", strict=False
-)
 def test_walled_garden_is_never_blocked_at_vantage(lab: Lab, censor: Censor) -> None:
     """The rules never call a target blocked at a vantage whose own connectivity is down."""
     prom = lab.prometheus
