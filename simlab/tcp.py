@@ -9,7 +9,9 @@ http target:
 - `silent`: accept and never send anything;
 - `alert`: read it, then send a fatal TLS alert record and close;
 - `hello-stall`: read the ClientHello, answer with a real ServerHello record only, then stay
-  silent: a peer (or middlebox) that stalls the handshake half way.
+  silent: a peer (or middlebox) that stalls the handshake half way;
+- `http403`: read it, then answer in plain text `HTTP/1.1 403 Forbidden` and close, as an
+  HTTP proxy in the path does to a ClientHello it will not pass.
 
 `Blackhole` is a listening port that drops every SYN, as a censor's blackhole route does.
 """
@@ -22,17 +24,23 @@ import functools
 import socket
 import ssl
 import struct
-from typing import Self
 
 import trustme
 
 from simlab.certs import server_context
-from simlab.net import StreamServer, bind_socket
+from simlab.net import TcpService, bind_socket
 
-RAW_MODES = ("reset", "eof", "silent", "alert", "hello-stall")
+RAW_MODES = ("reset", "eof", "silent", "alert", "hello-stall", "http403")
 _RECORD_HEADER = 5
 HANDSHAKE_FAILURE = 40
 _READ_LIMIT = 65536
+FORBIDDEN_BODY = (
+    b"<html><head><title>403 Forbidden</title></head><body>Access denied</body></html>\n"
+)
+FORBIDDEN = (
+    b"HTTP/1.1 403 Forbidden\r\nServer: squid\r\nContent-Type: text/html\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(FORBIDDEN_BODY)
+) + FORBIDDEN_BODY
 
 
 def alert_record(description: int = HANDSHAKE_FAILURE) -> bytes:
@@ -40,7 +48,7 @@ def alert_record(description: int = HANDSHAKE_FAILURE) -> bytes:
     return bytes([21, 3, 3, 0, 2, 2, description])
 
 
-class RawServer:
+class RawServer(TcpService):
     """Accept TCP connections on `host:port` and misbehave as `mode` says (see the module)."""
 
     def __init__(
@@ -48,31 +56,9 @@ class RawServer:
     ) -> None:
         if mode not in RAW_MODES:
             raise ValueError(f"unknown raw mode {mode!r}; expected one of {RAW_MODES}")
+        super().__init__(host, port)
         self.mode = mode
-        self.host = host
-        self.port = port
         self.alert = alert
-        self._server = StreamServer(self._serve)
-
-    @property
-    def connections(self) -> int:
-        """How many connections this server has accepted."""
-        return self._server.connections
-
-    async def wait_connections(self, count: int) -> None:
-        """Return once `count` connections have been accepted in all (call on the server's loop)."""
-        await self._server.wait_connections(count)
-
-    async def start(self) -> Self:
-        """Bind and start serving; returns self."""
-        sock = bind_socket(self.host, self.port, socket.SOCK_STREAM)
-        self.port = sock.getsockname()[1]
-        await self._server.start(sock)
-        return self
-
-    async def close(self) -> None:
-        """Stop serving and end open connections."""
-        await self._server.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.mode == "hello-stall":
@@ -87,10 +73,10 @@ class RawServer:
             return
         if self.mode == "reset":
             reset(writer)
-        elif self.mode == "alert":
-            writer.write(alert_record(self.alert))
+        elif self.mode in ("alert", "http403"):
+            writer.write(alert_record(self.alert) if self.mode == "alert" else FORBIDDEN)
             await writer.drain()
-        # `eof` (and `alert` after its record): StreamServer closes the stream cleanly.
+        # `eof` (and the others after their answer): StreamServer closes the stream cleanly.
 
 
 def reset(writer: asyncio.StreamWriter) -> None:
