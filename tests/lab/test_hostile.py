@@ -221,11 +221,6 @@ def test_transparent_proxy(lab: Lab, censor: Censor) -> None:
     wait_gauge(prom, lab.censored, metric, 0, observe.RECOVERY_SECONDS)
 
 
-@pytest.mark.xfail(
-    reason="awaiting agent support: the HTTPS canaries fail with tls_cert_invalid at the proxy "
-    "too, so HTTPS targets come out vantage_down, not tls_blocking",
-    strict=False,
-)
 def test_transparent_proxy_https_is_tls_blocking(lab: Lab, censor: Censor) -> None:
     """Behind the intercepting proxy an HTTPS target fails certificate validation: TLS blocking."""
     prom = lab.prometheus
