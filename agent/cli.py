@@ -18,10 +18,13 @@ from agent.demo import DEMO_LISTEN, demo_config
 from agent.planner import make_plan
 from agent.scheduler import Scheduler
 from agent.server import make_app, start_server
+from agent.sinks import Sink
 from agent.sinks.console import ConsoleSink, live_progress
 from agent.sinks.measurement_log import MeasurementLogSink
 from agent.sinks.prometheus import PrometheusSink
+from agent.sinks.remote_write import RemoteWriteSink
 from agent.sinks.status import StatusSink
+from agent.webconfig import WebConfig, listen_policy
 from measure.cycle import run_cycle
 from measure.prober import Prober
 from measure.verdict import REACHABLE
@@ -70,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         help="only these targets (names; the flag may also be repeated)",
     )  # fmt: skip
     check.add_argument("--format", "-f", choices=["table", "json"], default="table")
+    check.add_argument(
+        "--trace", action="store_true",
+        help="also trace the path to every target with TTL-limited probes (raw packets: "
+        "needs CAP_NET_RAW, see docs/raw.md); the JSON gets a `trace` per target",
+    )  # fmt: skip
     add("validate", "check a config file and exit")
     demo = sub.add_parser(
         "demo",
@@ -99,16 +107,21 @@ def _listen(text: str) -> str:
     return text
 
 
-def _load(path: Path | None) -> Config | None:
+def _load(path: Path | None, serving: bool) -> tuple[Config, WebConfig | None] | None:
+    """The config and, for the commands that serve (run, validate), its web config."""
     try:
-        return load_config(path)
+        config = load_config(path)
+        source = str(path or "built-in default config")
+        return config, listen_policy(config.agent, source) if serving else None
     except ConfigError as exc:
         print(f"reachprobe: invalid config\n{exc}", file=sys.stderr)
         return None
 
 
-async def _check(config: Config, names: Sequence[str] | None, fmt: str) -> int:
-    plan = make_plan(config)
+async def _check(
+    config: Config, names: Sequence[str] | None, fmt: str, *, trace: bool = False
+) -> int:
+    plan = make_plan(config, forced_trace=trace)
     targets = plan.targets
     if names:
         unknown = sorted(set(names) - {t.name for t in targets})
@@ -128,9 +141,18 @@ async def _check(config: Config, names: Sequence[str] | None, fmt: str) -> int:
     return EXIT_OK if all(r.verdict == REACHABLE for r in cycle.reports) else EXIT_UNREACHABLE
 
 
-async def _run(config: Config, path: Path | None, *, demo: bool = False) -> int:
+async def _run(
+    config: Config, path: Path | None, web_config: WebConfig | None = None, *, demo: bool = False
+) -> int:
     metrics, status = PrometheusSink(), StatusSink()
-    scheduler = Scheduler(config, [metrics, status, MeasurementLogSink()], path)
+    sinks: list[Sink] = [metrics, status, MeasurementLogSink()]
+    if config.remote_write is not None:
+        # After the Prometheus sink in the list: it snapshots the registry that sink just set.
+        pusher = RemoteWriteSink(metrics.registry, config.remote_write)
+        await pusher.start()
+        sinks.append(pusher)
+        log.info("pushing metrics to %s (remote-write)", config.remote_write.url)
+    scheduler = Scheduler(config, sinks, path)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, scheduler.stop)
@@ -139,13 +161,14 @@ async def _run(config: Config, path: Path | None, *, demo: bool = False) -> int:
     if config.agent.listen_address is not None:
         host, port = config.agent.listen_address
         try:
-            app = make_app(metrics.registry, scheduler, status.render)
-            runner = await start_server(app, host, port)
+            app = make_app(metrics.registry, scheduler, status.render, web_config)
+            runner = await start_server(app, host, port, web_config)
         except OSError as exc:
             log.error("cannot listen on %s: %s", config.agent.listen, exc.strerror or exc)
             return EXIT_USAGE
         # The port may have been 0 (any free port): name the one bound.
-        url = f"http://{format_endpoint(*runner.addresses[0][:2])}/"
+        scheme = "https" if web_config and web_config.tls_server_config else "http"
+        url = f"{scheme}://{format_endpoint(*runner.addresses[0][:2])}/"
         log.info("serving the status page, /metrics and /healthz on %s", url)
         if demo:
             print(f"reachprobe demo: open {url} in a browser; Ctrl-C stops.", flush=True)
@@ -185,14 +208,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         _logging("warning" if args.once else "info")
         return asyncio.run(_demo(args.once, args.format, args.listen))
-    config = _load(args.config)
-    if config is None:
+    loaded = _load(args.config, serving=args.command != "check")
+    if loaded is None:
         return EXIT_USAGE
+    config, web_config = loaded
     if args.command == "validate":
         source = args.config or "built-in default config"
         print(f"{source}: ok ({len(config.targets)} targets)")
         return EXIT_OK
     if args.command == "check":
-        return asyncio.run(_check(config, args.target, args.format))
+        return asyncio.run(_check(config, args.target, args.format, trace=args.trace))
     _logging(args.log_level)
-    return asyncio.run(_run(config, args.config))
+    return asyncio.run(_run(config, args.config, web_config))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -24,6 +25,9 @@ def parse_duration(value: object) -> float:
             raise ValueError(f"{value!r} is not a duration (use e.g. 500ms, 10s, 5m, 1h30m)")
     else:
         raise ValueError("a duration is a number of seconds or a string like 500ms, 10s, 5m")
+    if not math.isfinite(seconds):
+        # YAML's .nan and .inf, or a number too long for a float: a timer cannot use them.
+        raise ValueError(f"{value!r} is not a finite duration")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds

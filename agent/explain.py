@@ -105,7 +105,7 @@ def health_problems(health: VantageHealth) -> list[str]:
     if health.connectivity_up is False:
         codes = ", ".join(c.value for c in health.canary_failures)
         problems.append(
-            f"all {health.canaries} canaries failed ({codes}): this connection is down, "
+            f"no canary got through ({codes}): this connection is down, "
             "so failures like theirs are not counted as blocking"
         )
     if health.nxdomain_hijacked:

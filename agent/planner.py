@@ -23,7 +23,7 @@ from agent.config import (
     split_host_port,
 )
 from agent.resources import shipped_file
-from measure.plan import SCHEME_PORTS, HttpPlan, ProbePlan, TargetPlan, VantagePlan
+from measure.plan import SCHEME_PORTS, HttpPlan, ProbePlan, RawPlan, TargetPlan, VantagePlan
 from probes.blockpages import Fingerprint
 from probes.exchange import MTPROTO, Exchange
 from probes.prefix import Prefix
@@ -87,8 +87,30 @@ def plan_target(target: TargetConfig) -> TargetPlan:
     return TargetPlan(target.name, group, "tcp", host, port, None, exchange)
 
 
-def make_plan(config: Config) -> ProbePlan:
-    """The whole measurement plan of a config."""
+def plan_raw(config: Config, forced_trace: bool) -> RawPlan | None:
+    """The raw follow-ups, when the config opts in or `check --trace` asks (None: no scapy)."""
+    section = config.raw
+    if not (section.enabled or forced_trace):
+        return None
+    from probes.raw import RawOptions  # scapy loads only for an agent that uses it
+
+    fields = set(RawOptions.__dataclass_fields__)
+    options = RawOptions(**section.model_dump(include=fields))
+    test = config.resolvers.test
+    udp = test.endpoints()[0] if test.type == "udp" and test.servers else None
+    return RawPlan(
+        options,
+        trace=section.trace or forced_trace,
+        fingerprint=section.enabled and section.fingerprint,
+        forced=forced_trace,
+        echo=section.enabled and section.icmp_echo,
+        resolver=udp,
+        window=config.resolvers.injection_window,
+    )
+
+
+def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
+    """The whole measurement plan of a config (`forced_trace`: trace every target)."""
     agent, resolvers = config.agent, config.resolvers
     control = resolvers.control
     return ProbePlan(
@@ -109,4 +131,5 @@ def make_plan(config: Config) -> ProbePlan:
         prefixes=tuple(Prefix(p.name, p.cidr, p.port, p.sample) for p in config.prefixes),
         prefix_seed=agent.prefix_seed,
         interval=agent.interval,
+        raw=plan_raw(config, forced_trace),
     )

@@ -9,6 +9,7 @@ reload (SIGHUP) takes effect between cycles; a bad config is logged and the old 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agent.config import Config, ConfigError, load_config
+from agent.pacing import CycleStart, Pacer
 from agent.planner import make_plan
 from agent.sinks import Sink
 from measure.cycle import run_cycle
@@ -67,6 +69,8 @@ class Scheduler:
             return
         if new.agent.listen != self.config.agent.listen:
             log.warning("agent.listen changed: the new address takes effect after a restart")
+        if new.remote_write != self.config.remote_write:
+            log.warning("remote_write changed: the new settings take effect after a restart")
         old = self.prober
         self.config, self.plan = new, make_plan(new)
         self.prober = Prober(self.plan)
@@ -86,9 +90,17 @@ class Scheduler:
                 # One broken output must not cost the others their results.
                 log.exception("sink %s failed", type(sink).__name__)
 
-    async def _one_cycle(self) -> None:
+    async def _one_cycle(self, start: CycleStart) -> None:
         plan = self.plan
         cycle = await run_cycle(self.prober, plan.targets, plan.jitter, number=self.cycles + 1)
+        cycle = dataclasses.replace(
+            cycle, lateness_seconds=start.lateness, late=start.late, skipped_intervals=start.skipped
+        )
+        if start.late:
+            log.warning(
+                "cycle %d started %.1fs late (%d interval(s) without a cycle)",
+                cycle.number, start.lateness, start.skipped,
+            )  # fmt: skip
         for report in cycle.reports:
             log.debug("%s: %s %s", report.target.name, report.verdict.value, report.why())
         self.cycles += 1
@@ -118,11 +130,13 @@ class Scheduler:
 
     async def _cycles(self) -> None:
         self._configure_sinks()
+        pacer = Pacer(self.config.agent.interval, time.monotonic())
         while not self._stop.is_set():
             if self._reload.is_set():
                 await self._apply_reload()
-            started = time.monotonic()
-            cycle = asyncio.ensure_future(self._one_cycle())
+                pacer.set_interval(self.config.agent.interval)
+            start = pacer.start(time.monotonic())
+            cycle = asyncio.ensure_future(self._one_cycle(start))
             stopper = asyncio.ensure_future(self._stop.wait())
             await asyncio.wait([cycle, stopper], return_when="FIRST_COMPLETED")
             stopper.cancel()
@@ -133,7 +147,7 @@ class Scheduler:
             if cycle.exception() is not None:
                 # A bug must not stop the measurements: log it and try again next cycle.
                 log.error("cycle failed", exc_info=cycle.exception())
-            await self._wait(self.config.agent.interval - (time.monotonic() - started))
+            await self._wait(pacer.wait(time.monotonic()))
 
     def healthy(self) -> tuple[bool, str]:
         """Healthy while cycles keep finishing (or the first one is still due)."""

@@ -1,5 +1,8 @@
 """The agent's HTTP endpoints: /metrics (Prometheus text or OpenMetrics), /healthz and the
-status page at /."""
+status page at /.
+
+With a web config (agent/webconfig.py) every endpoint is behind its TLS and basic auth.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from agent.scheduler import Scheduler
+from agent.webconfig import PasswordChecker, WebConfig, basic_auth_middleware, ssl_context
 
 log = logging.getLogger("reachprobe")
 
@@ -24,9 +28,11 @@ def make_app(
     registry: CollectorRegistry,
     scheduler: Scheduler,
     status_page: Callable[[], str] | None = None,
+    web_config: WebConfig | None = None,
 ) -> web.Application:
-    """The aiohttp application serving the agent's endpoints; `/` is `status_page()` when
-    given (the status sink's render), else a list of the endpoints."""
+    """The aiohttp application serving the agent's endpoints (behind basic auth if
+    configured); `/` is `status_page()` when given (the status sink's render), else a list
+    of the endpoints."""
 
     async def metrics_handler(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -43,16 +49,24 @@ def make_app(
             text=text, content_type="text/html", headers={"Cache-Control": "no-store"}
         )
 
-    app = web.Application()
+    middlewares = []
+    if web_config is not None and web_config.basic_auth_users:
+        middlewares.append(basic_auth_middleware(PasswordChecker(web_config.basic_auth_users)))
+    app = web.Application(middlewares=middlewares)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", health_handler)
     app.router.add_get("/", index_handler)
     return app
 
 
-async def start_server(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Listen on host:port; returns the runner to clean up with `await runner.cleanup()`."""
-    if not ipaddress.ip_address(host).is_loopback:
+async def start_server(
+    app: web.Application, host: str, port: int, web_config: WebConfig | None = None
+) -> web.AppRunner:
+    """Listen on host:port (TLS if `web_config` says so); returns the runner to clean up with
+    `await runner.cleanup()`."""
+    secured = web_config is not None and web_config.secures
+    if not ipaddress.ip_address(host).is_loopback and not secured:
+        # Only reachable with agent.insecure_listen (webconfig.listen_policy refuses otherwise).
         log.warning(
             "serving metrics on %s, beyond loopback, without TLS or authentication: "
             "anyone who can reach it can read what this vantage measures",
@@ -60,6 +74,7 @@ async def start_server(app: web.Application, host: str, port: int) -> web.AppRun
         )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    tls = ssl_context(web_config) if web_config is not None else None
+    site = web.TCPSite(runner, host, port, ssl_context=tls)
     await site.start()
     return runner

@@ -58,8 +58,20 @@ async def run_cycle(
         done = VantageChecks()
     health = assess(reports, done, prober.plan.vantage)
     adjusted = tuple(adjust(r, health) for r in reports)
+    if prober.raw is not None:
+        adjusted = tuple(await asyncio.gather(*(with_raw(prober, r) for r in adjusted)))
     prefixes = await sample_prefixes(prober.plan, started_at)
     return CycleReport(number, started_at, time.monotonic() - start, adjusted, health, prefixes)
+
+
+async def with_raw(prober: Prober, report: TargetReport) -> TargetReport:
+    """The report with its raw follow-ups; a bug in them costs only those follow-ups."""
+    assert prober.raw is not None
+    try:
+        return await prober.raw.run(report)
+    except Exception:
+        log.exception("raw follow-ups of %s failed unexpectedly", report.target.name)
+        return report
 
 
 async def sample_prefixes(plan: ProbePlan, started_at: float) -> tuple[PrefixResult, ...]:

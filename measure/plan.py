@@ -81,6 +81,21 @@ class VantagePlan:
 
 
 @dataclass(frozen=True, slots=True)
+class RawPlan:
+    """The raw follow-ups to run (docs/raw.md). `options` is `probes.raw.RawOptions`, kept
+    untyped here so that planning never imports scapy; `forced` traces every target."""
+
+    options: object
+    trace: bool = True
+    fingerprint: bool = True
+    forced: bool = False
+    echo: bool = False
+    # The test resolver, when it is asked over UDP (the DNS fingerprint repeats its query).
+    resolver: tuple[str, int] | None = None
+    window: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
 class ProbePlan:
     """Everything the measurement layer needs from one config."""
 
@@ -101,3 +116,4 @@ class ProbePlan:
     prefixes: tuple[Prefix, ...] = ()
     prefix_seed: str = DEFAULT_SEED
     interval: float = 60.0
+    raw: RawPlan | None = None

@@ -9,6 +9,7 @@ import ipaddress
 from collections.abc import Sequence
 
 from measure.followups import confirm, consistency, sni
+from measure.followups.raw import RawFollowups
 from measure.plan import ProbePlan, TargetPlan, VantagePlan
 from measure.report import TargetReport
 from measure.vantage import VantageChecks, random_name
@@ -46,6 +47,7 @@ class Prober:
         control = plan.control_resolver
         self.control_dns = self._dns_client(control) if control is not None else None
         self._expectations: dict[str, http.HttpExpectations] = {}
+        self.raw = RawFollowups(plan.raw) if plan.raw is not None else None
 
     def _dns_client(self, resolver: Resolver) -> DnsClient:
         return DnsClient(
@@ -74,17 +76,18 @@ class Prober:
         result = await self.test_dns.resolve(host, self.bogons)
         return consistency.addresses_of(result) if result.ok else ()
 
-    async def _http(self, target: TargetPlan, address: str) -> StepResult:
+    async def _http(self, target: TargetPlan, conn: Connection) -> StepResult:
+        """The HTTP step over `conn`: the connection the earlier steps opened, or a fresh
+        one it opens itself (a control fetch). The caller holds the concurrency slot."""
         assert target.http is not None
-        async with self.semaphore:
-            return await http.run(
-                Connection(address, target.port),
-                target.http.url,
-                ssl_context=self.ssl_context,
-                timeout=self.plan.timeout,
-                expect=self._expect(target),
-                resolve=self._usable_addresses,
-            )
+        return await http.run(
+            conn,
+            target.http.url,
+            ssl_context=self.ssl_context,
+            timeout=self.plan.timeout,
+            expect=self._expect(target),
+            resolve=self._usable_addresses,
+        )
 
     async def _handshake(
         self, address: str, port: int, server_name: str | None
@@ -100,28 +103,28 @@ class Prober:
             conn.close()
 
     async def _connection_steps(self, target: TargetPlan, address: str) -> list[StepResult]:
-        """The tcp step and the exchange or tls on the same connection. They hold one slot
-        of the concurrency bound for as long as they hold a socket, so `concurrency` also
-        bounds open sockets."""
+        """The tcp step, then the exchange or tls, then http, all on one connection. They
+        hold one slot of the concurrency bound for as long as they hold the socket, so
+        `concurrency` also bounds open sockets."""
         timeout = self.plan.timeout
         async with self.semaphore:
             conn = Connection(address, target.port)
             try:
                 steps = [await tcp.run(conn, timeout)]
-                if steps[0].ok and target.exchange is not None:
+                if steps[-1].ok and target.exchange is not None:
                     steps.append(await exchange.run(conn, target.exchange, timeout))
-                elif steps[0].ok and target.sni is not None:
+                elif steps[-1].ok and target.sni is not None:
                     steps.append(await tls.run(conn, target.sni, self.ssl_context, timeout))
+                if steps[-1].ok and target.http is not None:
+                    steps.append(await self._http(target, conn))
             finally:
                 conn.close()
         return steps
 
     async def _attempt(self, target: TargetPlan, address: str) -> list[StepResult]:
-        """One try of the chain to one address, on fresh connections."""
+        """One try of the chain to one address, on a fresh connection."""
         chain = await self._connection_steps(target, address)
         failed = first_failure(chain)
-        if failed is None and target.http is not None:
-            chain.append(await self._http(target, address))
         rest = target.steps[len(chain) :]
         if failed is not None:
             endpoint = Connection(address, target.port).endpoint
@@ -192,7 +195,12 @@ class Prober:
         truth = consistency.addresses_of(control)
         if not truth:
             return None
-        fetched = await self._http(target, truth[0])
+        async with self.semaphore:
+            conn = Connection(truth[0], target.port)
+            try:
+                fetched = await self._http(target, conn)
+            finally:
+                conn.close()
         return consistency.compare(shown.facts, fetched)
 
     async def probe(self, target: TargetPlan) -> TargetReport:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from measure.followups.consistency import addresses_of
 from measure.plan import TargetPlan
@@ -30,6 +31,8 @@ class TargetReport:
     # Set when the vantage's health changed the verdict: what the steps alone said, and why.
     local_verdict: Verdict | None = None
     note: str | None = None
+    # Where the trigger is stopped on the path (raw follow-ups; probes.raw.Trace).
+    trace: Any = None
 
     @property
     def steps(self) -> list[StepResult]:
@@ -84,6 +87,8 @@ class TargetReport:
         if self.local_verdict is not None:
             out["local_verdict"] = self.local_verdict.value
             out["note"] = self.note
+        if self.trace is not None:
+            out["trace"] = self.trace.to_json()
         return out
 
 
@@ -93,6 +98,9 @@ class VantageHealth:
 
     canaries: int = 0
     canaries_up: int = 0
+    # Canaries whose connection got through (reachable, or failing only above TCP, as behind
+    # a TLS-intercepting proxy): the link itself works.
+    canaries_connected: int = 0
     canary_failures: tuple[Code, ...] = ()
     nxdomain_hijacked: bool | None = None
     nxdomain_answer: tuple[str, ...] = ()
@@ -100,13 +108,15 @@ class VantageHealth:
 
     @property
     def connectivity_up(self) -> bool | None:
-        """False when every canary failed; None without canaries."""
-        return None if self.canaries == 0 else self.canaries_up > 0
+        """False when no canary got a connection through (every one failed at DNS or TCP:
+        a dead link, a walled garden); None without canaries."""
+        return None if self.canaries == 0 else self.canaries_connected > 0
 
     def to_json(self) -> dict[str, object]:
         return {
             "canaries": self.canaries,
             "canaries_up": self.canaries_up,
+            "canaries_connected": self.canaries_connected,
             "connectivity_up": self.connectivity_up,
             "canary_failures": [c.value for c in self.canary_failures],
             "nxdomain_hijacked": self.nxdomain_hijacked,
@@ -126,3 +136,7 @@ class CycleReport:
     reports: Sequence[TargetReport]
     vantage: VantageHealth = VantageHealth()
     prefixes: Sequence[PrefixResult] = ()
+    # How the cycle's start compared with its slot (set by the agent's scheduler).
+    lateness_seconds: float = 0.0
+    late: bool = False
+    skipped_intervals: int = 0

@@ -22,6 +22,9 @@ INTERCEPTED_NOTE = (
     "never-answering address connected): a bare connect proves nothing here"
 )
 VANTAGE_DOWN_NOTE = "every canary failed the same way: this vantage's own connectivity is down"
+# The steps whose failure at every canary means the vantage's own link is down; a canary that
+# connected and failed above (TLS behind an intercepting proxy) shows interception instead.
+_LINK_STEPS = frozenset({Step.DNS, Step.TCP})
 # What the random-name lookup can say about NXDOMAIN rewriting; anything else says nothing.
 _NXDOMAIN_VERDICTS = frozenset({Code.OK, Code.DNS_BOGON, Code.DNS_NXDOMAIN})
 
@@ -45,10 +48,13 @@ def assess(
     """Roll the canaries' reports and the checks up into the vantage's health."""
     canaries = [r for r in reports if r.target.group == plan.canary_group]
     up = [r for r in canaries if r.verdict == REACHABLE]
+    connected = 0
     failures: list[Code] = []
     for report in canaries:
         failed = first_failure(report.deciding_steps)
-        if failed is not None and failed.result not in failures:
+        if failed is None or failed.step not in _LINK_STEPS:
+            connected += 1  # a connection got through: whatever failed above it, not the link
+        elif failed.result not in failures:
             failures.append(failed.result)
     hijacked = None
     nx = checks.nxdomain
@@ -59,7 +65,8 @@ def assess(
     return VantageHealth(
         canaries=len(canaries),
         canaries_up=len(up),
-        canary_failures=tuple(failures) if not up else (),
+        canaries_connected=connected,
+        canary_failures=tuple(failures) if not connected else (),
         nxdomain_hijacked=hijacked,
         nxdomain_answer=addresses_of(nx) if hijacked else (),
         tcp_intercepted=intercepted,

@@ -1,22 +1,51 @@
 """One address's connection as the steps build it up: `tcp` opens the socket, `tls` runs the
-handshake on it. Its owner (the measurement layer) closes it, whatever the steps concluded."""
+handshake on it, and `http` speaks over whichever stream is on top. Its owner (the measurement
+layer) closes it, whatever the steps concluded."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import Protocol
 
 from probes.results import format_endpoint
+
+READ_SIZE = 65536
+
+
+class Stream(Protocol):
+    """Bytes to and from the peer: plain TCP, or TLS on top of it."""
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def recv(self, size: int = READ_SIZE) -> bytes:
+        """Up to `size` bytes; b"" once the peer has closed."""
+        ...
+
+
+@dataclass(slots=True)
+class PlainStream:
+    """A connected non-blocking socket."""
+
+    sock: socket.socket
+
+    async def send(self, data: bytes) -> None:
+        await asyncio.get_running_loop().sock_sendall(self.sock, data)
+
+    async def recv(self, size: int = READ_SIZE) -> bytes:
+        return await asyncio.get_running_loop().sock_recv(self.sock, size)
 
 
 @dataclass(slots=True)
 class Connection:
-    """The socket and TLS state shared by the steps run against one address."""
+    """The socket and the stream on top of it, shared by the steps run against one address."""
 
     address: str
     port: int
     sock: socket.socket | None = None
+    stream: Stream | None = None
     tls: ssl.SSLObject | None = None
 
     @property

@@ -35,6 +35,8 @@ QTYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
 RESOLV_CONF = "/etc/resolv.conf"
 SYSTEM_PORT = 53
 DOH_MAX_BYTES = 65535
+# Answers kept per UDP query: enough to show injection, bounded against a flood.
+MAX_RESPONSES = 16
 TRANSPORTS = ("system", "udp", "tcp", "dot", "doh")
 DEFAULT_PORTS = {"udp": 53, "tcp": 53, "dot": 853}
 _RCODE_RESULTS = {
@@ -141,6 +143,8 @@ class _UdpCollector(asyncio.DatagramProtocol):
         if not self.query.is_response(msg):
             self.strays += 1
             return
+        if len(self.responses) >= MAX_RESPONSES:
+            return  # two differing ones already prove injection; a flood costs no memory
         self.responses.append(msg)
         if not self.first.done():
             self.first.set_result(None)

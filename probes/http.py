@@ -1,44 +1,54 @@
-"""The HTTP step: one request pinned to the probed address, checked for blocking.
+"""The HTTP step: a GET over the connection the earlier steps opened, checked for blocking.
 
-The request goes to the address the earlier steps probed (the Host header and SNI stay the
-target's name) by giving aiohttp a resolver that answers only that address. Redirects are
-followed by hand, a bounded number of times: within the target's host to the same address,
-to another host through the caller's resolver (the test resolver, bogons refused). Every hop
-is fingerprinted, so an ISP's redirect to its blockpage host is named.
+The request travels on the TCP step's socket and, for https, inside the TLS step's session
+(one handshake per probe, not two), parsed by h11, a sans-IO HTTP/1.1 implementation, so
+that resets, EOF and silence still reach the classifier as themselves. The Host header and
+SNI stay the target's name. Redirects are followed by hand on fresh connections, a bounded
+number of times: within the target's host to the same address, to another host through the
+caller's resolver (the test resolver, bogons refused). Every hop is fingerprinted, so an
+ISP's redirect to its blockpage host is named.
+
+What the step's duration and throughput measure: from the request's first byte to the end of
+the (last hop's) body, with no connection set-up in it for the first hop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import ssl
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+import h11
 
+from probes import tcp, tls
 from probes.blockpages import BlockpageMatcher
-from probes.connection import Connection
-from probes.errors import Outcome, measure
+from probes.connection import Connection, Stream
+from probes.errors import Outcome, PeerProtocolError, measure
 from probes.results import HttpFacts, StepResult
 from probes.taxonomy import Code, Step
 
 DEFAULT_MAX_BODY = 1 << 20
 MAX_REDIRECTS = 10
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+SCHEME_PORTS = {"https": 443, "http": 80}
 # An ordinary browser's request: the agent must not stand out on the wire (README: Risks).
-BROWSER_HEADERS = {
-    "User-Agent": (
+BROWSER_HEADERS = (
+    (
+        "User-Agent",
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-        "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+        "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
     ),
-    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-    "Accept-Language": "en-US,en;q=0.9",
-}
+    ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    ("Accept-Language", "en-US,en;q=0.9"),
+    ("Accept-Encoding", "gzip, deflate"),
+)
+# The most header bytes accepted (h11 stops buffering an incomplete head past it too).
+MAX_HEADER_BYTES = 32 * 1024
 
 
 class RedirectError(Exception):
@@ -48,34 +58,10 @@ class RedirectError(Exception):
 # Looks a host up for a cross-host redirect: the usable addresses (empty: not followed).
 Resolve = Callable[[str], Awaitable[Sequence[str]]]
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.I)
+_HEADER_CHARSET = re.compile(r"charset\s*=\s*\"?([A-Za-z0-9_.:-]+)", re.I)
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title", re.I | re.S)
 # How much of a body is searched for a <meta> charset (browsers look at the first 1024).
 _SNIFF_BYTES = 4096
-
-
-class _PinnedResolver(AbstractResolver):
-    """Answers each host with the address the probe chose for it, and nothing else."""
-
-    def __init__(self, pinned: dict[str, str]) -> None:
-        self.pinned = pinned
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        address = self.pinned[host.lower()]
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-        ]
-
-    async def close(self) -> None:
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +86,12 @@ class _Response:
     stalled: bool
 
 
-def charset_of(resp: aiohttp.ClientResponse, raw: bytes) -> str:
+def charset_of(headers: Mapping[str, str], raw: bytes) -> str:
     """The body's charset: the Content-Type header's, else a <meta> one (Russian ISP pages
     often declare windows-1251 only there), else UTF-8."""
-    if resp.charset:
-        return resp.charset
+    declared = _HEADER_CHARSET.search(headers.get("content-type", ""))
+    if declared:
+        return declared.group(1)
     found = _META_CHARSET.search(raw[:_SNIFF_BYTES])
     return found.group(1).decode("ascii") if found else "utf-8"
 
@@ -123,41 +110,110 @@ def title_of(body: str) -> str | None:
     return " ".join(found.group(1).split())[:200] if found else None
 
 
-async def _read_capped(
-    resp: aiohttp.ClientResponse, cap: int, deadline: float
+def _decoder(encoding: str) -> zlib._Decompress | None:  # type: ignore[name-defined]
+    """A streaming decoder for the body's Content-Encoding (we offer gzip and deflate)."""
+    encoding = encoding.strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    return None
+
+
+async def _next_event(conn: h11.Connection, stream: Stream) -> object:
+    """The next h11 event, reading from `stream` as h11 asks for data."""
+    while True:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        data = await stream.recv()
+        conn.receive_data(data)
+        if not data:
+            try:
+                return conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                # The peer closed mid-response: an EOF, not a malformed answer.
+                raise EOFError("connection closed before a complete response") from exc
+
+
+async def _read_body(
+    conn: h11.Connection, stream: Stream, encoding: str, cap: int, deadline: float
 ) -> tuple[bytes, bool, bool]:
-    """Read the body up to `cap` bytes: (bytes, truncated, stalled). A body still dripping
-    at `deadline` is kept as it is, so that what arrived can still be fingerprinted."""
+    """The body, decoded, up to `cap` bytes: (bytes, truncated, stalled). A body still
+    dripping at `deadline` is kept as it is, so that what arrived can be fingerprinted."""
     chunks: list[bytes] = []
     size = 0
+    decoder = _decoder(encoding)
     try:
         async with asyncio.timeout_at(deadline):
-            async for chunk in resp.content.iter_chunked(65536):
-                chunks.append(chunk)
-                size += len(chunk)
+            while True:
+                event = await _next_event(conn, stream)
+                if not isinstance(event, h11.Data):
+                    return b"".join(chunks), False, False
+                data = bytes(event.data)
+                if decoder is not None:
+                    # Bounded inflation: a small compressed body cannot grow past the cap.
+                    data = decoder.decompress(data, cap + 1 - size)
+                chunks.append(data)
+                size += len(data)
                 if size > cap:
                     return b"".join(chunks)[:cap], True, False
     except TimeoutError:
         if not chunks:
             raise  # nothing arrived: an ordinary timeout
         return b"".join(chunks), False, True
-    return b"".join(chunks), False, False
 
 
-async def _fetch(session: aiohttp.ClientSession, url: str, cap: int, deadline: float) -> _Response:
-    async with session.get(url, allow_redirects=False, headers=BROWSER_HEADERS) as resp:
-        raw, truncated, stalled = await _read_capped(resp, cap, deadline)
-        return _Response(
-            url=url,
-            status=resp.status,
-            status_line=f"HTTP/{resp.version.major}.{resp.version.minor} {resp.status} "
-            f"{resp.reason or ''}".rstrip(),
-            headers={k.lower(): v for k, v in resp.headers.items()},
-            body=decode(raw, charset_of(resp, raw)),
-            body_bytes=len(raw),
-            truncated=truncated,
-            stalled=stalled,
-        )
+async def _exchange(
+    stream: Stream, parts: SplitResult, url: str, cap: int, deadline: float
+) -> _Response:
+    """One GET of `url` over `stream`, with the response read and decoded."""
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
+    target = parts.path or "/"
+    if parts.query:
+        target += f"?{parts.query}"
+    headers = [("Host", parts.netloc.rpartition("@")[2]), *BROWSER_HEADERS, ("Connection", "close")]
+    request = h11.Request(method="GET", target=target, headers=headers)
+    await stream.send(conn.send(request) + (conn.send(h11.EndOfMessage()) or b""))
+    event = await _next_event(conn, stream)
+    while isinstance(event, h11.InformationalResponse):
+        event = await _next_event(conn, stream)
+    if not isinstance(event, h11.Response):
+        raise EOFError("connection closed before a response")
+    if sum(len(k) + len(v) for k, v in event.headers) > MAX_HEADER_BYTES:
+        raise PeerProtocolError(f"response headers larger than {MAX_HEADER_BYTES} bytes")
+    fields = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+    encoding = fields.get("content-encoding", "")
+    raw, truncated, stalled = await _read_body(conn, stream, encoding, cap, deadline)
+    version, reason = event.http_version.decode(), event.reason.decode("latin-1")
+    return _Response(
+        url=url,
+        status=event.status_code,
+        status_line=f"HTTP/{version} {event.status_code} {reason}".rstrip(),
+        headers=fields,
+        body=decode(raw, charset_of(fields, raw)),
+        body_bytes=len(raw),
+        truncated=truncated,
+        stalled=stalled,
+    )
+
+
+async def _open(
+    address: str, parts: SplitResult, ssl_context: ssl.SSLContext
+) -> tuple[Connection, Stream]:
+    """A fresh connection for a redirect hop (or a caller with none): TCP, and TLS with the
+    URL's host as SNI for https."""
+    conn = Connection(address, parts.port or SCHEME_PORTS[parts.scheme])
+    try:
+        await tcp.connect(conn)
+        if parts.scheme == "https":
+            assert conn.sock is not None
+            conn.stream = await tls.start(conn.sock, ssl_context, parts.hostname or "")
+    except BaseException:
+        conn.close()
+        raise
+    assert conn.stream is not None
+    return conn, conn.stream
 
 
 def _blockpage(resp: _Response, expect: HttpExpectations) -> tuple[Code, str] | None:
@@ -211,34 +267,54 @@ class _Hops:
     unresolved: str | None = None
 
 
-async def _follow(
-    session: aiohttp.ClientSession,
-    pinned: dict[str, str],
-    url: str,
-    expect: HttpExpectations,
-    resolve: Resolve | None,
-    deadline: float,
-) -> _Hops:
-    """GET `url` and follow redirects: within a host to its pinned address, to another host
-    through `resolve` (no `resolve`: not followed). A hop that matches a blockpage
-    fingerprint ends the chain: it has said what it had to."""
-    hops = _Hops(await _fetch(session, url, expect.max_body, deadline), [url])
-    for _ in range(MAX_REDIRECTS):
-        target = _next_hop(hops.last)
-        if target is None or _blockpage(hops.last, expect) is not None:
-            return hops
-        host = (urlsplit(target).hostname or "").lower()
-        if host not in pinned:
-            addresses = await resolve(host) if resolve is not None else ()
-            if not addresses:
-                hops.unresolved = target
+@dataclass(slots=True)
+class _Fetcher:
+    """Fetches the hops of one step: the first on the probed connection, the rest fresh."""
+
+    conn: Connection
+    ssl_context: ssl.SSLContext
+    expect: HttpExpectations
+    resolve: Resolve | None
+    deadline: float
+    pinned: dict[str, str] = field(default_factory=dict)
+
+    async def first(self, url: str) -> _Response:
+        parts = urlsplit(url)
+        if self.conn.stream is None:  # a caller with no earlier steps: connect here
+            hop, stream = await _open(self.conn.address, parts, self.ssl_context)
+            self.conn.sock, self.conn.stream = hop.sock, stream
+        assert self.conn.stream is not None
+        return await _exchange(self.conn.stream, parts, url, self.expect.max_body, self.deadline)
+
+    async def hop(self, url: str, address: str) -> _Response:
+        parts = urlsplit(url)
+        conn, stream = await _open(address, parts, self.ssl_context)
+        try:
+            return await _exchange(stream, parts, url, self.expect.max_body, self.deadline)
+        finally:
+            conn.close()
+
+    async def follow(self, url: str) -> _Hops:
+        """GET `url` and follow redirects: within a host to its pinned address, to another
+        host through `resolve` (no `resolve`: not followed). A hop that matches a blockpage
+        fingerprint ends the chain: it has said what it had to."""
+        hops = _Hops(await self.first(url), [url])
+        for _ in range(MAX_REDIRECTS):
+            target = _next_hop(hops.last)
+            if target is None or _blockpage(hops.last, self.expect) is not None:
                 return hops
-            pinned[host] = addresses[0]
-        hops.urls.append(target)
-        hops.last = await _fetch(session, target, expect.max_body, deadline)
-    if _next_hop(hops.last) is not None and _blockpage(hops.last, expect) is None:
-        raise RedirectError(f"more than {MAX_REDIRECTS} redirects")
-    return hops
+            host = (urlsplit(target).hostname or "").lower()
+            if host not in self.pinned:
+                found = await self.resolve(host) if self.resolve is not None else ()
+                if not found:
+                    hops.unresolved = target
+                    return hops
+                self.pinned[host] = found[0]
+            hops.urls.append(target)
+            hops.last = await self.hop(target, self.pinned[host])
+        if _next_hop(hops.last) is not None and _blockpage(hops.last, self.expect) is None:
+            raise RedirectError(f"more than {MAX_REDIRECTS} redirects")
+        return hops
 
 
 async def run(
@@ -250,23 +326,20 @@ async def run(
     expect: HttpExpectations,
     resolve: Resolve | None = None,
 ) -> StepResult:
-    """GET `url` from `conn`'s address and judge the answer against `expect` (blockpage
-    fingerprints first, on every hop). Redirects to another host are followed through
-    `resolve`; without it they are reported and not followed."""
+    """GET `url` over `conn` (its stream from the earlier steps, or a connection of its own
+    when it has none) and judge the answer against `expect`, blockpage fingerprints first, on
+    every hop. Redirects to another host are followed through `resolve`; without it they are
+    reported and not followed. `conn` stays the caller's to close."""
     host = (urlsplit(url).hostname or "").lower()
 
     async def work() -> Outcome:
-        pinned = {host: conn.address}
-        connector = aiohttp.TCPConnector(
-            resolver=_PinnedResolver(pinned), ssl=ssl_context, force_close=True, limit=1
-        )
         loop = asyncio.get_running_loop()
         # Stop reading a dripping body a little before the step's own timeout fires.
         deadline = loop.time() + timeout - max(0.1, timeout / 10)
-        async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
-            started = time.perf_counter()
-            hops = await _follow(session, pinned, url, expect, resolve, deadline)
-            elapsed = time.perf_counter() - started
+        fetcher = _Fetcher(conn, ssl_context, expect, resolve, deadline, {host: conn.address})
+        started = time.perf_counter()
+        hops = await fetcher.follow(url)
+        elapsed = time.perf_counter() - started
         resp = hops.last
         code, detail = _judge(resp, expect)
         facts = HttpFacts(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 from probes.taxonomy import SKIPPED, Code, Step, ooni_failure
 
@@ -52,11 +52,19 @@ Facts = DnsFacts | TlsFacts | HttpFacts
 
 class Evidence(Protocol):
     """What a follow-up learned about a finished step (a dataclass). It shows in the step's
-    JSON `data` under `key`, and `summary()`, when not None, extends the step's detail."""
+    JSON `data` under `key` (its fields, or its own `to_json()` when it has one), and
+    `summary()`, when not None, extends the step's detail."""
 
-    key: ClassVar[str]
+    @property
+    def key(self) -> str: ...
 
     def summary(self) -> str | None: ...
+
+
+def evidence_json(evidence: Evidence) -> dict[str, object]:
+    """One piece of evidence as JSON."""
+    own = getattr(evidence, "to_json", None)
+    return own() if callable(own) else facts_json(evidence)
 
 
 def facts_json(facts: object) -> dict[str, object]:
@@ -116,7 +124,7 @@ class StepResult:
             "detail": self.full_detail,
         }
         data = facts_json(self.facts)
-        data.update({e.key: facts_json(e) for e in self.evidence})
+        data.update({e.key: evidence_json(e) for e in self.evidence})
         if data:
             out["data"] = data
         return out

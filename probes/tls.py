@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from dataclasses import dataclass
 
 from probes.connection import Connection
 from probes.errors import NotTlsError, Outcome, measure
@@ -35,6 +36,37 @@ async def _pump(sock: socket.socket, outgoing: ssl.MemoryBIO) -> None:
         await asyncio.get_running_loop().sock_sendall(sock, data)
 
 
+@dataclass(slots=True)
+class TlsStream:
+    """TLS over a connected socket, driven through memory BIOs: what the network does
+    (a RST, a FIN, silence) reaches the caller as itself, not as a generic lost connection."""
+
+    sock: socket.socket
+    tls: ssl.SSLObject
+    incoming: ssl.MemoryBIO
+    outgoing: ssl.MemoryBIO
+
+    async def send(self, data: bytes) -> None:
+        self.tls.write(data)
+        await _pump(self.sock, self.outgoing)
+
+    async def recv(self, size: int = _READ_SIZE) -> bytes:
+        """Up to `size` bytes of plaintext; b"" once the peer has closed, with or without a
+        close_notify (many servers skip it; what a missing one means is the caller's call)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                return self.tls.read(size)
+            except ssl.SSLWantReadError:
+                data = await loop.sock_recv(self.sock, _READ_SIZE)
+                if not data:
+                    self.incoming.write_eof()
+                else:
+                    self.incoming.write(data)
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+
+
 def printable(data: bytes, limit: int = 64) -> str:
     """The first bytes of a peer's answer, safe to put in a detail line."""
     text = data[:limit].decode("latin-1")
@@ -49,7 +81,9 @@ def check_record(data: bytes) -> None:
         raise NotTlsError(f"answer is not TLS: {printable(data)!r}")
 
 
-async def _handshake(sock: socket.socket, ctx: ssl.SSLContext, server_name: str) -> ssl.SSLObject:
+async def start(sock: socket.socket, ctx: ssl.SSLContext, server_name: str) -> TlsStream:
+    """Run a handshake with SNI `server_name` on the connected `sock`, validating the
+    certificate for that name; raises on failure (the caller's boundary classifies)."""
     loop = asyncio.get_running_loop()
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = ctx.wrap_bio(incoming, outgoing, server_hostname=server_name)
@@ -69,7 +103,7 @@ async def _handshake(sock: socket.socket, ctx: ssl.SSLContext, server_name: str)
                 incoming.write_eof()
             continue
         await _pump(sock, outgoing)
-        return tls
+        return TlsStream(sock, tls, incoming, outgoing)
 
 
 def _facts(tls: ssl.SSLObject) -> TlsFacts:
@@ -94,8 +128,9 @@ async def run(
 
     async def work() -> Outcome:
         assert conn.sock is not None, "tls runs after a successful tcp step"
-        conn.tls = await _handshake(conn.sock, ctx, server_name)
-        facts = _facts(conn.tls)
+        stream = await start(conn.sock, ctx, server_name)
+        conn.stream, conn.tls = stream, stream.tls
+        facts = _facts(stream.tls)
         return Outcome(detail=f"{facts.version}, SNI {server_name}", facts=facts)
 
     return await measure(Step.TLS, conn.endpoint, timeout, work)

@@ -4,6 +4,8 @@
     python -m simlab doh --listen 198.18.0.54:443 --zone zone.yaml --cert C --key K
     python -m simlab web --listen 198.18.0.80:443 --mode valid --cert C --key K
     python -m simlab web --listen 198.18.0.81:443 --mode reset
+    python -m simlab mtproto --listen 198.18.2.20:443
+    python -m simlab intercept --listen 198.19.1.1:8443
     python -m simlab certs --dir DIR --stem web --name web.test --name 198.18.0.80
     python -m simlab closed-port --host 127.0.0.1
 
@@ -23,6 +25,8 @@ from typing import Protocol
 from simlab.certs import Pki, server_context_from_files
 from simlab.dns import DnsServer
 from simlab.doh import DohServer
+from simlab.intercept import InterceptServer
+from simlab.mtproto import MtprotoServer
 from simlab.net import closed_port, format_hostport, parse_listen
 from simlab.tcp import HANDSHAKE_FAILURE
 from simlab.web import FINAL_PATH, MODES, VALID_BODY, HttpServer, start_web
@@ -62,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--location", default=FINAL_PATH, help="target of the redirect mode")
     web.add_argument("--alert", type=int, default=HANDSHAKE_FAILURE, help="TLS alert number")
 
+    mtproto = sub.add_parser("mtproto", help="fake Telegram DC: answers req_pq_multi")
+    mtproto.add_argument("--listen", required=True, help="ADDR:PORT")
+
+    intercept = sub.add_parser(
+        "intercept", help="accept all TCP: TLS with its own CA, a portal page, else silence"
+    )
+    intercept.add_argument("--listen", required=True, help="ADDR:PORT")
+
     certs = sub.add_parser("certs", help="write CA files and a leaf certificate")
     certs.add_argument("--dir", required=True, type=Path, help="reuses the CAs found there")
     certs.add_argument("--stem", default="server", help="leaf files: STEM.pem, STEM-key.pem")
@@ -90,6 +102,10 @@ async def _start(args: argparse.Namespace) -> tuple[_Closable, str]:
         doh_server = DohServer(Zone.load(args.zone), ssl_context, host, port, args.path)
         await doh_server.start()
         return doh_server, doh_server.url
+    if args.kind in ("mtproto", "intercept"):
+        kind = MtprotoServer if args.kind == "mtproto" else InterceptServer
+        box = await kind(host, port).start()
+        return box, format_hostport(host, box.port)
     server = await start_web(
         args.mode,
         host,

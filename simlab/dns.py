@@ -100,7 +100,7 @@ class DnsServer:
             )
         replies = self.zone.replies(query, datagram=transport == "udp")
         max_size = max(query.payload, _UDP_DEFAULT_PAYLOAD) if transport == "udp" else 65535
-        return [(r.delay, encode(r.message, max_size)) for r in replies]
+        return [(r.delay, encode(r.message, 65535 if r.oversize else max_size)) for r in replies]
 
     def _datagram(self, wire: bytes, addr: tuple[str, int]) -> None:
         loop = asyncio.get_running_loop()

@@ -18,6 +18,8 @@ import yaml
 from simlab.certs import Pki, server_context
 from simlab.dns import DnsServer
 from simlab.doh import DohServer
+from simlab.intercept import InterceptServer
+from simlab.mtproto import MtprotoServer
 from simlab.net import closed_port, format_hostport
 from simlab.sni import SniFilter
 from simlab.tcp import RAW_MODES, RawServer
@@ -54,6 +56,8 @@ TEST_ZONE: dict[str, Behaviour] = {
     # A public-looking answer beside a bogon: the whole answer is a bogon answer.
     "mixed.test": Behaviour("answer", (HOST, BOGON_ADDRESS)),
     "inject.test": Behaviour("inject", (HOST,), forged=(FORGED_ADDRESS,)),
+    "stray.test": Behaviour("stray", (HOST,), forged=(FORGED_ADDRESS,)),
+    "truncate.test": Behaviour("truncate", (HOST,)),
 }
 # The control resolver sees the uncensored truth: every name resolves, and two names resolve
 # to an address the test resolver never gives.
@@ -63,7 +67,7 @@ CONTROL_ZONE: dict[str, Behaviour] = {
     "confirmed.test": Behaviour("answer", (CONTROL_ONLY_ADDRESS,)),
 }
 
-Server = DnsServer | DohServer | HttpServer | RawServer
+Server = DnsServer | DohServer | HttpServer | RawServer | MtprotoServer | InterceptServer
 
 
 @dataclass
@@ -72,10 +76,12 @@ class LoopbackLab:
 
     `web` maps a role to its server: `https`, `http` (valid page), `wrongname`, `untrusted`
     (HTTPS with a bad certificate), `blockpage`, `status` (503), `redirect` (same host),
-    `redirect-away` (to `ISP_REDIRECT`, another host), and the raw modes `reset`,
-    `eof`, `silent`, `alert`, and `sni` (resets a ClientHello naming `SNI_BLOCKED`, relays
-    any other to the `https` server). `trap` listens on the bogon address: a target naming
-    a bogon name must use the trap's port, the one the agent would connect to.
+    `redirect-away` (to `ISP_REDIRECT`, another host), `isp` (an unfingerprinted ISP page),
+    `drip` (a blockpage head, then a byte a second), the raw modes `reset`, `eof`, `silent`,
+    `alert`, `http403`, and `sni` (resets a ClientHello naming `SNI_BLOCKED`, relays any
+    other to the `https` server). `trap` listens on the bogon address (a target naming a
+    bogon name must use the trap's port, the one the agent would connect to), `mtproto` is
+    a fake Telegram DC, and `intercept` a transparent proxy's box with its own CA.
     """
 
     directory: Path
@@ -84,6 +90,8 @@ class LoopbackLab:
     doh: DohServer = field(init=False)
     web: dict[str, HttpServer | RawServer] = field(init=False, default_factory=dict)
     trap: RawServer = field(init=False)
+    mtproto: MtprotoServer = field(init=False)
+    intercept: InterceptServer = field(init=False)
     closed_port: int = field(init=False)
 
     async def start(self) -> LoopbackLab:
@@ -103,19 +111,23 @@ class LoopbackLab:
         for mode in ("status", "redirect"):
             self.web[mode] = await HttpServer(mode, HOST).start()
         self.web["http"] = await HttpServer("valid", HOST).start()
-        self.web["blockpage"] = await HttpServer("blockpage", HOST).start()
+        for mode in ("blockpage", "isp", "drip"):
+            self.web[mode] = await HttpServer(mode, HOST).start()
         away = HttpServer("redirect", HOST, location=ISP_REDIRECT)
         self.web["redirect-away"] = await away.start()
         for mode in RAW_MODES:
             self.web[mode] = await RawServer(mode, HOST).start()
         upstream = (HOST, self.port("https"))
         self.web["sni"] = await SniFilter([SNI_BLOCKED], upstream, HOST).start()
+        self.mtproto = await MtprotoServer(HOST).start()
+        self.intercept = await InterceptServer(HOST).start()
         self.closed_port = closed_port(HOST)
         return self
 
     async def close(self) -> None:
         """Stop every server."""
-        servers: list[Server] = [self.dns, self.doh, self.trap, *self.web.values()]
+        servers: list[Server] = [self.dns, self.doh, self.trap, self.mtproto, self.intercept]
+        servers += self.web.values()
         for server in servers:
             await server.close()
 

@@ -7,6 +7,7 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import Self
 
 from aiohttp import web
 
@@ -123,6 +124,38 @@ class StreamServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+
+
+class TcpService:
+    """A TCP server on `host:port` (port 0 picks one) whose subclass's `_serve` talks to clients."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self._server = StreamServer(self._serve)
+
+    @property
+    def connections(self) -> int:
+        """How many connections this server has accepted."""
+        return self._server.connections
+
+    async def wait_connections(self, count: int) -> None:
+        """Return once `count` connections have been accepted in all (call on the server's loop)."""
+        await self._server.wait_connections(count)
+
+    async def start(self) -> Self:
+        """Bind and start serving; returns self."""
+        sock = bind_socket(self.host, self.port, socket.SOCK_STREAM)
+        self.port = sock.getsockname()[1]
+        await self._server.start(sock)
+        return self
+
+    async def close(self) -> None:
+        """Stop serving and end open connections."""
+        await self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
 
 
 async def serve_app(

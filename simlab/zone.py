@@ -6,10 +6,24 @@ A zone maps a name to a behaviour. In YAML (or a dict) a behaviour is one of:
     nx.test: nxdomain                       # also: servfail, refused, nodata, silent
     inj.test: {kind: inject, addresses: [127.0.0.1], forged: [127.0.0.5], delay: 50ms}
     slow.test: {kind: answer, addresses: [127.0.0.1], ttl: 5}
+    odd.test: {kind: mismatched, addresses: [127.0.0.1], forged: [127.0.0.5]}
+    stray.test: {kind: stray, addresses: [127.0.0.1], forged: [127.0.0.5]}
+    big.test: {kind: truncate, addresses: [127.0.0.1]}
+    "*": [127.0.0.9]                        # every name absent from the zone
 
 `nodata` is NOERROR with an empty answer; `silent` never replies; `inject` sends a forged
-reply at once and the genuine one `delay` later (UDP only: a stream carries one reply per
-query, so TCP and DoH give the genuine one). Names absent from the zone get NXDOMAIN.
+reply at once and the genuine one `delay` later. `mismatched` does the same but the forged reply
+carries another message ID (a blind spoofer's guess), which a client must ignore; `stray`
+sends, as a sloppy injector does, a forged reply with a wrong message ID and one for a wrong
+question name before the genuine one. `truncate` answers with the TC bit set and no records,
+so that the client has to ask again over TCP. These are UDP behaviours: over a stream (TCP,
+DoH), which carries one reply per query, the name gets its genuine answer. `oversized`
+answers over UDP with every address even beyond the client's payload size (512 bytes without
+EDNS), where `answer` would truncate (TC set, sections emptied) and a client should retry over
+TCP.
+
+Names absent from the zone get NXDOMAIN, or the behaviour of the `"*"` entry: an address list
+there makes the server an NXDOMAIN-hijacking resolver, as ISPs run to show ads or blockpages.
 """
 
 from __future__ import annotations
@@ -29,7 +43,14 @@ import dns.rdatatype
 import dns.rrset
 import yaml
 
-KINDS = ("answer", "nxdomain", "servfail", "refused", "nodata", "silent", "inject")
+KINDS = (
+    "answer", "nxdomain", "servfail", "refused", "nodata", "silent", "inject", "mismatched",
+    "oversized", "stray", "truncate",
+)  # fmt: skip
+# Forged replies come first; the genuine one `delay` later (UDP only).
+_FORGING = ("inject", "mismatched", "stray")
+# The zone key whose behaviour applies to every name absent from the zone.
+OTHERS = "*"
 _RCODES = {
     "nxdomain": dns.rcode.NXDOMAIN,
     "servfail": dns.rcode.SERVFAIL,
@@ -64,8 +85,10 @@ class Behaviour:
             raise ValueError(f"unknown behaviour {self.kind!r}; expected one of {KINDS}")
         for address in (*self.addresses, *self.forged):
             ipaddress.ip_address(address)
-        if self.kind == "inject" and set(self.forged) == set(self.addresses):
-            raise ValueError("inject needs forged addresses that differ from the genuine ones")
+        if self.kind in _FORGING and set(self.forged) == set(self.addresses):
+            raise ValueError(
+                f"{self.kind} needs forged addresses that differ from the genuine ones"
+            )
 
     @classmethod
     def parse(cls, spec: object) -> Behaviour:
@@ -87,10 +110,12 @@ class Behaviour:
 
 @dataclass(frozen=True)
 class Reply:
-    """One reply to send: after `delay` seconds, `message`."""
+    """One reply to send: after `delay` seconds, `message`; `oversize` ignores the client's
+    UDP payload size."""
 
     delay: float
     message: dns.message.Message
+    oversize: bool = False
 
 
 def _answer(query: dns.message.Message, addresses: Iterable[str], ttl: int) -> dns.message.Message:
@@ -112,10 +137,12 @@ class Zone:
     """Name -> behaviour, plus the replies a query gets."""
 
     def __init__(self, behaviours: Mapping[str, Behaviour | object]) -> None:
-        self._behaviours = {
-            dns.name.from_text(name): b if isinstance(b, Behaviour) else Behaviour.parse(b)
+        parsed = {
+            name: b if isinstance(b, Behaviour) else Behaviour.parse(b)
             for name, b in behaviours.items()
         }
+        self._others = parsed.pop(OTHERS, Behaviour(kind="nxdomain"))
+        self._behaviours = {dns.name.from_text(name): b for name, b in parsed.items()}
 
     @classmethod
     def load(cls, path: str | Path) -> Zone:
@@ -126,8 +153,8 @@ class Zone:
         return cls(data)
 
     def behaviour(self, name: dns.name.Name) -> Behaviour:
-        """The behaviour for `name` (NXDOMAIN when the zone does not know it)."""
-        return self._behaviours.get(name, Behaviour(kind="nxdomain"))
+        """The behaviour for `name` (the `"*"` entry's, NXDOMAIN unless given, if unknown)."""
+        return self._behaviours.get(name, self._others)
 
     def replies(self, query: dns.message.Message, *, datagram: bool) -> list[Reply]:
         """The replies to `query`, in sending order; `datagram` is True over UDP."""
@@ -144,11 +171,35 @@ class Zone:
             response.set_rcode(_RCODES[kind])
             return [Reply(0.0, _authoritative(response))]
         genuine = _authoritative(_answer(query, behaviour.addresses, behaviour.ttl))
-        if kind == "inject" and datagram:
-            # The forged reply looks like an on-path injector's: not authoritative, first.
-            forged = _answer(query, behaviour.forged, behaviour.ttl)
-            return [Reply(0.0, forged), Reply(behaviour.delay, genuine)]
-        return [Reply(0.0, genuine)]
+        if datagram and kind == "truncate":
+            truncated = _authoritative(dns.message.make_response(query))
+            truncated.flags |= dns.flags.TC
+            return [Reply(0.0, truncated)]
+        if datagram and kind in _FORGING:
+            # Forged replies look like an on-path injector's: not authoritative, first.
+            forged = [_answer(query, behaviour.forged, behaviour.ttl)]
+            if kind != "inject":
+                forged[0] = _wrong_id(forged[0])
+            if kind == "stray":
+                forged.append(_wrong_question(query, behaviour))
+            return [Reply(0.0, f) for f in forged] + [Reply(behaviour.delay, genuine)]
+        return [Reply(0.0, genuine, oversize=kind == "oversized")]
+
+
+def _wrong_id(response: dns.message.Message) -> dns.message.Message:
+    """`response` with another message ID: a client must not take it for its answer."""
+    response.id ^= 0x5A5A
+    return response
+
+
+def _wrong_question(query: dns.message.Message, behaviour: Behaviour) -> dns.message.Message:
+    """A forged reply with the query's ID but another name (`stray.` prepended) in question."""
+    question = query.question[0]
+    other = dns.message.make_query(
+        dns.name.Name((b"stray", *question.name.labels)), question.rdtype
+    )
+    other.id = query.id
+    return _answer(other, behaviour.forged, behaviour.ttl)
 
 
 def _authoritative(response: dns.message.Message) -> dns.message.Message:

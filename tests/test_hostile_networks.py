@@ -10,6 +10,7 @@ import os
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ from measure.report import CycleReport
 from probes import exchange
 from probes.errors import UnexpectedReplyError
 from probes.results import HttpFacts
-from simlab import Zone, closed_port, start_dns, start_raw, start_web
+from simlab import Pki, Zone, closed_port, server_context, start_dns, start_raw, start_web
 from tests.test_dns_loss import Scripted, answer
 
 HOST = "127.0.0.1"
@@ -402,3 +403,21 @@ def test_page_difference(
         return HttpFacts(status=status, body_bytes=size, bytes_per_second=None, title=title)
 
     assert page_difference(facts(*test), facts(*control)) == differs
+
+
+async def test_canaries_behind_a_tls_intercepting_proxy_do_not_mean_a_dead_link(
+    servers, tmp_path: Path
+) -> None:
+    """Canaries that connect but fail TLS validation show interception, not a dead link: the
+    HTTPS target keeps its tls_blocking verdict (the middlebox, not the link, decided it)."""
+    proxy_cert = server_context(Pki(tmp_path).issue("canary.test", "site.test", trusted=False))
+    proxy = await servers(start_web, "valid", HOST, ssl_context=proxy_cert)
+    dns_server = await servers(start_dns, Zone({n: [HOST] for n in ("canary.test", "site.test")}))
+    targets = [
+        {"name": "canary", "url": f"https://canary.test:{proxy.port}/", "group": "canary"},
+        {"name": "site", "url": f"https://site.test:{proxy.port}/"},
+    ]
+    result = await cycle(targets, dns_server.port)
+    assert result.vantage.connectivity_up is True
+    assert result.vantage.canaries_up == 0
+    assert verdicts(result) == {"canary": "tls_blocking", "site": "tls_blocking"}

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import os
 import socket
 import ssl
+import struct
 import sys
 from pathlib import Path
 
@@ -24,8 +26,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.config import BlockpageConfig
+from agent.planner import fingerprints
+from probes.blockpages import BlockpageMatcher
 from simlab.background import BackgroundLoop
 from simlab.certs import Pki, client_context, server_context_from_files
+from simlab.dns import start_dns
+from simlab.intercept import PORTAL_BODY
 from simlab.loopback import (
     BOGON_ADDRESS,
     BOGON_EXEMPT,
@@ -36,7 +43,7 @@ from simlab.loopback import (
     LoopbackLab,
 )
 from simlab.net import closed_port, parse_listen
-from simlab.web import BLOCKPAGE_BODY, VALID_BODY, HttpServer
+from simlab.web import BLOCKPAGE_BODY, ISP_BODY, VALID_BODY, HttpServer
 from simlab.zone import Behaviour, Zone
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -126,18 +133,23 @@ class _Collector(asyncio.DatagramProtocol):
         self.replies.put_nowait(data)
 
 
-async def test_dns_inject_sends_forged_then_genuine_reply_over_udp(lab: LoopbackLab) -> None:
+async def udp_replies(
+    port: int, query: dns.message.Message, count: int
+) -> list[dns.message.Message]:
+    """Send `query` once over UDP and collect the first `count` datagrams that come back."""
     loop = asyncio.get_running_loop()
-    transport, collector = await loop.create_datagram_endpoint(
-        _Collector, remote_addr=(HOST, lab.dns.port)
-    )
+    transport, collector = await loop.create_datagram_endpoint(_Collector, remote_addr=(HOST, port))
     try:
-        query = dns.message.make_query("inject.test", "A")
         transport.sendto(query.to_wire())
         async with asyncio.timeout(2):
-            first, second = [dns.message.from_wire(await collector.replies.get()) for _ in "12"]
+            return [dns.message.from_wire(await collector.replies.get()) for _ in range(count)]
     finally:
         transport.close()
+
+
+async def test_dns_inject_sends_forged_then_genuine_reply_over_udp(lab: LoopbackLab) -> None:
+    query = dns.message.make_query("inject.test", "A")
+    first, second = await udp_replies(lab.dns.port, query, 2)
     assert query.is_response(first)
     assert query.is_response(second)
     assert addresses(first) == [FORGED_ADDRESS]
@@ -148,6 +160,54 @@ async def test_dns_inject_gives_only_the_genuine_reply_over_tcp(lab: LoopbackLab
     query = dns.message.make_query("inject.test", "A")
     response = await dns.asyncquery.tcp(query, HOST, port=lab.dns.port, timeout=2)
     assert addresses(response) == [HOST]
+
+
+async def test_dns_stray_sends_wrong_id_and_wrong_name_before_the_genuine_reply(
+    lab: LoopbackLab,
+) -> None:
+    query = dns.message.make_query("stray.test", "A")
+    wrong_id, wrong_name, genuine = await udp_replies(lab.dns.port, query, 3)
+    assert wrong_id.id != query.id
+    assert wrong_id.question == query.question
+    assert wrong_name.id == query.id
+    assert wrong_name.question[0].name == dns.name.from_text("stray.stray.test")
+    assert not query.is_response(wrong_id)
+    assert not query.is_response(wrong_name)
+    assert addresses(wrong_id) == addresses(wrong_name) == [FORGED_ADDRESS]
+    assert query.is_response(genuine)
+    assert addresses(genuine) == [HOST]
+    # A stub resolver that skips replies to other questions gets the genuine answer.
+    response = await dns.asyncquery.udp(
+        query, HOST, port=lab.dns.port, timeout=2, ignore_errors=True
+    )
+    assert addresses(response) == [HOST]
+
+
+async def test_dns_truncate_needs_tcp(lab: LoopbackLab) -> None:
+    query = dns.message.make_query("truncate.test", "A")
+    over_udp = await dns.asyncquery.udp(query, HOST, port=lab.dns.port, timeout=2)
+    assert over_udp.flags & dns.flags.TC
+    assert addresses(over_udp) == []
+    over_tcp = await dns.asyncquery.tcp(query, HOST, port=lab.dns.port, timeout=2)
+    assert not over_tcp.flags & dns.flags.TC
+    assert addresses(over_tcp) == [HOST]
+
+
+async def test_dns_nxdomain_hijack_answers_every_unknown_name() -> None:
+    hijack = "127.0.0.9"
+    zone = Zone({"known.test": [HOST], "gone.test": "nxdomain", "*": [hijack]})
+    server = await start_dns(zone, HOST)
+    try:
+        for name, expected in (
+            ("known.test", [HOST]),
+            ("x7f3q9.nxprobe.test", [hijack]),
+            ("gone.test", []),  # a name the zone says is gone stays gone
+        ):
+            query = dns.message.make_query(name, "A")
+            response = await dns.asyncquery.udp(query, HOST, port=server.port, timeout=2)
+            assert addresses(response) == expected, name
+    finally:
+        await server.close()
 
 
 async def test_dns_tcp_answers_several_queries_on_one_connection(lab: LoopbackLab) -> None:
@@ -288,6 +348,7 @@ async def http_session(lab: LoopbackLab) -> aiohttp.ClientSession:
         ("blockpage", 200, "rkn.gov.ru"),
         ("blockpage", 200, "Доступ ограничен"),
         ("status", 503, "503"),
+        ("isp", 200, "HomeNet"),
     ],
 )
 async def test_http_modes(
@@ -324,6 +385,34 @@ async def test_redirect_away_points_at_another_host(
     async with http_session.get(lab.web["redirect-away"].url(), allow_redirects=False) as response:
         assert response.status == 302
         assert response.headers["Location"] == ISP_REDIRECT
+
+
+def test_isp_and_portal_pages_match_no_fingerprint_but_the_drip_head_does() -> None:
+    """A hijack page is known only by differing from the real one: no fingerprint names it."""
+    matcher = BlockpageMatcher(fingerprints([BlockpageConfig(name="lab", pattern=r"rkn\.gov")]))
+    for page in (ISP_BODY, PORTAL_BODY):
+        assert matcher.match("HTTP/1.1 200 OK", {}, page) is None
+        assert page_title(page) != page_title(VALID_BODY)
+        assert len(page) != len(VALID_BODY)
+    assert matcher.match("HTTP/1.1 200 OK", {}, BLOCKPAGE_BODY[:-8]) is not None
+
+
+def page_title(html: str) -> str:
+    """The text of a page's <title>."""
+    return html.split("<title>", 1)[1].split("</title>", 1)[0]
+
+
+async def test_drip_sends_the_blockpage_head_then_a_byte_a_second(
+    lab: LoopbackLab, http_session: aiohttp.ClientSession
+) -> None:
+    head = BLOCKPAGE_BODY.removesuffix("</html>\n").encode()
+    async with http_session.get(lab.web["drip"].url()) as response:
+        assert response.status == 200
+        async with asyncio.timeout(1):
+            assert await response.content.readexactly(len(head)) == head
+        async with asyncio.timeout(2.5):
+            assert len(await response.content.readexactly(2)) == 2
+        assert not response.content.at_eof()
 
 
 # --- TLS and raw TCP --------------------------------------------------------------------------
@@ -364,6 +453,7 @@ def test_tls_bad_certificates(lab: LoopbackLab, role: str, server_name: str, ver
         ("eof", ssl.SSLEOFError, None),
         ("silent", TimeoutError, None),
         ("alert", ssl.SSLError, "SSLV3_ALERT_HANDSHAKE_FAILURE"),
+        ("http403", ssl.SSLError, "WRONG_VERSION_NUMBER"),
     ],
 )
 def test_raw_modes_break_the_tls_handshake(
@@ -386,6 +476,20 @@ def test_raw_modes_break_plain_http(lab: LoopbackLab, role: str, error: type[Exc
                 sock.recv(100)
 
 
+def test_http403_answers_a_client_hello_in_plain_text(lab: LoopbackLab) -> None:
+    with socket.create_connection((HOST, lab.port("http403")), timeout=1) as sock:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        hello = client_context(lab.pki.trusted).wrap_bio(incoming, outgoing, False, "valid.test")
+        with pytest.raises(ssl.SSLWantReadError):
+            hello.do_handshake()
+        sock.sendall(outgoing.read())
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+    assert answer.endswith(b"Access denied</body></html>\n")
+
+
 def test_closed_port_refuses(lab: LoopbackLab) -> None:
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((HOST, closed_port()), timeout=1).close()
@@ -397,6 +501,126 @@ def test_trap_counts_connections(lab: LoopbackLab, server_loop: BackgroundLoop) 
     # The accept runs on the server loop: wait for it there, bounded.
     server_loop.run(asyncio.wait_for(lab.trap.wait_connections(before + 1), 2))
     assert lab.trap.connections == before + 1
+
+
+# --- fake Telegram DC -------------------------------------------------------------------------
+
+
+def req_pq_multi(nonce: bytes) -> bytes:
+    """An unencrypted req_pq_multi message, as MTProto's first message is written."""
+    body = struct.pack("<I", 0xBE7E8EF1) + nonce
+    return struct.pack("<qqi", 0, 0x5F00000000000000, len(body)) + body
+
+
+def abridged(payload: bytes) -> bytes:
+    return bytes([len(payload) // 4]) + payload
+
+
+def intermediate(payload: bytes) -> bytes:
+    return struct.pack("<I", len(payload)) + payload
+
+
+async def read_abridged(reader: asyncio.StreamReader) -> bytes:
+    return await reader.readexactly((await reader.readexactly(1))[0] * 4)
+
+
+async def read_intermediate(reader: asyncio.StreamReader) -> bytes:
+    return await reader.readexactly(struct.unpack("<I", await reader.readexactly(4))[0])
+
+
+TRANSPORTS = {
+    "abridged": (b"\xef", abridged, read_abridged),
+    "intermediate": (b"\xee\xee\xee\xee", intermediate, read_intermediate),
+}
+
+
+@pytest.mark.parametrize("transport", sorted(TRANSPORTS))
+async def test_mtproto_answers_req_pq_multi_with_res_pq(lab: LoopbackLab, transport: str) -> None:
+    tag, frame, read = TRANSPORTS[transport]
+    reader, writer = await asyncio.open_connection(HOST, lab.mtproto.port)
+    try:
+        server_nonces = set()
+        for first in (True, False):  # two requests on one connection, each answered
+            nonce = os.urandom(16)
+            writer.write((tag if first else b"") + frame(req_pq_multi(nonce)))
+            async with asyncio.timeout(2):
+                reply = await read(reader)
+            auth_key_id, message_id, length = struct.unpack_from("<qqi", reply)
+            body = reply[20:]
+            assert (auth_key_id, length, message_id % 4) == (0, len(body), 1)
+            assert struct.unpack_from("<I", body)[0] == 0x05162463
+            assert body[4:20] == nonce
+            server_nonces.add(body[20:36])
+            pq_length = body[36]
+            assert pq_length == 8
+            pq = int.from_bytes(body[37:45], "big")
+            assert pq == 1229739323 * 1402015859
+            vector, count, fingerprint = struct.unpack_from("<Iiq", body, 48)
+            assert (vector, count, len(body)) == (0x1CB5C415, 1, 64)
+            assert fingerprint != 0
+        assert len(server_nonces) == 2
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "opening",
+    [
+        b"GET / HTTP/1.1\r\n\r\n",  # another protocol
+        b"\x16\x03\x01\x00\x05hello",  # a ClientHello
+        b"\xef" + abridged(b"\x01" * 8 + req_pq_multi(b"n" * 16)[8:]),  # auth_key_id != 0
+        b"\xee\xee\xee\xee" + intermediate(req_pq_multi(b"n" * 16)[:-4]),  # short
+        b"\xee\xee\xee\xee\xff\xff\xff\x7f",  # a length no auth message has
+    ],
+)
+def test_mtproto_closes_on_garbage(lab: LoopbackLab, opening: bytes) -> None:
+    with socket.create_connection((HOST, lab.mtproto.port), timeout=2) as sock:
+        sock.sendall(opening)
+        assert sock.recv(100) == b""
+
+
+# --- intercepting box -------------------------------------------------------------------------
+
+
+def test_intercept_completes_tls_with_its_own_ca_for_any_name(lab: LoopbackLab) -> None:
+    port = lab.intercept.port
+    with (
+        socket.create_connection((HOST, port), timeout=2) as sock,
+        pytest.raises(ssl.SSLCertVerificationError) as failure,
+    ):
+        client_context(lab.pki.trusted).wrap_socket(sock, server_hostname="bank.example")
+    assert failure.value.verify_code == 20  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+    # With the box's CA trusted the handshake completes, for the very name asked.
+    for name in ("bank.example", "web.telegram.test"):
+        with (
+            socket.create_connection((HOST, port), timeout=2) as sock,
+            client_context(lab.intercept.ca).wrap_socket(sock, server_hostname=name) as tls,
+        ):
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+            answer = b""
+            while chunk := tls.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert answer.endswith(PORTAL_BODY.encode())
+
+
+async def test_intercept_answers_plain_http_with_its_portal(lab: LoopbackLab) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://{HOST}:{lab.intercept.port}/news") as response,
+    ):
+        assert response.status == 200
+        assert await response.text() == PORTAL_BODY
+
+
+def test_intercept_accepts_other_protocols_and_stays_silent(lab: LoopbackLab) -> None:
+    with socket.create_connection((HOST, lab.intercept.port), timeout=0.5) as sock:
+        sock.sendall(b"\xef" + abridged(req_pq_multi(os.urandom(16))))
+        with pytest.raises(TimeoutError):
+            sock.recv(100)
+        sock.sendall(b"more")  # still open: the box reads and says nothing
+        with pytest.raises(TimeoutError):
+            sock.recv(100)
 
 
 # --- certificates -----------------------------------------------------------------------------
@@ -497,5 +721,23 @@ async def test_cli_doh(tmp_path: Path) -> None:
         connector = aiohttp.TCPConnector(ssl=client_context(pki.trusted))
         async with aiohttp.ClientSession(connector=connector) as session:
             assert await _doh(session, url, "cli.test", "POST") == ["127.0.0.8"]
+    finally:
+        assert await _stop(proc) == 0
+
+
+@pytest.mark.parametrize("kind", ["mtproto", "intercept"])
+async def test_cli_mtproto_and_intercept(kind: str) -> None:
+    proc, where = await _start_cli(kind, "--listen", f"{HOST}:0")
+    host, port = parse_listen(where)
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"\xee\xee\xee\xee" + intermediate(req_pq_multi(b"n" * 16)))
+        async with asyncio.timeout(2):
+            if kind == "mtproto":
+                assert (await read_intermediate(reader))[24:40] == b"n" * 16
+            else:  # the box says nothing to MTProto
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(reader.read(1), 0.5)
+        writer.close()
     finally:
         assert await _stop(proc) == 0

@@ -20,7 +20,9 @@ from prometheus_client import (
 
 from agent import __version__
 from agent.config import Config
+from agent.raw import RawMetrics
 from agent.sinks import Sink
+from measure.followups.raw import RawEvidence
 from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
 from measure.verdict import REACHABLE, VERDICTS
@@ -28,6 +30,8 @@ from probes.prefix import PrefixResult
 from probes.results import DnsFacts
 from probes.taxonomy import SKIPPED, Step
 
+# Raw evidence keys that are injection fingerprints, and the `kind` label each counts as.
+FINGERPRINTS = {"injection": "rst", "dns_injection": "dns"}
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 CYCLE_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
@@ -138,6 +142,18 @@ class PrometheusSink(Sink):
             "reachprobe_prefix_sampled", "Addresses sampled from the prefix in the last cycle.",
             ["prefix"], registry=r,
         )  # fmt: skip
+        self.cycles_late = Counter(
+            "reachprobe_cycles_late", "Cycles that started late (a cycle outran the interval).",
+            registry=r,
+        )  # fmt: skip
+        self.cycles_skipped = Counter(
+            "reachprobe_cycles_skipped", "Whole intervals that passed without a cycle starting.",
+            registry=r,
+        )  # fmt: skip
+        self.cycle_lateness = Gauge(
+            "reachprobe_cycle_start_lateness_seconds",
+            "How late the last cycle started after its slot.", registry=r,
+        )  # fmt: skip
         self.config_reloads = Counter(
             "reachprobe_config_reloads", "Config reloads by outcome.", ["outcome"], registry=r
         )
@@ -151,6 +167,7 @@ class PrometheusSink(Sink):
         )  # fmt: skip
         self.reload_ok.set(1)
         self.reload_time.set_to_current_time()
+        self.raw = RawMetrics(r)
         # What each target has put into the registry, so that a reload can take it out again.
         self._series: dict[str, set[tuple[Gauge | Counter, tuple[str, ...]]]] = defaultdict(set)
 
@@ -192,6 +209,10 @@ class PrometheusSink(Sink):
         self._flag(self.tcp_intercepted, health.tcp_intercepted)
         self._flag(self.nxdomain_hijacked.labels("test"), health.nxdomain_hijacked)
         self.cycle_duration.observe(cycle.duration_seconds)
+        self.cycle_lateness.set(cycle.lateness_seconds)
+        if cycle.late:
+            self.cycles_late.inc()
+        self.cycles_skipped.inc(cycle.skipped_intervals)
         self.last_cycle.set(cycle.started_at + cycle.duration_seconds)
 
     def observe_prefix(self, prefix: PrefixResult) -> None:
@@ -212,6 +233,7 @@ class PrometheusSink(Sink):
 
     def forget(self, target: str) -> None:
         """Remove every series of a target."""
+        self.raw.forget_trace(target)
         for metric, labels in self._series.pop(target, set()):
             with contextlib.suppress(KeyError):  # already gone with a clear()
                 metric.remove(*labels)
@@ -249,6 +271,19 @@ class PrometheusSink(Sink):
                     self.stray_responses.labels(resolver).inc(lookup.facts.stray_responses)
         http = report.http
         self._set_or_drop(self.throughput, (name,), http.bytes_per_second if http else None)
+        self._observe_raw(report)
+
+    def _observe_raw(self, report: TargetReport) -> None:
+        """The raw follow-ups' series: the blocking hop, and the reset fingerprints."""
+        name = report.target.name
+        if report.trace is not None:
+            self.raw.record_trace(name, report.trace)
+        else:
+            self.raw.forget_trace(name)
+        for step in report.steps:
+            for found in step.evidence:
+                if isinstance(found, RawEvidence) and found.key in FINGERPRINTS:
+                    self.raw.record_fingerprint(name, FINGERPRINTS[found.key], found)  # type: ignore[arg-type]
 
     def _set_or_drop(self, gauge: Gauge, labels: tuple[str, ...], value: float | None) -> None:
         """Set a "last run" gauge, or remove it when this cycle has no value: a stale figure

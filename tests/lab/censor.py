@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +32,9 @@ class Scenario:
     - `shape`: a rate (tc syntax, e.g. `256kbit`) and the source addresses whose traffic to the
       censored client it applies to;
     - `dns_lies`: simlab zone overrides for a lying resolver the censor runs and
-      redirects the lab resolver's port 53 to.
+      redirects the lab resolver's port 53 to (`"*"` stands for every name outside the zone);
+    - `boxes`: `python -m simlab` arguments of servers the censor runs while the scenario is
+      applied (e.g. the intercepting box a transparent proxy redirects to).
     """
 
     name: str
@@ -42,6 +44,7 @@ class Scenario:
     iptables: tuple[tuple[str, ...], ...] = ()
     shape: tuple[str, tuple[str, ...]] | None = None
     dns_lies: Mapping[str, object] = field(default_factory=dict)
+    boxes: tuple[tuple[str, ...], ...] = ()
 
     @property
     def table(self) -> str:
@@ -116,7 +119,7 @@ def sni_filter(name: str, server_name: str, port: int = 443) -> Scenario:
     return Scenario(name, f"SNI filtering of {server_name}", iptables=(spec,))
 
 
-def dns_poison(name: str, lies: Mapping[str, object]) -> Scenario:
+def dns_poison(name: str, lies: Mapping[str, object], description: str = "") -> Scenario:
     """Redirect the lab resolver's port 53 to a resolver on the censor that lies for `lies`.
 
     `lies` maps a name to a simlab behaviour (`nxdomain`, an address list, an `inject`
@@ -126,7 +129,7 @@ def dns_poison(name: str, lies: Mapping[str, object]) -> Scenario:
     target = f"{world.CENSOR_ADDRESS}:53"
     return Scenario(
         name,
-        f"DNS poisoning of {', '.join(lies)}",
+        description or f"DNS poisoning of {', '.join(lies)}",
         prerouting=(
             f"ip daddr {world.DNS_ADDRESS} udp dport 53 dnat ip to {target}",
             f"ip daddr {world.DNS_ADDRESS} tcp dport 53 dnat ip to {target}",
@@ -153,6 +156,38 @@ def http_blockpage(name: str, address: str, port: int = 80) -> Scenario:
 def throttle(name: str, address: str, rate: str) -> Scenario:
     """Shape traffic from `address` to the censored client to `rate` (tbf; no netem here)."""
     return Scenario(name, f"throttling {address} to {rate}", shape=(rate, (address,)))
+
+
+def transparent_proxy(name: str) -> Scenario:
+    """Redirect all of the censored client's TCP to an intercepting box on the censor.
+
+    The box (`simlab intercept`) accepts every connection to any address and port, completes
+    TLS with its own CA's certificate for whatever name was asked, serves a portal page to
+    plain HTTP and stays silent to anything else, as a transparent proxy or a captive portal
+    does.
+    """
+    host, port = world.INTERCEPT_LISTEN
+    return Scenario(
+        name,
+        "transparent proxy: all TCP of the censored client to an intercepting box",
+        prerouting=(f'iifname "{world.CENSOR_CLIENT_DEV}" meta l4proto tcp redirect to :{port}',),
+        boxes=(("intercept", "--listen", f"{host}:{port}"),),
+    )
+
+
+def random_loss(name: str, client: str, probability: float) -> Scenario:
+    """Drop each packet to or from `client` with `probability` (iptables `statistic`)."""
+    match = ("-m", "statistic", "--mode", "random", "--probability", f"{probability:g}")
+    return Scenario(
+        name,
+        f"{probability:.0%} random packet loss both ways for {client}",
+        iptables=tuple((side, client, *match, "-j", "DROP") for side in ("-s", "-d")),
+    )
+
+
+def _every_name(behaviour: Callable[[list[str]], object]) -> dict[str, object]:
+    """A lie for every name in the lab zone, made from its genuine addresses."""
+    return {name: behaviour(addresses) for name, addresses in world.zone_records().items()}
 
 
 # --- the lab's named scenarios ------------------------------------------------------------
@@ -198,8 +233,32 @@ SCENARIOS: dict[str, Scenario] = {
         blackhole("cloud-prefix", world.CLOUD_PREFIX),
         # Collateral damage at scale: parts of a /16 gone, for the prefix sampling estimate.
         blackhole("prefix-sample", "{ " + ", ".join(world.SAMPLED_BLOCKED) + " }"),
+        transparent_proxy("transparent-proxy"),
+        dns_poison(
+            "walled-garden",
+            _every_name(lambda _: "nxdomain"),
+            "walled garden: every name NXDOMAIN, canaries included",
+        ),
+        dns_poison(
+            "nxdomain-hijack",
+            {"*": [world.ISP_PAGE_ADDRESS]},
+            f"NXDOMAIN hijacking: names outside the zone answer {world.ISP_PAGE_ADDRESS}",
+        ),
+        # The ISP's own page: no blockpage fingerprint knows it; only the comparison with the
+        # page at the control resolver's address shows the hijack.
+        dns_poison("http-hijack", {_name("http-hijack"): [world.ISP_PAGE_ADDRESS]}),
+        random_loss("loss", world.CENSORED_CLIENT_ADDRESS, 0.05),
+        dns_poison(
+            "dns-tcp-only",
+            _every_name(lambda addresses: {"kind": "truncate", "addresses": addresses}),
+            "a resolver whose UDP answers are all truncated: answers need TCP",
+        ),
     )
 }
+
+
+# Scenarios that change the whole censored vantage (its resolver, its path), not one target's.
+VANTAGE_WIDE = ("transparent-proxy", "walled-garden", "nxdomain-hijack", "loss", "dns-tcp-only")
 
 
 # --- applying them ----------------------------------------------------------------------------
@@ -213,6 +272,7 @@ class Censor:
         self.directory = directory
         self.applied: dict[str, Scenario] = {}
         self._liar: LabProcess | None = None
+        self._boxes: dict[str, list[LabProcess]] = {}
 
     def apply(self, scenario: Scenario, ready_timeout: float = 10.0) -> None:
         """Apply `scenario` (replacing its earlier state, if any)."""
@@ -220,6 +280,8 @@ class Censor:
         self.applied[scenario.name] = scenario
         if scenario.dns_lies:
             self._start_liar(scenario, time.monotonic() + ready_timeout)
+        if scenario.boxes:
+            self._start_boxes(scenario, time.monotonic() + ready_timeout)
         if scenario.forward or scenario.prerouting:
             netns.run(["nft", "-f", "-"], ns=self.ns, input=scenario.nft_script())
         for spec in scenario.iptables:
@@ -243,6 +305,8 @@ class Censor:
             self._unshape()
         if scenario.dns_lies:
             self._stop_liar()
+        for box in self._boxes.pop(scenario.name, []):
+            box.stop()
 
     def clear(self) -> None:
         """Remove every scenario, including ones a crashed run may have left."""
@@ -250,6 +314,10 @@ class Censor:
         netns.run(["nft", "flush", "ruleset"], ns=self.ns)
         self._unshape()
         self._stop_liar()
+        for boxes in self._boxes.values():
+            for box in boxes:
+                box.stop()
+        self._boxes.clear()
 
     @contextlib.contextmanager
     def scenario(self, scenario: Scenario) -> Iterator[Scenario]:
@@ -292,6 +360,15 @@ class Censor:
         )
         self._liar = services.start_server(spec, self.ns, self.directory)
         services.wait_ready([self._liar], deadline)
+
+    def _start_boxes(self, scenario: Scenario, deadline: float) -> None:
+        specs = [
+            services.ServerSpec(f"censor-{scenario.name}-{i}", world.CENSOR, args)
+            for i, args in enumerate(scenario.boxes)
+        ]
+        boxes = [services.start_server(spec, self.ns, self.directory) for spec in specs]
+        self._boxes[scenario.name] = boxes
+        services.wait_ready(boxes, deadline)
 
     def _stop_liar(self) -> None:
         if self._liar is not None:

@@ -20,6 +20,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 NETNS_DIR = Path("/run/netns")
@@ -204,8 +205,23 @@ def wait_tcp(ns: str, address: tuple[str, int], deadline: float) -> None:
     raise TimeoutError(f"nothing listens on {address[0]}:{address[1]} in {ns}: {last}")
 
 
+@dataclass
+class _ProcessLock:
+    """The flock this process holds, shared by its LabLock objects."""
+
+    fd: int | None = None
+    holders: int = 0
+
+
+_PROCESS_LOCK = _ProcessLock()
+
+
 class LabLock:
     """An exclusive lock (flock on LOCK_FILE), so that two lab runs never build at once.
+
+    Within one process it is shared: the main lab (`rpl-*`) and the raw lab (`rpr-*`) use
+    different namespaces and may be up together in one test session, while another process
+    (another run, another worktree) waits for both to be done.
 
     The kernel drops a lock whose holder died, so whatever a crashed run left behind is stale
     by the time the next holder gets the lock and may be cleaned up. (Not a lock on /run/netns
@@ -213,30 +229,37 @@ class LabLock:
     """
 
     def __init__(self) -> None:
-        self._fd: int | None = None
+        self._held = False
 
     def acquire(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for the lock."""
-        if self._fd is not None:
+        if self._held:
             return
-        fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise TimeoutError(f"another lab run holds {LOCK_FILE}") from None
-                time.sleep(0.5)
-        self._fd = fd
+        if _PROCESS_LOCK.holders == 0:
+            fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        os.close(fd)
+                        raise TimeoutError(f"another lab run holds {LOCK_FILE}") from None
+                    time.sleep(0.5)
+            _PROCESS_LOCK.fd = fd
+        _PROCESS_LOCK.holders += 1
+        self._held = True
 
     def release(self) -> None:
-        """Release the lock (closing the descriptor drops it)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Release this holder; the last one in the process drops the flock."""
+        if not self._held:
+            return
+        self._held = False
+        _PROCESS_LOCK.holders -= 1
+        if _PROCESS_LOCK.holders == 0 and _PROCESS_LOCK.fd is not None:
+            os.close(_PROCESS_LOCK.fd)
+            _PROCESS_LOCK.fd = None
 
 
 class _NsHTTPConnection(http.client.HTTPConnection):

@@ -23,6 +23,7 @@ from tests.lab import netns, procs, world
 from tests.lab.procs import REPO_ROOT, LabProcess
 
 RULES_FILE = REPO_ROOT / "deploy" / "prometheus" / "reachprobe.rules.yml"
+ALERTS_FILE = REPO_ROOT / "deploy" / "prometheus" / "reachprobe.alerts.yml"
 SCRAPE_INTERVAL_SECONDS = 1.0
 JOB = "reachprobe"
 
@@ -32,7 +33,7 @@ class QueryError(RuntimeError):
 
 
 def prometheus_config(agent_addresses: list[tuple[str, int]]) -> dict[str, object]:
-    """Prometheus config: both agents in one job, the project's rules, 1s everything."""
+    """Prometheus config: both agents in one job, the project's rules and alerts, 1s everything."""
     interval = f"{SCRAPE_INTERVAL_SECONDS:g}s"
     return {
         "global": {
@@ -40,7 +41,7 @@ def prometheus_config(agent_addresses: list[tuple[str, int]]) -> dict[str, objec
             "scrape_timeout": interval,
             "evaluation_interval": interval,
         },
-        "rule_files": [str(RULES_FILE)],
+        "rule_files": [str(RULES_FILE), str(ALERTS_FILE)],
         "scrape_configs": [
             {
                 "job_name": JOB,

@@ -98,6 +98,12 @@ def server_specs(pki: LabPki, zone_file: Path) -> list[ServerSpec]:
             world.INFRA,
             ("web", "--listen", f"{world.BLOCKPAGE_ADDRESS}:80", "--mode", "blockpage"),
         ),
+        ServerSpec(
+            "isp-page",
+            world.INFRA,
+            ("web", "--listen", f"{world.ISP_PAGE_ADDRESS}:80", "--mode", "isp"),
+        ),
+        ServerSpec("dc", world.INFRA, ("mtproto", "--listen", f"{world.DC_ADDRESS}:443")),
         # The web and cloud namespaces host whole prefixes on lo; one wildcard listener per
         # port answers on every address in them.
         ServerSpec("web-https", world.WEB, ("web", "--listen", "0.0.0.0:443", *page, *web_tls)),

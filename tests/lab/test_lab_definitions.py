@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 from agent.config import parse_config
+from agent.webconfig import listen_policy
 from tests.lab import world
 from tests.lab.agents import CENSORED_VANTAGE, CONTROL_VANTAGE, agent_config
-from tests.lab.censor import SCENARIOS, Scenario
+from tests.lab.censor import SCENARIOS, VANTAGE_WIDE, Scenario
 from tests.lab.prometheus import prometheus_config
 
 LAB_NET = ipaddress.ip_network(world.LAB_NET)
@@ -37,7 +38,15 @@ def test_agent_config_is_valid_and_explicit(vantage, tmp_path: Path) -> None:
     assert config.resolvers.control is not None
     assert config.resolvers.control.url == f"https://{world.DOH_ADDRESS}/dns-query"
     assert {t.name for t in config.targets} == set(world.HOSTS)
+    # The vantage health checks contact lab addresses only, and find the lab's canaries.
+    assert config.vantage.tcp_canary == world.TCP_CANARY
+    assert config.vantage.nxdomain_probe_suffix == world.NXDOMAIN_PROBE_SUFFIX
+    canaries = {t.name for t in config.targets if t.group == config.vantage.canary_group}
+    assert canaries == {"canary-1", "canary-2"}
     assert config.agent.timeout < config.agent.interval
+    # It serves on a lab address with the documented opt-out, which the agent accepts.
+    assert config.agent.insecure_listen
+    assert listen_policy(config.agent, "lab") is None
 
 
 def test_prometheus_config_is_valid(tmp_path: Path) -> None:
@@ -86,6 +95,22 @@ def test_cloud_targets_fill_the_blackholed_prefix() -> None:
     assert all(ipaddress.ip_address(world.HOSTS[k].address) not in prefix for k in outside)
 
 
+def test_vantage_health_probes_stay_in_the_lab_and_find_nothing() -> None:
+    """The TCP canary is routed but held by no namespace; the NXDOMAIN probe's names are not
+    in the zone. So both fail unless a middlebox or a lying resolver is in the way."""
+    canary = ipaddress.ip_address(world.TCP_CANARY.rsplit(":", 1)[0])
+    assert canary in LAB_NET
+    assert any(canary in ipaddress.ip_network(prefix) for _, prefix, _ in world.ROUTES)
+    assert not any(canary in net for role in world.ROLES for net in _local_networks(role))
+    suffix = world.NXDOMAIN_PROBE_SUFFIX
+    assert suffix.endswith("." + world.ZONE)
+    assert not [name for name in world.zone_records() if name.endswith(suffix)]
+
+
+def test_vantage_wide_scenarios_exist() -> None:
+    assert set(VANTAGE_WIDE) <= set(SCENARIOS)
+
+
 def test_sni_pair_shares_an_address() -> None:
     assert world.HOSTS["sni-blocked"].address == world.HOSTS["sni-innocent"].address
     assert world.HOSTS["sni-blocked"].name != world.HOSTS["sni-innocent"].name
@@ -106,6 +131,8 @@ def test_scenario_nft_script_replaces_only_its_own_table(scenario: Scenario) -> 
 def test_scenarios_touch_one_target_each() -> None:
     """Each scenario's rules name only its own host, so scenarios never see each other."""
     for name, scenario in SCENARIOS.items():
+        if name in VANTAGE_WIDE:
+            continue
         text = " ".join([*scenario.forward, *scenario.prerouting])
         text += " ".join(" ".join(spec) for spec in scenario.iptables)
         text += str(scenario.shape or "") + str(dict(scenario.dns_lies))

@@ -80,7 +80,13 @@ LINKS = (
 
 # Addresses hosted on `lo` of the server namespaces. A prefix makes every address in it local.
 LOCAL_PREFIXES = {
-    INFRA: ("198.18.0.53/32", "198.18.0.54/32", "198.18.2.10/32"),
+    INFRA: (
+        "198.18.0.53/32",
+        "198.18.0.54/32",
+        "198.18.2.10/32",
+        "198.18.2.11/32",  # the ISP's own page (NXDOMAIN and plain-HTTP hijacks)
+        "198.18.2.20/32",  # a fake Telegram DC
+    ),
     WEB: ("198.18.1.0/24",),
     CLOUD: ("198.18.16.0/20", SAMPLED_PREFIX),
 }
@@ -94,6 +100,9 @@ ROUTES = (
     (CORE, "198.18.2.0/24", "198.19.3.2"),
     (CORE, "198.18.1.0/24", "198.19.3.6"),
     (CORE, "198.18.16.0/20", "198.19.3.10"),
+    # Routed to a namespace that does not forward and holds no address in it: packets to the
+    # sink vanish without an answer (no ICMP), as at an address nobody uses.
+    (CORE, "198.18.3.0/24", "198.19.3.6"),
     (INFRA, LAB_NET, "198.19.3.1"),
     (WEB, LAB_NET, "198.19.3.5"),
     (CLOUD, LAB_NET, "198.19.3.9"),
@@ -107,16 +116,27 @@ ROUTES = (
 # The censor's device facing the censored client: where tc shapes server-to-client traffic.
 CENSOR_CLIENT_DEV = "lan0"
 CENSOR_ADDRESS = "198.19.1.1"
+CENSORED_CLIENT_ADDRESS = "198.19.1.2"
 
 DNS_ADDRESS = "198.18.0.53"
 DOH_ADDRESS = "198.18.0.54"
 BLOCKPAGE_ADDRESS = "198.18.2.10"
 CLOUD_PREFIX = "198.18.16.0/20"
+ISP_PAGE_ADDRESS = "198.18.2.11"
+DC_ADDRESS = "198.18.2.20"
+# The agent's never-answering address (`vantage.tcp_canary`): in the silent sink above, so a
+# connect to it times out unless a box on the path accepts every connection.
+TCP_CANARY = "198.18.3.1:443"
+# Where a transparent proxy on the censor receives all of the censored client's TCP.
+INTERCEPT_LISTEN = (CENSOR_ADDRESS, 8443)
 
 PROMETHEUS_LISTEN = ("198.19.254.1", 9090)
 AGENT_LISTEN = {CENSORED: ("198.19.254.2", 9787), CONTROL: ("198.19.254.6", 9787)}
 
 ZONE = "lab.test"
+# The agent resolves a random name under it each cycle (`vantage.nxdomain_probe_suffix`); the
+# lab zone has no such names, so an address back means the resolver hijacks NXDOMAIN.
+NXDOMAIN_PROBE_SUFFIX = f"nxprobe.{ZONE}"
 
 
 @dataclass(frozen=True)
@@ -147,6 +167,13 @@ HOSTS = {
     "dns-injected": _web("dns-injected", 18),
     "http-block": _web("http-block", 19),
     "throttle": _web("throttle", 20),
+    "http-hijack": _web("http-hijack", 21),
+    # The vantage's own connectivity: when every canary fails, the vantage is down.
+    "canary-1": _web("canary-1", 30),
+    "canary-2": _web("canary-2", 31),
+    # Answers MTProto's req_pq_multi, as a Telegram DC does (the cloud's telegram-dc is a
+    # TLS server that only accepts TCP).
+    "lab-dc": Host(None, DC_ADDRESS, INFRA),
     # The 2018 case in small: a cloud prefix hosting "telegram" and unrelated services.
     "telegram-web": Host("web.telegram.test", "198.18.16.10", CLOUD),
     "telegram-dc": Host(None, "198.18.16.11", CLOUD),
@@ -157,6 +184,10 @@ HOSTS = {
 }
 
 CLOUD_TARGETS = ("telegram-web", "telegram-dc", "twitch", "slack", "spotify", "viber")
+HTTP_TARGETS = ("http-block", "http-hijack")
+CANARY_GROUP = "canary"
+# `tcp:` targets that speak a protocol after connecting (the agent's `exchange` key).
+EXCHANGES = {"lab-dc": "mtproto"}
 
 # The HTTP page the web and cloud servers serve, padded so that a rate limit shows in the HTTP
 # step's duration (throttling needs bytes to slow down).
@@ -181,9 +212,14 @@ def target(key: str) -> dict[str, object]:
     """The agent config entry for HOSTS[key]; the target's name is the key."""
     host = HOSTS[key]
     group = "telegram" if key.startswith("telegram") else ("cloud" if host.ns == CLOUD else "lab")
+    if key.startswith("canary-"):
+        group = CANARY_GROUP
     if host.name is None:
-        return {"name": key, "tcp": f"{host.address}:443", "group": group}
-    scheme = "http" if key == "http-block" else "https"
+        entry: dict[str, object] = {"name": key, "tcp": f"{host.address}:443", "group": group}
+        if key in EXCHANGES:
+            entry["exchange"] = EXCHANGES[key]
+        return entry
+    scheme = "http" if key in HTTP_TARGETS else "https"
     return {
         "name": key,
         "url": f"{scheme}://{host.name}/",
