@@ -16,8 +16,6 @@ from probes.exchange import Exchange
 from probes.prefix import DEFAULT_SEED, Prefix
 from probes.taxonomy import Step
 
-SCHEME_PORTS = {"https": 443, "http": 80}
-
 
 @dataclass(frozen=True, slots=True)
 class HttpPlan:

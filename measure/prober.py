@@ -235,9 +235,7 @@ class Prober:
         async def tcp_canary() -> StepResult | None:
             if plan.tcp_canary is None:
                 return None
-            address, port = plan.tcp_canary
-            async with self.semaphore:
-                connected, _ = await self._handshake(address, port, None)
+            connected, _ = await self._bounded_handshake(*plan.tcp_canary, None)
             return connected
 
         nx, tcp_result = await asyncio.gather(nxdomain(), tcp_canary())

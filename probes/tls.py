@@ -12,12 +12,11 @@ import socket
 import ssl
 from dataclasses import dataclass
 
-from probes.connection import Connection
+from probes.connection import READ_SIZE, Connection
 from probes.errors import NotTlsError, Outcome, measure
 from probes.results import StepResult, TlsFacts
 from probes.taxonomy import Step
 
-_READ_SIZE = 65536
 # TLS record content types: change_cipher_spec, alert, handshake, application_data.
 _TLS_CONTENT_TYPES = frozenset({20, 21, 22, 23})
 
@@ -50,7 +49,7 @@ class TlsStream:
         self.tls.write(data)
         await _pump(self.sock, self.outgoing)
 
-    async def recv(self, size: int = _READ_SIZE) -> bytes:
+    async def recv(self, size: int = READ_SIZE) -> bytes:
         """Up to `size` bytes of plaintext; b"" once the peer has closed, with or without a
         close_notify (many servers skip it; what a missing one means is the caller's call)."""
         loop = asyncio.get_running_loop()
@@ -58,7 +57,7 @@ class TlsStream:
             try:
                 return self.tls.read(size)
             except ssl.SSLWantReadError:
-                data = await loop.sock_recv(self.sock, _READ_SIZE)
+                data = await loop.sock_recv(self.sock, READ_SIZE)
                 if not data:
                     self.incoming.write_eof()
                 else:
@@ -93,7 +92,7 @@ async def start(sock: socket.socket, ctx: ssl.SSLContext, server_name: str) -> T
             tls.do_handshake()
         except ssl.SSLWantReadError:
             await _pump(sock, outgoing)
-            data = await loop.sock_recv(sock, _READ_SIZE)
+            data = await loop.sock_recv(sock, READ_SIZE)
             if data:
                 if first:
                     check_record(data)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import dns.message
@@ -16,10 +16,12 @@ from aiohttp import web
 from probes import dns as dnsprobe
 from probes.bogons import BogonFilter
 from probes.dns import DnsClient, Resolver
+from probes.results import StepResult
 from probes.tls import make_context
 from simlab import Pki, Zone, server_context, start_dns, start_doh
 from simlab.net import StreamServer, bind_socket
 
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 LOOPBACK = BogonFilter(["127.0.0.0/8", "::1/128"])
 ZONE = Zone({"site.test": ["127.0.0.7", "::1"], "gone.test": "nxdomain"})
 
@@ -140,6 +142,24 @@ async def test_garbage_datagrams_are_ignored_not_fatal() -> None:
     assert answer.facts.stray_responses == 2
 
 
+async def ask_doh(handler: Handler) -> StepResult:
+    """Resolve site.test over DoH against `handler` on loopback. Plain http:// is enough:
+    what is tested is how the answer is handled."""
+    app = web.Application()
+    app.router.add_post("/dns-query", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    try:
+        dns_client = DnsClient(Resolver("doh", url=f"http://127.0.0.1:{port}/dns-query"), timeout=2)
+        answer = await dns_client.resolve("site.test", LOOPBACK)
+        await dns_client.aclose()
+    finally:
+        await runner.cleanup()
+    return answer
+
+
 def other_answer() -> bytes:
     """A well-formed DNS answer, to a query nobody sent."""
     return dns.message.make_response(dns.message.make_query("other.test", "A")).to_wire()
@@ -164,21 +184,7 @@ async def test_hostile_doh_server_gives_dns_error(status: int, body: bytes, need
             headers={"Location": "/elsewhere"},
         )
 
-    app = web.Application()
-    app.router.add_post("/dns-query", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        # Plain http:// is enough here: what is tested is how the answer is handled.
-        resolver = Resolver("doh", url=f"http://127.0.0.1:{port}/dns-query")
-        dns_client = DnsClient(resolver, timeout=2)
-        answer = await dns_client.resolve("site.test", LOOPBACK)
-        await dns_client.aclose()
-    finally:
-        await runner.cleanup()
+    answer = await ask_doh(handler)
     assert answer.result == "dns_error"
     assert needle in answer.detail
 
@@ -197,19 +203,7 @@ async def test_doh_speaks_rfc_8484(tmp_path: Path) -> None:
         )
         return web.Response(body=answer.to_wire(), content_type="application/dns-message")
 
-    app = web.Application()
-    app.router.add_post("/dns-query", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        dns_client = DnsClient(Resolver("doh", url=f"http://127.0.0.1:{port}/dns-query"), timeout=2)
-        answer = await dns_client.resolve("site.test", LOOPBACK)
-        await dns_client.aclose()
-    finally:
-        await runner.cleanup()
+    answer = await ask_doh(handler)
     assert answer.result == "ok"
     assert seen
     for headers in seen:
