@@ -284,6 +284,8 @@ class Censor:
             self._start_boxes(scenario, time.monotonic() + ready_timeout)
         if scenario.forward or scenario.prerouting:
             netns.run(["nft", "-f", "-"], ns=self.ns, input=scenario.nft_script())
+        if scenario.prerouting:
+            self._forget_flows()
         for spec in scenario.iptables:
             netns.run(["iptables", "-A", "FORWARD", *spec], ns=self.ns)
         if scenario.shape:
@@ -301,6 +303,8 @@ class Censor:
                     netns.run(["iptables", "-D", "FORWARD", *spec], ns=self.ns)
                 except netns.CommandError:
                     break
+        if scenario.prerouting:
+            self._forget_flows()
         if scenario.shape:
             self._unshape()
         if scenario.dns_lies:
@@ -312,6 +316,7 @@ class Censor:
         """Remove every scenario, including ones a crashed run may have left."""
         self.applied.clear()
         netns.run(["nft", "flush", "ruleset"], ns=self.ns)
+        self._forget_flows()
         self._unshape()
         self._stop_liar()
         for boxes in self._boxes.values():
@@ -327,6 +332,14 @@ class Censor:
             yield scenario
         finally:
             self.remove(scenario)
+
+    def _forget_flows(self) -> None:
+        # NAT is decided on a flow's first packet: a flow the censor already tracks (a DNS
+        # query's source port reused within conntrack's 30s, an open connection) would keep
+        # its old destination, so a new redirect would miss it and a removed one would still
+        # send it to a stopped box. Flows that were not NATed are picked up again at once
+        # (nf_conntrack_tcp_loose), so forgetting them all only costs in-flight NATed ones.
+        netns.run(["conntrack", "--flush"], ns=self.ns)
 
     def _shape(self, rate: str, sources: tuple[str, ...]) -> None:
         # An htb root (the only classful qdisc besides it here is none: no prio, no netem)

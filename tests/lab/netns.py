@@ -26,7 +26,7 @@ from pathlib import Path
 NETNS_DIR = Path("/run/netns")
 LOCK_FILE = Path("/run/reachprobe-lab.lock")
 CLONE_NEWNET = 0x40000000
-REQUIRED_TOOLS = ("ip", "nft", "tc")
+REQUIRED_TOOLS = ("ip", "nft", "tc", "conntrack")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 

@@ -9,6 +9,7 @@ Prometheus), and removed again: the censored vantage is back to normal within on
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 import struct
 import time
@@ -95,9 +96,14 @@ def wait_cycles(prom: Prometheus, agent: Agent, count: int) -> None:
 def resolve(ns: str, name: str) -> tuple[int, list[str], bool]:
     """(rcode, addresses, TC bit) of an A query for `name` to the lab resolver (UDP, from `ns`)."""
     with netns.udp_socket(ns) as sock:
-        reply = dns.query.udp(
-            dns.message.make_query(name, "A"), world.DNS_ADDRESS, timeout=2, sock=sock
-        )
+        return resolve_on(sock, name)
+
+
+def resolve_on(sock: socket.socket, name: str) -> tuple[int, list[str], bool]:
+    """`resolve` from an existing UDP socket (so from the same source port each time)."""
+    reply = dns.query.udp(
+        dns.message.make_query(name, "A"), world.DNS_ADDRESS, timeout=2, sock=sock
+    )
     addresses = [r.address for rrset in reply.answer for r in rrset]
     return reply.rcode(), addresses, bool(reply.flags & dns.flags.TC)
 
@@ -187,6 +193,25 @@ def test_scenario_in_force_at_the_censored_client(lab: Lab, censor: Censor, name
     assert probe(lab) == applied
     censor.remove(SCENARIOS[name])
     assert probe(lab) == removed
+
+
+def test_scenario_takes_over_flows_already_open(lab: Lab, censor: Censor) -> None:
+    """A redirect applies to the next packet of a flow begun before it, and stops with it.
+
+    Netfilter NATs a flow on its first packet: without forgetting the censor's flows, a
+    query from a source port that had asked the resolver in the last 30s would still reach the
+    genuine resolver after `apply` (and the stopped liar after `remove`). The agents pick
+    ephemeral ports, so that happened now and then: a walled-garden target called reachable.
+    """
+    name = HOSTS["baseline"].name
+    # Any NAT rule turns on connection tracking in the censor, as on a real router.
+    censor.apply(SCENARIOS["http-block"])
+    with netns.udp_socket(lab.censored.ns) as sock:
+        assert resolve_on(sock, name)[0] == dns.rcode.NOERROR
+        censor.apply(SCENARIOS["walled-garden"])
+        assert resolve_on(sock, name)[0] == dns.rcode.NXDOMAIN
+        censor.remove(SCENARIOS["walled-garden"])
+        assert resolve_on(sock, name)[0] == dns.rcode.NOERROR
 
 
 # --- the agents ---------------------------------------------------------------------------------
