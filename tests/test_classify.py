@@ -1,10 +1,15 @@
-"""The exception table, bogon filter, DNS outcome rules and the verdict roll-up."""
+"""The exception table, the step boundary (`probes.errors.measure`), bogon filter, DNS outcome
+rules and the verdict roll-up."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
+import logging
 import ssl
+import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import dns.exception
@@ -19,7 +24,7 @@ from hypothesis import strategies as st
 from measure.verdict import chain_verdict, representative
 from probes.bogons import BogonFilter
 from probes.dns import QueryOutcome, evaluate
-from probes.errors import ERRNO_KINDS, classify
+from probes.errors import ERRNO_KINDS, Outcome, classify, measure
 from probes.results import StepResult
 from probes.taxonomy import ALL_CODES, CODES, OONI_FAILURE, Code, Step
 
@@ -258,6 +263,10 @@ class _Unprintable(Exception):
          "Connection refused"),
         # A local firewall's reject reads EPERM on connect.
         (OSError(errno.EPERM, "connect"), "Operation not permitted"),
+        # Only the first line of a multi-line text, and at most 200 characters.
+        (ValueError("certificate verify failed\n  at ssl/statem/statem_clnt.c:1889"),
+         "certificate verify failed"),
+        (ValueError("x" * 201), "x" * 200),
     ],
 )  # fmt: skip
 def test_details_are_short_and_say_what_happened(exc: BaseException, detail: str) -> None:
@@ -270,3 +279,47 @@ def test_an_exception_group_speaks_through_its_first_member() -> None:
         "tasks failed", [ConnectionRefusedError(errno.ECONNREFUSED, "x"), ValueError("later")]
     )
     assert classify(Step.TCP, group) == ("tcp_refused", "Connection refused")
+
+
+async def test_a_failed_step_keeps_its_step_address_and_duration() -> None:
+    async def refused() -> Outcome:
+        await asyncio.sleep(0.05)
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "x")
+
+    before = time.perf_counter()
+    result = await measure(Step.TCP, "127.0.0.1:9", 5, refused)
+    took = time.perf_counter() - before
+    assert (result.step, result.result, result.address, result.detail) == (
+        Step.TCP, "tcp_refused", "127.0.0.1:9", "Connection refused"
+    )  # fmt: skip
+    assert 0.05 <= result.duration_seconds <= took
+
+
+async def test_a_step_that_outlives_its_timeout_is_a_timeout_of_that_step() -> None:
+    before = time.perf_counter()
+    result = await measure(Step.TLS, "127.0.0.1:443", 0.05, lambda: asyncio.sleep(60))
+    took = time.perf_counter() - before
+    assert (result.result, result.detail) == ("tls_timeout", "timed out")
+    assert 0.05 <= result.duration_seconds <= took
+
+
+async def test_only_unclassified_errors_are_logged_with_their_traceback(caplog) -> None:
+    """An `*_error` code means the table did not know the exception: the debug log is where
+    an operator finds which one, with its traceback, to extend the table."""
+    odd = ValueError("odd")
+
+    def fails(exc: BaseException) -> Callable[[], Awaitable[Outcome]]:
+        async def work() -> Outcome:
+            raise exc
+
+        return work
+
+    caplog.set_level(logging.DEBUG, logger="reachprobe")
+    await measure(Step.TCP, "127.0.0.1:9", 5, fails(OSError(errno.ECONNRESET, "x")))
+    assert caplog.records == []
+    await measure(Step.HTTP, "127.0.0.1:80", 5, fails(odd))
+    (record,) = caplog.records
+    assert record.levelno == logging.DEBUG
+    assert record.getMessage() == "http 127.0.0.1:80: unclassified ValueError('odd')"
+    assert record.exc_info is not None
+    assert record.exc_info[1] is odd

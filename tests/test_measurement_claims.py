@@ -358,6 +358,24 @@ async def test_a_redirect_to_another_host_goes_through_the_test_resolver(servers
     assert trap.connections == 0
 
 
+async def test_a_redirect_to_https_is_followed_with_the_configured_trust(
+    servers,  # noqa: F811
+    pki: Pki,
+) -> None:
+    """The web's usual upgrade, http:// to https:// on the same host: the new hop's handshake
+    validates the certificate against the configured CA, as the TLS step does."""
+    secure = await servers(
+        start_web, "valid", HOST, ssl_context=server_context(pki.issue("site.test"))
+    )
+    upgraded = f"https://site.test:{secure.port}/"
+    plain = await servers(start_web, "redirect", HOST, location=upgraded)
+    dns_server = await servers(start_dns, Zone({"site.test": [HOST]}))
+    target = [{"name": "site", "url": f"http://site.test:{plain.port}/"}]
+    result = await cycle(target, dns_server.port, ca_file=str(pki.ca_file))
+    http = result.reports[0].chains[0][-1]
+    assert (http.result, http.facts.redirects) == ("ok", (upgraded,))
+
+
 async def test_the_targets_expectations_judge_the_page(servers) -> None:  # noqa: F811
     """expect_status, expect_body and the blockpage fingerprints, through the prober."""
     page = await servers(start_web, "valid", HOST)
