@@ -207,6 +207,31 @@ def test_an_answer_to_one_family_is_enough() -> None:
     assert evaluate(mixed, BogonFilter())[0] == "ok"
 
 
+def test_a_dns_detail_names_every_address_and_every_competing_answer() -> None:
+    pair = ("1.2.3.4", "5.6.7.8")
+    assert evaluate(outcomes([response(A, 0, *pair)]), BogonFilter())[:2] == (
+        "ok", "1.2.3.4, 5.6.7.8"
+    )  # fmt: skip
+    bogons = outcomes([response(A, 0, "10.0.0.1", "10.0.0.2")])
+    assert evaluate(bogons, BogonFilter())[:2] == (
+        "dns_bogon", "answer in bogon space: 10.0.0.1, 10.0.0.2"
+    )  # fmt: skip
+    injected = outcomes([response(A, 0, *pair), response(A, dns.rcode.NXDOMAIN)])
+    assert evaluate(injected, BogonFilter())[:2] == (
+        "dns_injected", "A: 1.2.3.4,5.6.7.8 vs NXDOMAIN"
+    )  # fmt: skip
+
+
+def test_a_decisive_rcode_speaks_for_the_name_beside_an_empty_answer() -> None:
+    """NXDOMAIN to AAAA beside an empty NOERROR to A: the name does not exist."""
+    mixed = outcomes([response(A)], [response(AAAA, dns.rcode.NXDOMAIN)])
+    assert evaluate(mixed, BogonFilter()) == ("dns_nxdomain", "NXDOMAIN", [])
+
+
+def test_no_query_is_an_error_and_says_so() -> None:
+    assert evaluate({}, BogonFilter()) == ("dns_error", "no query was sent", [])
+
+
 def step(s: Step, result: str) -> StepResult:
     return StepResult(s, Code(result))
 

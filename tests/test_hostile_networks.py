@@ -19,12 +19,13 @@ from agent.config import parse_config
 from agent.planner import make_plan
 from agent.sinks.prometheus import PrometheusSink
 from measure.cycle import run_cycle
-from measure.followups.consistency import page_difference
+from measure.followups.consistency import PageComparison, inconsistent, page_difference
 from measure.prober import Prober
 from measure.report import CycleReport
 from probes import exchange
 from probes.errors import UnexpectedReplyError
-from probes.results import HttpFacts
+from probes.results import DnsFacts, HttpFacts, StepResult
+from probes.taxonomy import Code, Step
 from simlab import Pki, Zone, closed_port, server_context, start_dns, start_raw, start_web
 from tests.test_dns_loss import Scripted, answer
 
@@ -390,6 +391,8 @@ async def test_a_failing_control_resolver_is_named_and_the_verdict_still_decided
     [
         ((200, "Home", 1000), (200, "Home", 1000), None),
         ((200, "Home", 1000), (200, "home", 800), None),  # within OONI's 0.7 length ratio
+        # OONI's boundary: a ratio of exactly 0.7 is already another page.
+        ((200, "Home", 700), (200, "Home", 1000), "body 700 vs 1000 bytes"),
         ((200, "Home", 1000), (200, None, 1000), None),  # no title to compare
         ((302, "Home", 1000), (200, "Home", 1000), "status 302 vs 200"),
         ((200, "Portal", 1000), (200, "Home", 1000), "title 'Portal' vs 'Home'"),
@@ -403,6 +406,25 @@ def test_page_difference(
         return HttpFacts(status=status, body_bytes=size, bytes_per_second=None, title=title)
 
     assert page_difference(facts(*test), facts(*control)) == differs
+
+
+def test_an_inconsistency_names_every_address_on_both_sides() -> None:
+    def answer(*addresses: str) -> StepResult:
+        return StepResult(Step.DNS, Code.OK, facts=DnsFacts("udp", addresses))
+
+    tested, truth = answer("10.9.0.1", "10.9.0.2"), answer("10.8.0.1", "10.8.0.2")
+    sides = (
+        "test answers 10.9.0.1, 10.9.0.2 share nothing with the control resolver's "
+        "(10.8.0.1, 10.8.0.2)"
+    )
+    mismatch = [StepResult(Step.TLS, Code.TLS_HOSTNAME_MISMATCH)]
+    assert (
+        inconsistent(tested, truth, [mismatch]) == f"{sides} and fail TLS validation for the name"
+    )
+    page = PageComparison("10.8.0.1", 200, "Home", 1000, "status 302 vs 200")
+    assert inconsistent(tested, truth, [[]], page) == (
+        f"{sides} and serve another page: status 302 vs 200"
+    )
 
 
 async def test_canaries_behind_a_tls_intercepting_proxy_do_not_mean_a_dead_link(

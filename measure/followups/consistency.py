@@ -16,7 +16,8 @@ from probes.results import DnsFacts, HttpFacts, StepResult
 from probes.taxonomy import Code, Step
 
 _NAME_FAILURES = frozenset({Code.TLS_CERT_INVALID, Code.TLS_HOSTNAME_MISMATCH})
-# OONI's web_connectivity threshold: bodies whose lengths differ by more are different pages.
+# OONI's web_connectivity threshold: bodies whose shorter-to-longer length ratio is at most
+# this are different pages (probe-cli: `match = proportion > 0.7`).
 BODY_LENGTH_RATIO = 0.7
 
 
@@ -55,7 +56,7 @@ def page_difference(test: HttpFacts, control: HttpFacts) -> str | None:
     if test.title and control.title and test.title.casefold() != control.title.casefold():
         return f"title {test.title!r} vs {control.title!r}"
     small, large = sorted((test.body_bytes, control.body_bytes))
-    if large and small / large < BODY_LENGTH_RATIO:
+    if large and small / large <= BODY_LENGTH_RATIO:
         return f"body {test.body_bytes} vs {control.body_bytes} bytes"
     return None
 
