@@ -130,8 +130,6 @@ def test_errors_name_file_key_path_and_reason(tmp_path: Path) -> None:
         ({"agent": {"concurrency": 0}}, "agent.concurrency", "greater than or equal to 1"),
         ({"tls": {"ca_file": "missing.pem"}}, "tls.ca_file", "does not exist"),
         ({"blockpages": [{"name": "x", "pattern": "["}]}, "blockpages[0].pattern", "regular"),
-        ({"blockpages": [{"name": "x", "pattern": "a", "location": "footer"}]},
-         "blockpages[0].location", "header:<lowercase-name>"),
         ({"blockpages": [{"name": "x", "pattern": "a", "location": "header:X-Up"}]},
          "blockpages[0].location", "header:<lowercase-name>"),
     ],
@@ -140,6 +138,13 @@ def test_each_bad_key_is_named(tmp_path: Path, data: object, path: str, needle: 
     found = dict(problems(tmp_path, data))
     assert path in found, found
     assert needle in found[path]
+
+
+def test_a_bad_location_is_told_every_choice(tmp_path: Path) -> None:
+    data = {"blockpages": [{"name": "x", "pattern": "a", "location": "footer"}]}
+    assert problems(tmp_path, data) == [
+        ("blockpages[0].location", "location is any, body, headers or header:<lowercase-name>")
+    ]
 
 
 @pytest.mark.parametrize("location", ["any", "body", "headers", "header:x-squid-error"])

@@ -376,6 +376,15 @@ async def test_a_redirect_to_https_is_followed_with_the_configured_trust(
     assert (http.result, http.facts.redirects) == ("ok", (upgraded,))
 
 
+async def test_the_configured_body_cap_bounds_what_is_read(servers) -> None:  # noqa: F811
+    page = await servers(start_web, "valid", HOST, body="x" * 4096)
+    dns_server = await servers(start_dns, Zone({"site.test": [HOST]}))
+    target = [{"name": "site", "url": f"http://site.test:{page.port}/"}]
+    result = await cycle(target, dns_server.port, max_body_bytes=1024)
+    facts = result.reports[0].chains[0][-1].facts
+    assert (facts.body_bytes, facts.truncated) == (1024, True)
+
+
 async def test_the_targets_expectations_judge_the_page(servers) -> None:  # noqa: F811
     """expect_status, expect_body and the blockpage fingerprints, through the prober."""
     page = await servers(start_web, "valid", HOST)
