@@ -146,3 +146,45 @@ async def test_a_truncated_answer_is_fetched_over_tcp() -> None:
         tcp.close()
     assert result.result == "ok"
     assert list(result.facts.addresses) == [ADDRESS]
+
+
+def test_the_resend_pace_is_a_second_or_three_tries_within_the_timeout() -> None:
+    assert resend_interval(5.0) == 1.0
+    assert resend_interval(3.0) == 1.0
+    assert resend_interval(0.9) == pytest.approx(0.3)
+
+
+@dataclass
+class Sloppy(Scripted):
+    """Two forged answers with a wrong transaction id before each real one, as a sloppy
+    injector sends them."""
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        query = dns.message.from_wire(data)
+        for _ in range(2):
+            forged = answer(query)
+            forged.id = (query.id + 1) % 65536
+            self.transport.sendto(forged.to_wire(), addr)
+        super().datagram_received(data, addr)
+
+
+async def test_every_stray_answer_is_counted(udp) -> None:
+    server = Sloppy(lambda q, nth: answer(q))
+    result = await resolve(await udp(server))
+    assert result.result == "ok"
+    assert result.facts.stray_responses == 2 * sum(server.seen.values())
+
+
+async def test_a_query_waits_for_a_slot_of_the_concurrency_bound(udp) -> None:
+    """The agent's bound on work in flight covers DNS queries too: none is sent while the
+    only slot is taken, and it goes out once the slot is free."""
+    server = Scripted(lambda q, nth: answer(q))
+    resolver = Resolver("udp", (("127.0.0.1", await udp(server)),))
+    slots = asyncio.Semaphore(1)
+    client = DnsClient(resolver, timeout=1.5, injection_window=0.05, limiter=slots)
+    async with slots:
+        lookup = asyncio.create_task(client.resolve("site.test", LOOPBACK))
+        await asyncio.sleep(0.3)
+        assert sum(server.seen.values()) == 0
+    result = await lookup
+    assert result.result == "ok"

@@ -20,8 +20,10 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
+from agent.config import parse_config
+from agent.planner import make_plan
 from measure.followups.sni import CONTROL_SNI
-from measure.prober import interleave
+from measure.prober import Prober, interleave
 from measure.report import TargetReport
 from probes.results import StepResult
 from probes.taxonomy import Step
@@ -38,7 +40,7 @@ from simlab import (
 )
 from simlab.sni import SniFilter
 from simlab.tcp import reset
-from tests.test_dns_loss import Scripted, udp  # noqa: F401 (a fixture)
+from tests.test_dns_loss import Scripted, answer, udp  # noqa: F401 (a fixture)
 from tests.test_hostile_networks import cycle, servers, verdicts  # noqa: F401 (a fixture)
 
 HOST = "127.0.0.1"
@@ -496,3 +498,31 @@ async def test_a_page_is_compared_only_when_the_answers_are_disjoint(servers) ->
         assert report.dns is not None
         assert report.dns.result == "ok"
         assert "control_page" not in report.dns.to_json()["data"]
+
+
+async def test_the_probers_dns_queries_share_its_concurrency_bound(udp) -> None:  # noqa: F811
+    """`agent.concurrency` bounds DNS queries too: with its only slot taken, no query goes
+    out; once it is free, the lookup runs."""
+    server = Scripted(lambda query, nth: answer(query))
+    resolvers = {"test": {"type": "udp", "servers": [f"{HOST}:{await udp(server)}"]},
+                 "bogon_exempt": ["127.0.0.0/8"], "injection_window": "50ms"}  # fmt: skip
+    config = parse_config(
+        {
+            "agent": {"timeout": "1s", "concurrency": 1, "listen": None},
+            "resolvers": resolvers,
+            "targets": [{"name": "site", "host": "site.test", "port": closed_port()}],
+        },
+        "test.yaml",
+    )
+    plan = make_plan(config)
+    prober = Prober(plan)
+    try:
+        async with prober.semaphore:
+            probing = asyncio.create_task(prober.probe(plan.targets[0]))
+            await asyncio.sleep(0.3)
+            assert sum(server.seen.values()) == 0
+        report = await probing
+    finally:
+        await prober.aclose()
+    assert report.dns is not None
+    assert report.dns.result == "ok"
