@@ -232,3 +232,9 @@ async def test_a_resolver_port_that_is_closed_is_refused() -> None:
     dns_client = DnsClient(Resolver("udp", (("127.0.0.1", port),)), timeout=5)
     answer = await dns_client.resolve("site.test", LOOPBACK)
     assert answer.result == "dns_refused"
+
+
+async def test_a_resolver_with_no_server_says_so() -> None:
+    """A client with no server to ask (the config refuses one) sends nothing and says so."""
+    answer = await DnsClient(Resolver("udp", ()), timeout=1).resolve("site.test", LOOPBACK)
+    assert (answer.result, answer.detail) == ("dns_error", "no nameserver configured")
