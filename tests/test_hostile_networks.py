@@ -437,9 +437,12 @@ async def test_canaries_behind_a_tls_intercepting_proxy_do_not_mean_a_dead_link(
     dns_server = await servers(start_dns, Zone({n: [HOST] for n in ("canary.test", "site.test")}))
     targets = [
         {"name": "canary", "url": f"https://canary.test:{proxy.port}/", "group": "canary"},
+        {"name": "canary-b", "url": f"https://site.test:{proxy.port}/", "group": "canary"},
         {"name": "site", "url": f"https://site.test:{proxy.port}/"},
     ]
     result = await cycle(targets, dns_server.port)
     assert result.vantage.connectivity_up is True
-    assert result.vantage.canaries_up == 0
-    assert verdicts(result) == {"canary": "tls_blocking", "site": "tls_blocking"}
+    assert (result.vantage.canaries_up, result.vantage.canaries_connected) == (0, 2)
+    assert verdicts(result) == {
+        "canary": "tls_blocking", "canary-b": "tls_blocking", "site": "tls_blocking"
+    }  # fmt: skip

@@ -13,6 +13,7 @@ from agent.config import parse_config
 from agent.planner import make_plan
 from agent.raw import RawMetrics
 from measure.followups.raw import RawFollowups
+from measure.prober import Prober
 from probes.raw import DnsFingerprint, Hop, ResetFingerprint, Trace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,9 +40,9 @@ def test_raw_prober_takes_the_configured_options() -> None:
         {"raw": {"enabled": True, "rate_per_second": 2, "max_ttl": 9, "control_sni": "x.test"}},
         "t",
     )
-    plan = make_plan(config)
-    assert plan.raw is not None
-    prober = RawFollowups(plan.raw).prober
+    raw = Prober(make_plan(config)).raw
+    assert isinstance(raw, RawFollowups)
+    prober = raw.prober
     assert (prober.options.max_ttl, prober.options.control_sni) == (9, "x.test")
     assert (prober.limits.target_rate, prober.limits.global_rate) == (2, 20)
 
