@@ -18,7 +18,7 @@ from probes.bogons import BogonFilter
 from probes.dns import DnsClient, Resolver
 from probes.results import StepResult
 from probes.tls import make_context
-from simlab import Pki, Zone, server_context, start_dns, start_doh
+from simlab import Pki, Zone, server_context, start_dns, start_doh, start_raw
 from simlab.net import StreamServer, bind_socket
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -238,3 +238,18 @@ async def test_a_resolver_with_no_server_says_so() -> None:
     """A client with no server to ask (the config refuses one) sends nothing and says so."""
     answer = await DnsClient(Resolver("udp", ()), timeout=1).resolve("site.test", LOOPBACK)
     assert (answer.result, answer.detail) == ("dns_error", "no nameserver configured")
+
+
+@pytest.mark.parametrize("kind", ["tcp", "dot"])
+async def test_a_silent_stream_resolver_times_out_per_query(kind: str) -> None:
+    """A TCP or DoT resolver that accepts and never answers: the query's own timeout ends
+    it, as dnspython reports it, not the safety bound around the whole lookup ("timed
+    out"), which only a lost per-query timeout would reach."""
+    silent = await start_raw("silent", "127.0.0.1")
+    try:
+        client = DnsClient(Resolver(kind, (("127.0.0.1", silent.port),)), timeout=0.3)
+        answer = await client.resolve("site.test", LOOPBACK)
+    finally:
+        await silent.close()
+    assert answer.result == "dns_timeout"
+    assert answer.detail.startswith("The DNS operation timed out")
