@@ -17,6 +17,7 @@ import pytest
 
 from probes.bogons import BogonFilter
 from probes.dns import DnsClient, Resolver, resend_interval
+from simlab import start_raw
 
 LOOPBACK = BogonFilter(["127.0.0.0/8"])
 ADDRESS = "127.0.0.9"
@@ -117,8 +118,34 @@ async def test_nxdomain_speaks_for_the_name_even_if_the_other_query_was_lost(udp
     assert result.result == "dns_nxdomain"
 
 
-async def test_a_truncated_answer_is_fetched_over_tcp() -> None:
-    """UDP answers carry TC and no records; the full answer is only on TCP (same port)."""
+def truncated(query: dns.message.Message, nth: int) -> dns.message.Message:
+    """An answer too large for UDP: TC set, no records."""
+    response = dns.message.make_response(query)
+    response.flags |= dns.flags.TC
+    return response
+
+
+@dataclass
+class ForgingBeforeTruncated(Scripted):
+    """An injector on the path answers first, with a whole (untruncated) forged answer."""
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        forged = dns.message.make_response(dns.message.from_wire(data))
+        question = forged.question[0]
+        if question.rdtype == dns.rdatatype.A:
+            forged.answer.append(dns.rrset.from_text(question.name, 60, "IN", "A", "127.0.0.66"))
+        self.transport.sendto(forged.to_wire(), addr)
+        super().datagram_received(data, addr)
+
+
+@pytest.mark.parametrize(
+    ("udp_server", "code"), [(Scripted, "ok"), (ForgingBeforeTruncated, "dns_injected")]
+)
+async def test_a_truncated_answer_is_fetched_over_tcp(
+    udp_server: Callable[..., Scripted], code: str
+) -> None:
+    """UDP answers carry TC and no records; the full answer is only on TCP (same port). A
+    forged whole UDP answer beside them stays, and differs from the TCP one: injection."""
 
     async def serve_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         length = int.from_bytes(await reader.readexactly(2), "big")
@@ -128,24 +155,20 @@ async def test_a_truncated_answer_is_fetched_over_tcp() -> None:
         await writer.drain()
         writer.close()
 
-    def truncated(query: dns.message.Message, nth: int) -> dns.message.Message:
-        response = dns.message.make_response(query)
-        response.flags |= dns.flags.TC
-        return response
-
     tcp = await asyncio.start_server(serve_tcp, "127.0.0.1", 0)
     port = tcp.sockets[0].getsockname()[1]
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(
-        lambda: Scripted(truncated), local_addr=("127.0.0.1", port)
+        lambda: udp_server(truncated), local_addr=("127.0.0.1", port)
     )
     try:
         result = await resolve(port)
     finally:
         transport.close()
         tcp.close()
-    assert result.result == "ok"
-    assert list(result.facts.addresses) == [ADDRESS]
+    assert result.result == code
+    if code == "ok":
+        assert list(result.facts.addresses) == [ADDRESS]
 
 
 def test_the_resend_pace_is_a_second_or_three_tries_within_the_timeout() -> None:
@@ -188,3 +211,20 @@ async def test_a_query_waits_for_a_slot_of_the_concurrency_bound(udp) -> None:
         assert sum(server.seen.values()) == 0
     result = await lookup
     assert result.result == "ok"
+
+
+async def test_a_silent_tcp_retry_times_out_per_query() -> None:
+    """A truncated UDP answer, and nothing on TCP: the retry's own timeout ends it, as
+    dnspython reports it, not the safety bound around the lookup ("timed out")."""
+    silent = await start_raw("silent", "127.0.0.1")
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: Scripted(truncated), local_addr=("127.0.0.1", silent.port)
+    )
+    try:
+        result = await resolve(silent.port, timeout=0.3)
+    finally:
+        transport.close()
+        await silent.close()
+    assert result.result == "dns_timeout"
+    assert result.detail.startswith("The DNS operation timed out")
