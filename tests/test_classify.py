@@ -94,6 +94,36 @@ def test_aiohttp_wrapped_os_errors_are_unwrapped() -> None:
     assert classify(Step.HTTP, wrapped)[0] == "http_reset"
 
 
+def test_an_aiohttp_tls_error_is_read_from_the_error_it_wraps() -> None:
+    """aiohttp's TLS connect error is an SSLError itself, without OpenSSL's reason: the
+    wrapped error says what happened."""
+    key = aiohttp.client_reqrep.ConnectionKey("h", 443, True, True, None, None, None)
+    eof = ssl.SSLEOFError(8, "EOF occurred in violation of protocol")
+    eof.reason = "UNEXPECTED_EOF_WHILE_READING"
+    wrapped = aiohttp.ClientConnectorSSLError(key, eof)
+    assert classify(Step.HTTP, wrapped) == ("http_eof", "unexpected eof while reading")
+
+
+def test_an_error_raised_from_another_is_classified_by_its_cause() -> None:
+    """A library that wraps a reset in its own error (`raise ... from`): still a reset."""
+    wrapper = RuntimeError("the library's own words")
+    wrapper.__cause__ = ConnectionResetError(errno.ECONNRESET, "reset")
+    assert classify(Step.TCP, wrapper) == ("tcp_reset", "the library's own words")
+
+
+class _NotAnOsError(Exception):
+    errno = errno.ECONNRESET
+    reason = "not OpenSSL's"
+
+
+def test_errno_and_reason_are_only_read_where_they_mean_what_the_table_says() -> None:
+    """An `errno` outside an OSError, or a `reason` outside an SSLError (UnicodeDecodeError
+    has one), is not the OS's or OpenSSL's word."""
+    assert classify(Step.TCP, _NotAnOsError("odd")) == ("tcp_error", "odd")
+    undecodable = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+    assert classify(Step.HTTP, undecodable)[1] == str(undecodable)
+
+
 @given(st.sampled_from(list(Step)), st.integers(0, 200))
 def test_every_errno_gives_a_code_of_the_step(step: Step, number: int) -> None:
     code, _ = classify(step, OSError(number, "x"))

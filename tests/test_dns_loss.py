@@ -16,7 +16,7 @@ import dns.rrset
 import pytest
 
 from probes.bogons import BogonFilter
-from probes.dns import DnsClient, Resolver, resend_interval
+from probes.dns import MAX_RESPONSES, DnsClient, Resolver, _UdpCollector, resend_interval
 from simlab import start_raw
 
 LOOPBACK = BogonFilter(["127.0.0.0/8"])
@@ -228,3 +228,12 @@ async def test_a_silent_tcp_retry_times_out_per_query() -> None:
         await silent.close()
     assert result.result == "dns_timeout"
     assert result.detail.startswith("The DNS operation timed out")
+
+
+async def test_a_flood_of_answers_keeps_only_the_first_few() -> None:
+    """Two differing answers already prove injection: a flood costs no memory."""
+    query = dns.message.make_query("site.test", "A")
+    collector = _UdpCollector(query)
+    for _ in range(MAX_RESPONSES + 3):
+        collector.datagram_received(answer(query).to_wire(), ("127.0.0.1", 53))
+    assert len(collector.responses) == MAX_RESPONSES

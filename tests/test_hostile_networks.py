@@ -127,12 +127,17 @@ async def test_one_working_canary_keeps_blocking_verdicts(servers) -> None:
     dns_server = await servers(start_dns, Zone({"canary.test": [HOST]}))
     targets = [
         {"name": "canary", "url": f"http://canary.test:{web.port}/", "group": "canary"},
+        {"name": "gone", "url": "http://gone.test/", "group": "canary"},
         {"name": "site", "url": "http://site.test/"},
     ]
     result = await cycle(targets, dns_server.port)
-    assert verdicts(result) == {"canary": "reachable", "site": "dns_blocking"}
+    assert verdicts(result) == {"canary": "reachable", "gone": "dns_blocking",
+                                "site": "dns_blocking"}  # fmt: skip
     assert result.vantage.connectivity_up is True
-    assert result.vantage.canary_failures == ()  # failures matter only when no canary is up
+    assert (result.vantage.canaries, result.vantage.canaries_up) == (2, 1)
+    # The failing canary's NXDOMAIN is not the link's: failures matter only when no canary
+    # connected, so the site's NXDOMAIN keeps its verdict.
+    assert result.vantage.canary_failures == ()
 
 
 async def test_a_box_that_accepts_every_connection_makes_bare_tcp_inconclusive(servers) -> None:
