@@ -318,6 +318,8 @@ class _Unprintable(Exception):
          "Connection refused"),
         # A local firewall's reject reads EPERM on connect.
         (OSError(errno.EPERM, "connect"), "Operation not permitted"),
+        # errno 0 is no error number ("Success"): the message says more.
+        (OSError(0, "odd"), "[Errno 0] odd"),
         # Only the first line of a multi-line text, and at most 200 characters.
         (ValueError("certificate verify failed\n  at ssl/statem/statem_clnt.c:1889"),
          "certificate verify failed"),
