@@ -4,8 +4,10 @@ TCP, and "no answer arrived" is never reported as "the name has no address"."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import dns.flags
@@ -125,6 +127,36 @@ def truncated(query: dns.message.Message, nth: int) -> dns.message.Message:
     return response
 
 
+async def beside_tcp(
+    start_tcp: Callable[[], Awaitable[tuple[int, Callable[[], Awaitable[None]]]]],
+    protocol: Callable[[], Scripted],
+) -> tuple[int, Callable[[], Awaitable[None]]]:
+    """A TCP server and a UDP one on its port, as a resolver serves both: (port, close). A
+    port free for TCP may be taken for UDP by another process: then another port."""
+    loop = asyncio.get_running_loop()
+    for _ in range(5):
+        port, close_tcp = await start_tcp()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                protocol, local_addr=("127.0.0.1", port)
+            )
+        except OSError as exc:
+            await close_tcp()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            continue
+
+        return port, functools.partial(_close_both, transport, close_tcp)
+    raise RuntimeError("no port free for both TCP and UDP")
+
+
+async def _close_both(
+    transport: asyncio.BaseTransport, close_tcp: Callable[[], Awaitable[None]]
+) -> None:
+    transport.close()
+    await close_tcp()
+
+
 @dataclass
 class ForgingBeforeTruncated(Scripted):
     """An injector on the path answers first, with a whole (untruncated) forged answer."""
@@ -155,17 +187,19 @@ async def test_a_truncated_answer_is_fetched_over_tcp(
         await writer.drain()
         writer.close()
 
-    tcp = await asyncio.start_server(serve_tcp, "127.0.0.1", 0)
-    port = tcp.sockets[0].getsockname()[1]
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: udp_server(truncated), local_addr=("127.0.0.1", port)
-    )
+    async def start_tcp() -> tuple[int, Callable[[], Awaitable[None]]]:
+        tcp = await asyncio.start_server(serve_tcp, "127.0.0.1", 0)
+
+        async def close() -> None:
+            tcp.close()
+
+        return tcp.sockets[0].getsockname()[1], close
+
+    port, close = await beside_tcp(start_tcp, lambda: udp_server(truncated))
     try:
         result = await resolve(port)
     finally:
-        transport.close()
-        tcp.close()
+        await close()
     assert result.result == code
     if code == "ok":
         assert list(result.facts.addresses) == [ADDRESS]
@@ -216,16 +250,16 @@ async def test_a_query_waits_for_a_slot_of_the_concurrency_bound(udp) -> None:
 async def test_a_silent_tcp_retry_times_out_per_query() -> None:
     """A truncated UDP answer, and nothing on TCP: the retry's own timeout ends it, as
     dnspython reports it, not the safety bound around the lookup ("timed out")."""
-    silent = await start_raw("silent", "127.0.0.1")
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: Scripted(truncated), local_addr=("127.0.0.1", silent.port)
-    )
+
+    async def start_tcp() -> tuple[int, Callable[[], Awaitable[None]]]:
+        silent = await start_raw("silent", "127.0.0.1")
+        return silent.port, silent.close
+
+    port, close = await beside_tcp(start_tcp, lambda: Scripted(truncated))
     try:
-        result = await resolve(silent.port, timeout=0.3)
+        result = await resolve(port, timeout=0.3)
     finally:
-        transport.close()
-        await silent.close()
+        await close()
     assert result.result == "dns_timeout"
     assert result.detail.startswith("The DNS operation timed out")
 
