@@ -338,6 +338,18 @@ def test_an_exception_group_speaks_through_its_first_member() -> None:
     assert classify(Step.TCP, group) == ("tcp_refused", "Connection refused")
 
 
+async def test_a_step_that_succeeds_keeps_its_outcome_and_duration() -> None:
+    async def fine() -> Outcome:
+        await asyncio.sleep(0.05)
+        return Outcome(Code.OK, "fine")
+
+    before = time.perf_counter()
+    result = await measure(Step.TCP, "127.0.0.1:9", 5, fine)
+    took = time.perf_counter() - before
+    assert (result.result, result.address, result.detail) == ("ok", "127.0.0.1:9", "fine")
+    assert 0.05 <= result.duration_seconds <= took
+
+
 async def test_a_failed_step_keeps_its_step_address_and_duration() -> None:
     async def refused() -> Outcome:
         await asyncio.sleep(0.05)
