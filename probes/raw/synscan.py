@@ -408,10 +408,13 @@ async def scan(
     """One SYN to each (address, port), at most `rate` a second; the results in job order.
 
     Each answer (or its absence within `timeout` of its own SYN) is the TCP step's result.
-    Raises PermissionError without CAP_NET_RAW.
+    Raises PermissionError without CAP_NET_RAW, ValueError for a bad rate or a job given twice.
     """
     if not rate > 0:
         raise ValueError("rate must be greater than zero")
+    if len(set(jobs)) != len(jobs):
+        # Answers are told apart by (address, port) alone.
+        raise ValueError("a scan cannot probe the same address and port twice")
     limit = bucket(rate)
     results: list[StepResult | None] = [None] * len(jobs)
 
