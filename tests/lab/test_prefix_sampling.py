@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -66,12 +67,20 @@ def _blocked(address: str) -> bool:
     return any(ip in net for net in BLOCKED)
 
 
-def start_sweep(lab: Lab, role: str, cycle: int, method: str = "connect") -> subprocess.Popen[str]:
-    """`python -m probes.prefix` over the sampled /16, run inside `role`'s namespace."""
+def start_sweep(
+    lab: Lab,
+    role: str,
+    cycle: int,
+    cidr: str = world.SAMPLED_PREFIX,
+    size: int = SAMPLE,
+    method: str = "connect",
+) -> subprocess.Popen[str]:
+    """`python -m probes.prefix` over `cidr` (the sampled /16 unless given), run inside
+    `role`'s namespace; the cloud namespace's responder answers on every address it holds."""
     argv = python_argv(
         "-m", "probes.prefix",
-        "--name", "lab-16", "--cidr", world.SAMPLED_PREFIX, "--port", str(world.SAMPLED_PORT),
-        "--sample", str(SAMPLE), "--seed", SEED, "--cycle", str(cycle),
+        "--name", "lab", "--cidr", cidr, "--port", str(world.SAMPLED_PORT),
+        "--sample", str(size), "--seed", SEED, "--cycle", str(cycle),
         "--timeout", str(TIMEOUT_SECONDS), "--concurrency", str(CONCURRENCY), "--outcomes",
         "--method", method, "--rate", str(SYN_RATE),
     )  # fmt: skip
@@ -90,9 +99,10 @@ def sweep_result(proc: subprocess.Popen[str]) -> dict:
     return json.loads(stdout)
 
 
-def sweep_both(lab: Lab, cycle: int, method: str = "connect") -> tuple[dict, dict]:
-    """The censored and the control vantage's sweeps of one cycle, run at the same time."""
-    pending = [start_sweep(lab, role, cycle, method) for role in (world.CENSORED, world.CONTROL)]
+def sweep_both(lab: Lab, cycle: int, **options: Any) -> tuple[dict, dict]:
+    """The censored and the control vantage's sweeps of one cycle, run at the same time
+    (`options` as `start_sweep` takes them)."""
+    pending = [start_sweep(lab, role, cycle, **options) for role in (world.CENSORED, world.CONTROL)]
     censored, control = (sweep_result(p) for p in pending)
     return censored, control
 
@@ -104,7 +114,7 @@ def test_prefix_sample_estimates_the_blocked_share(
     lab: Lab, censor: Censor, cycle: int, method: str
 ) -> None:
     censor.apply(SCENARIOS["prefix-sample"])
-    censored, control = sweep_both(lab, cycle, method)
+    censored, control = sweep_both(lab, cycle, method=method)
     expected = sample(world.SAMPLED_PREFIX, SAMPLE, SEED, cycle)
 
     # Both vantages probed the same addresses, the ones anyone can compute from seed and cycle.
@@ -131,7 +141,7 @@ def test_prefix_sample_estimates_the_blocked_share(
     assert censored["ci_high"] - censored["ci_low"] < 0.1
 
     censor.remove(SCENARIOS["prefix-sample"])
-    again, _ = sweep_both(lab, cycle, method)
+    again, _ = sweep_both(lab, cycle, method=method)
     assert again["results"] == {"ok": SAMPLE}, again["results"]
 
 
@@ -145,7 +155,7 @@ def test_syn_and_connect_give_every_address_the_same_code(lab: Lab, censor: Cens
     netns.run(["sysctl", "-q", "-w", "net.ipv4.icmp_ratelimit=0"], ns=cens)
     try:
         censor.apply(MIXED)
-        by_syn = sweep_result(start_sweep(lab, world.CENSORED, CYCLES[0], "syn"))
+        by_syn = sweep_result(start_sweep(lab, world.CENSORED, CYCLES[0], method="syn"))
         by_connect = sweep_result(start_sweep(lab, world.CENSORED, CYCLES[0]))
     finally:
         censor.remove(MIXED)
