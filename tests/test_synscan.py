@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import json
 import logging
+import shutil
 import socket
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
@@ -257,6 +261,23 @@ async def test_the_scan_keeps_to_its_rate() -> None:
     assert {r.result for r in results} == {Code.TCP_REFUSED}
     # 60 SYNs at 200 a second with a burst of 2: never faster than 58 / 200 s.
     assert elapsed >= 58 / 200
+
+
+@needs_raw
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")
+@pytest.mark.parametrize("cidr", ["10.9.0.0/30", "2001:db8::/126"])
+def test_without_a_route_both_methods_say_net_unreachable(cidr: str) -> None:
+    """In a private network namespace with nothing but loopback, so nothing can leave."""
+    results = {}
+    for method in ("syn", "connect"):
+        argv = [sys.executable, "-m", "probes.prefix", "--cidr", cidr, "--port", "443"]
+        argv += ["--sample", "2", "--cycle", "1", "--timeout", "1", "--method", method]
+        done = subprocess.run(
+            ["unshare", "--net", "--", *argv], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        results[method] = json.loads(done.stdout)["results"]
+    assert results["syn"] == results["connect"] == {"tcp_net_unreachable": 2}
 
 
 async def test_a_scan_refuses_duplicate_targets() -> None:

@@ -38,8 +38,6 @@ from probes.raw.ratelimit import TokenBucket
 from probes.results import StepResult, format_endpoint
 from probes.taxonomy import Step
 
-# Conservative: what a home line and the routers on the way bear without notice.
-DEFAULT_RATE = 1000.0
 # The largest burst is this share of a second's packets.
 BURST_SECONDS = 0.01
 RECEIVE_BUFFER = 4 << 20
@@ -306,11 +304,17 @@ class SynScanner:
     def __init__(self, addresses: Sequence[str]) -> None:
         self._key = secrets.token_bytes(16)
         self._sources: dict[int, str] = {}
+        # A family without a route: each of its probes fails as a connect would (ENETUNREACH).
+        self._unroutable: dict[int, OSError] = {}
         for address in addresses:
             version = _version(address)
-            if version not in self._sources:
+            if version in self._sources or version in self._unroutable:
+                continue
+            try:
                 # The route of a family's first address gives the source of all of them.
                 self._sources[version] = _local_address(address, version)
+            except OSError as exc:
+                self._unroutable[version] = exc
         self._families: dict[int, _Family] = {}
         self._waiting: dict[Key, asyncio.Future[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -371,17 +375,20 @@ class SynScanner:
     async def probe(self, address: str, port: int, timeout: float) -> StepResult:
         """One SYN to `address`:`port`, as the TCP step: `ok` on a SYN-ACK, else the code
         the kernel's connect() would have got."""
-        assert self._loop is not None, "SynScanner used outside `async with`"
+        loop = self._loop
+        assert loop is not None, "SynScanner used outside `async with`"
         version = _version(address)
         packed = socket.inet_pton(socket.AF_INET if version == 4 else socket.AF_INET6, address)
-        family = self._families[version]
         key = (packed, port)
-        future = self._loop.create_future()
+        future = loop.create_future()
         self._waiting[key] = future
-        segment = family.builder.segment(packed, port)
 
         async def work() -> Outcome:
-            await self._loop.sock_sendto(family.tcp, segment, (address, 0))  # type: ignore[union-attr]
+            if version in self._unroutable:
+                error = self._unroutable[version]
+                raise OSError(error.errno, error.strerror)
+            family = self._families[version]
+            await loop.sock_sendto(family.tcp, family.builder.segment(packed, port), (address, 0))
             await future
             return Outcome()
 
@@ -412,9 +419,7 @@ def bucket(rate: float) -> TokenBucket:
     return TokenBucket(rate, max(1.0, rate * BURST_SECONDS))
 
 
-async def scan(
-    jobs: Sequence[tuple[str, int]], timeout: float, rate: float = DEFAULT_RATE
-) -> list[StepResult]:
+async def scan(jobs: Sequence[tuple[str, int]], timeout: float, rate: float) -> list[StepResult]:
     """One SYN to each (address, port), at most `rate` a second; the results in job order.
 
     Each answer (or its absence within `timeout` of its own SYN) is the TCP step's result.
