@@ -11,7 +11,7 @@ from typing import Any
 
 from measure.followups.consistency import addresses_of
 from measure.plan import TargetPlan
-from measure.verdict import Verdict, deciding, first_failure
+from measure.verdict import Verdict, deciding, family_outcomes, first_failure
 from probes.prefix import PrefixResult
 from probes.results import HttpFacts, StepResult
 from probes.taxonomy import Code, Step
@@ -56,6 +56,11 @@ class TargetReport:
         return counts
 
     @property
+    def families(self) -> dict[str, str]:
+        """Per address family tried: `reachable`, or the code its addresses failed with."""
+        return family_outcomes(self.chains)
+
+    @property
     def http(self) -> HttpFacts | None:
         """The facts of the deciding chain's successful HTTP step, if it had one."""
         step = next((s for s in self.deciding_steps if s.step == Step.HTTP and s.ok), None)
@@ -80,6 +85,7 @@ class TargetReport:
             "name": self.target.name,
             "group": self.target.group or None,
             "verdict": self.verdict.value,
+            "families": self.families,
             "steps": [s.to_json() for s in self.steps],
         }
         if self.error is not None:
