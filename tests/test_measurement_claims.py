@@ -314,10 +314,17 @@ async def test_a_batch_holds_both_families_and_the_report_names_the_failed_one(s
     )
     v6_works, v4_works = result.reports
     assert verdicts(result) == {"v6-works": "reachable", "v4-works": "reachable"}
-    tried = [chain[0].address for chain in v6_works.chains]
-    assert tried == [f"127.0.0.71:{v6_live.port}", f"[::1]:{v6_live.port}"]
+    # One IPv4 address (the answer's order is the resolver's), then the IPv6 one.
+    first, second = (chain[0].address for chain in v6_works.chains)
+    assert first in {f"127.0.0.{n}:{v6_live.port}" for n in (71, 72)}
+    assert second == f"[::1]:{v6_live.port}"
     assert v6_works.to_json()["families"] == {"ipv4": "tcp_refused", "ipv6": "reachable"}
     assert v4_works.to_json()["families"] == {"ipv4": "reachable", "ipv6": "tcp_refused"}
+    # The `check` table's "why" column names the failed family of a reachable target.
+    assert (v6_works.why(), v4_works.why()) == (
+        "ipv4 failed: tcp_refused",
+        "ipv6 failed: tcp_refused",
+    )
     metrics = PrometheusSink()
     metrics.publish(result)
     family_up = {
