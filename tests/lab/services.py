@@ -76,11 +76,17 @@ class LabPki:
         return ("--cert", str(cert), "--key", str(key))
 
 
+# The blockpage server's own name: its HTTPS certificate (from the lab CA) is valid for it and
+# for no name a resolver hijacks to it, as an ISP's blockpage host presents its own.
+BLOCKPAGE_CERT_NAME = "warning.isp.test"
+
+
 def server_specs(pki: LabPki, zone_file: Path) -> list[ServerSpec]:
     """The servers of the lab's internet (the censor's helpers are in censor.py)."""
     web_tls = pki.leaf("web", [*world.names_in(world.WEB), *world.CERT_FILLER_NAMES])
     cloud_tls = pki.leaf("cloud", world.names_in(world.CLOUD))
     doh_tls = pki.leaf("doh", [world.DOH_ADDRESS])
+    blockpage_tls = pki.leaf("blockpage", [BLOCKPAGE_CERT_NAME])
     page = ("--mode", "valid", "--body", world.PAGE_BODY)
     return [
         ServerSpec(
@@ -97,6 +103,18 @@ def server_specs(pki: LabPki, zone_file: Path) -> list[ServerSpec]:
             "blockpage",
             world.INFRA,
             ("web", "--listen", f"{world.BLOCKPAGE_ADDRESS}:80", "--mode", "blockpage"),
+        ),
+        ServerSpec(
+            "blockpage-https",
+            world.INFRA,
+            (
+                "web",
+                "--listen",
+                f"{world.BLOCKPAGE_ADDRESS}:443",
+                "--mode",
+                "blockpage",
+                *blockpage_tls,
+            ),
         ),
         ServerSpec(
             "isp-page",

@@ -147,9 +147,44 @@ def test_vantage_wide_scenarios_exist() -> None:
     assert set(VANTAGE_WIDE) <= set(SCENARIOS)
 
 
-def test_sni_pair_shares_an_address() -> None:
-    assert world.HOSTS["sni-blocked"].address == world.HOSTS["sni-innocent"].address
-    assert world.HOSTS["sni-blocked"].name != world.HOSTS["sni-innocent"].name
+@pytest.mark.parametrize(
+    ("blocked", "other"), [("sni-blocked", "sni-innocent"), ("http-rst", "http-rst-innocent")]
+)
+def test_name_filtered_pair_shares_an_address(blocked: str, other: str) -> None:
+    hosts = world.HOSTS
+    assert hosts[blocked].address == hosts[other].address
+    assert hosts[blocked].name != hosts[other].name
+    # A string match on the blocked name must not match the other one.
+    assert hosts[blocked].name not in (hosts[other].name or "")
+
+
+def test_name_filters_reset_or_drop() -> None:
+    """`sni` resets the connection, `sni-drop` drops the ClientHello silently, `http-rst`
+    resets on the Host header of a plain-HTTP request."""
+    rules = {name: SCENARIOS[name].iptables for name in ("sni", "sni-drop", "http-rst")}
+    assert all(len(specs) == 1 for specs in rules.values()), rules
+    (sni,), (drop,), (http,) = rules.values()
+    assert sni[-3:] == ("REJECT", "--reject-with", "tcp-reset")
+    assert drop[-1] == "DROP"
+    # The same match, on another name: only the action differs.
+    match_sni, match_drop = (spec[: spec.index("-j")] for spec in (sni, drop))
+    assert match_drop == (*match_sni[:-1], world.HOSTS["sni-dropped"].name)
+    assert http[2:4] == ("--dport", "80")
+    assert f"Host: {world.HOSTS['http-rst'].name}" in http
+
+
+def test_cloud_24s_split_the_cloud_targets() -> None:
+    """Some cloud targets in the blackholed /24s, some outside them, all in the cloud /20."""
+    cloud = ipaddress.ip_network(world.CLOUD_PREFIX)
+    blocked = [ipaddress.ip_network(net) for net in world.CLOUD_BLOCKED_24S]
+    assert all(net.prefixlen == 24 and net.subnet_of(cloud) for net in blocked)
+    inside = {
+        key
+        for key in world.CLOUD_TARGETS
+        if any(ipaddress.ip_address(world.HOSTS[key].address) in net for net in blocked)
+    }
+    assert {"telegram-web", "telegram-dc"} <= inside
+    assert set(world.CLOUD_TARGETS) - inside, "no cloud target left outside the blocked /24s"
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS.values(), ids=list(SCENARIOS))
@@ -176,12 +211,18 @@ def test_scenarios_touch_one_target_each() -> None:
         named = {k for k, h in world.HOSTS.items() if {*h.addresses, h.name} & tokens}
         if name == "cloud-prefix":
             assert world.CLOUD_PREFIX in text
+        elif name == "cloud-24s":
+            assert named == set()
+            assert all(prefix in text for prefix in world.CLOUD_BLOCKED_24S)
+        elif name == "dns-blockpage":
+            # One lie for an HTTP and an HTTPS target, to show what each makes of it.
+            assert named == {"dns-blockpage", "dns-blockpage-tls"}
         elif name == "prefix-sample":
             assert named == set()
             assert all(prefix in text for prefix in world.SAMPLED_BLOCKED)
-        elif name == "sni":
-            # The address is shared with sni-innocent, but the rule matches the name only.
-            assert named == {"sni-blocked"}
+        elif name in ("sni", "http-rst"):
+            # The address is shared with another name, but the rule matches the name only.
+            assert len(named) == 1, (name, named)
         else:
             assert len(named) == 1, (name, named)
 

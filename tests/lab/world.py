@@ -155,6 +155,9 @@ DNS_ADDRESS = "198.18.0.53"
 DOH_ADDRESS = "198.18.0.54"
 BLOCKPAGE_ADDRESS = "198.18.2.10"
 CLOUD_PREFIX = "198.18.16.0/20"
+# What the `cloud-24s` scenario blackholes: the /24s of "telegram" and one neighbour, not the
+# /24s of the other cloud targets.
+CLOUD_BLOCKED_24S = ("198.18.16.0/24", "198.18.27.0/24")
 ISP_PAGE_ADDRESS = "198.18.2.11"
 DC_ADDRESS = "198.18.2.20"
 # The agent's never-answering address (`vantage.tcp_canary`): in the silent sink above, so a
@@ -213,6 +216,12 @@ HOSTS = {
     "http-block": _web("http-block", 19),
     "throttle": _web("throttle", 20),
     "http-hijack": _web("http-hijack", 21),
+    "sni-dropped": _web("sni-dropped", 22),
+    "http-rst": _web("http-rst", 23),
+    "http-rst-innocent": _web("http-rst-innocent", 23),  # same address, another Host
+    # Two names the `dns-blockpage` resolver answers with the blockpage server's address.
+    "dns-blockpage": _web("dns-blockpage", 24),
+    "dns-blockpage-tls": _web("dns-blockpage-tls", 25),
     # Dual-stack: one left alone, one whose IPv6 path and one whose IPv4 path is blocked.
     "dual-baseline": _dual("dual-baseline", 40),
     "dual-v6-blocked": _dual("dual-v6-blocked", 41),
@@ -233,7 +242,7 @@ HOSTS = {
 }
 
 CLOUD_TARGETS = ("telegram-web", "telegram-dc", "twitch", "slack", "spotify", "viber")
-HTTP_TARGETS = ("http-block", "http-hijack")
+HTTP_TARGETS = ("http-block", "http-hijack", "http-rst", "http-rst-innocent", "dns-blockpage")
 CANARY_GROUP = "canary"
 # `tcp:` targets that speak a protocol after connecting (the agent's `exchange` key).
 EXCHANGES = {"lab-dc": "mtproto"}
