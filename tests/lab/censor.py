@@ -72,18 +72,32 @@ class Scenario:
 
 # --- scenario builders ------------------------------------------------------------------------
 
+# ICMP's unreachable kinds and their ICMPv6 counterparts (nft's names).
+_ICMPV6_KINDS = {"host-unreachable": "addr-unreachable", "net-unreachable": "no-route"}
+
+
+def _is_v6(destination: str) -> bool:
+    # An IPv6 address or prefix, or an nft set of them: only IPv6 has colons.
+    return ":" in destination
+
+
+def _daddr(destination: str) -> str:
+    """The nft match on `destination` (an address, a prefix or a set), in its family."""
+    return f"{'ip6' if _is_v6(destination) else 'ip'} daddr {destination}"
+
 
 def blackhole(name: str, destination: str) -> Scenario:
-    """Drop every packet to `destination` (an address or a prefix): SYNs go unanswered."""
+    """Drop every packet to `destination` (an address or a prefix, IPv4 or IPv6): SYNs go
+    unanswered."""
     return Scenario(
         name,
         f"IP blackhole of {destination}",
-        forward=(f"ip daddr {destination} drop",),
+        forward=(f"{_daddr(destination)} drop",),
     )
 
 
 def tcp_reset(name: str, address: str, port: int) -> Scenario:
-    """Answer SYNs to `address:port` with a RST.
+    """Answer SYNs to `address:port` (IPv4 or IPv6) with a RST.
 
     The client sees the RST in answer to its SYN, so connect() fails with ECONNREFUSED: the
     agent reports `tcp_refused`, not `tcp_reset` (that is a RST on an established connection).
@@ -91,16 +105,18 @@ def tcp_reset(name: str, address: str, port: int) -> Scenario:
     return Scenario(
         name,
         f"RST injection on {address}:{port}",
-        forward=(f"ip daddr {address} tcp dport {port} reject with tcp reset",),
+        forward=(f"{_daddr(address)} tcp dport {port} reject with tcp reset",),
     )
 
 
 def icmp_unreachable(name: str, address: str, kind: str) -> Scenario:
-    """Answer packets to `address` with ICMP `kind` (`host-unreachable`, `net-unreachable`)."""
+    """Answer packets to `address` with ICMP `kind` (`host-unreachable`, `net-unreachable`),
+    or for an IPv6 address its ICMPv6 counterpart."""
+    reject = f"icmpv6 type {_ICMPV6_KINDS[kind]}" if _is_v6(address) else f"icmp type {kind}"
     return Scenario(
         name,
         f"ICMP {kind} for {address}",
-        forward=(f"ip daddr {address} reject with icmp type {kind}",),
+        forward=(f"{_daddr(address)} reject with {reject}",),
     )
 
 
@@ -224,6 +240,12 @@ def _address(key: str) -> str:
     return world.HOSTS[key].address
 
 
+def _address6(key: str) -> str:
+    address = world.HOSTS[key].address6
+    assert address is not None, key
+    return address
+
+
 def _name(key: str) -> str:
     name = world.HOSTS[key].name
     assert name is not None, key
@@ -269,6 +291,10 @@ SCENARIOS: dict[str, Scenario] = {
         # Slow enough to show in the TLS handshake (about 3.5 KB of certificates) and the page
         # (16 KB), fast enough for both to finish within the agent's 1s timeout.
         throttle("throttle", _address("throttle"), "384kbit"),
+        # One family's path blocked, the other's fine: the target stays reachable, and the
+        # report names the failed family.
+        blackhole("ipv6-blackhole", _address6("dual-v6-blocked")),
+        tcp_reset("ipv4-rst", _address("dual-v4-blocked"), 443),
         blackhole("cloud-prefix", world.CLOUD_PREFIX),
         # The same cloud at /24 granularity: some of its /24s gone, the others untouched.
         blackhole("cloud-24s", "{ " + ", ".join(world.CLOUD_BLOCKED_24S) + " }"),

@@ -125,6 +125,8 @@ def server_specs(pki: LabPki, zone_file: Path) -> list[ServerSpec]:
         # The web and cloud namespaces host whole prefixes on lo; one wildcard listener per
         # port answers on every address in them.
         ServerSpec("web-https", world.WEB, ("web", "--listen", "0.0.0.0:443", *page, *web_tls)),
+        # The dual-stack hosts over IPv6 (simlab binds an IPv6 wildcard IPv6-only).
+        ServerSpec("web-https6", world.WEB, ("web", "--listen", "[::]:443", *page, *web_tls)),
         ServerSpec("web-http", world.WEB, ("web", "--listen", "0.0.0.0:80", *page)),
         ServerSpec(
             "cloud-https", world.CLOUD, ("web", "--listen", "0.0.0.0:443", *page, *cloud_tls)
