@@ -31,7 +31,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
-import bcrypt
 import yaml
 from aiohttp import BasicAuth, hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -235,13 +234,20 @@ class PasswordChecker:
         cached = self._cache.get(key)
         if cached is None:
             async with self._lock:
-                cached = await asyncio.to_thread(bcrypt.checkpw, password.encode(), stored)
+                cached = await asyncio.to_thread(_checkpw, password.encode(), stored)
             self._cache[key] = cached
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
         return cached and known
+
+
+def _checkpw(password: bytes, stored: bytes) -> bool:
+    """bcrypt's check, imported on the first login: `validate` and `check` never need it."""
+    import bcrypt
+
+    return bool(bcrypt.checkpw(password, stored))
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
