@@ -9,8 +9,8 @@ its `samples` to every other reader (remote-write snapshots, `get_sample_value`)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
@@ -20,7 +20,6 @@ from prometheus_client.utils import floatToGoString
 Row = tuple[tuple[str, ...], float]
 OPENMETRICS = "application/openmetrics-text"
 EOF = b"# EOF\n"
-COMMON_VALUES = {0.0: "0.0", 1.0: "1.0"}
 
 
 class Collector(Protocol):
@@ -55,22 +54,27 @@ class RowFamily(Metric):
         """The family without samples: what the encoders turn into its HELP and TYPE lines."""
         return Metric(self.name, self.documentation, self.type)
 
-    def lines(self) -> Iterator[str]:
+    def lines(self) -> list[str]:
         """The sample lines, as prometheus_client's text and OpenMetrics encoders write them
         (label names sorted, values escaped, Go float formatting)."""
         order = sorted(range(len(self.labelnames)), key=self.labelnames.__getitem__)
         labels = ",".join(f'{self.labelnames[i]}="{{{i}}}"' for i in order)
-        template = f"{self.sample_name}{{{{{labels}}}}} {{{len(order)}}}\n"
-        escaped: dict[str, str] = {}
-        for values, value in self.rows():
-            texts = []
-            for v in values:
-                text = escaped.get(v)
-                if text is None:
-                    text = escaped[v] = escape(v)
-                texts.append(text)
-            shown = COMMON_VALUES.get(value) or floatToGoString(value)
-            yield template.format(*texts, shown)
+        line = f"{self.sample_name}{{{{{labels}}}}} {{{len(order)}}}\n".format
+        # Each distinct label value and number is escaped or formatted once per rendering.
+        text, number = _Memo(escape), _Memo(floatToGoString)
+        return [line(*map(text.__getitem__, values), number[x]) for values, x in self.rows()]
+
+
+class _Memo(dict):  # type: ignore[type-arg]
+    """`memo[key]` is `make(key)`, made once."""
+
+    def __init__(self, make: Callable[[Any], str]) -> None:
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, key: Any) -> str:
+        value = self[key] = self.make(key)
+        return value
 
 
 def escape(value: str) -> str:
