@@ -12,13 +12,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from agent.exposition import Row, RowFamily
+from agent.exposition import Row, RowFamily, escape
 from measure.plan import TargetPlan
 from measure.report import TargetReport
 from measure.verdict import REACHABLE, VERDICTS
 from probes.taxonomy import SKIPPED, Step
 
 VERDICT_VALUES = tuple(v.value for v in VERDICTS)
+VERDICT = "reachprobe_target_verdict"
+# A target's whole state set, by its verdict: one format per target instead of eight.
+VERDICT_LINES = {
+    current: "".join(
+        f'{VERDICT}{{{{target="{{0}}",verdict="{v}"}}}} {"1.0" if v == current else "0.0"}\n'
+        for v in VERDICT_VALUES
+    ).format
+    for current in VERDICT_VALUES
+}
 
 
 @dataclass(slots=True)
@@ -106,6 +115,9 @@ class TargetSeries:
             for verdict in VERDICT_VALUES:
                 yield (name, verdict), 1.0 if verdict == s.verdict else 0.0
 
+    def _verdict_lines(self) -> list[str]:
+        return [VERDICT_LINES[s.verdict](escape(name)) for name, s in self.targets.items()]
+
     def _addresses(self) -> Iterator[Row]:
         for name, s in self.targets.items():
             for resolver, count in s.addresses.items():
@@ -123,8 +135,17 @@ class TargetSeries:
     def _families(self, empty: bool) -> Iterable[RowFamily]:
         Rows = Callable[[], Iterable[Row]]
 
-        def family(name: str, doc: str, typ: str, labels: tuple[str, ...], rows: Rows) -> RowFamily:
-            return RowFamily(name, doc, typ, ("target", *labels), (lambda: ()) if empty else rows)
+        def family(
+            name: str,
+            doc: str,
+            typ: str,
+            labels: tuple[str, ...],
+            rows: Rows,
+            render: Callable[[], list[str]] | None = None,
+        ) -> RowFamily:
+            if empty:
+                return RowFamily(name, doc, typ, ("target", *labels), lambda: ())
+            return RowFamily(name, doc, typ, ("target", *labels), rows, render)
 
         return (
             family("reachprobe_probe_results", "Step runs by result code.",
@@ -136,8 +157,8 @@ class TargetSeries:
                    self._last_duration),
             family("reachprobe_target_up", "1 if the whole chain worked on the last cycle.",
                    "gauge", (), self._up),
-            family("reachprobe_target_verdict", "The target's local verdict (a state set).",
-                   "gauge", ("verdict",), self._verdict),
+            family(VERDICT, "The target's local verdict (a state set).",
+                   "gauge", ("verdict",), self._verdict, self._verdict_lines),
             family("reachprobe_target_addresses",
                    "Addresses the resolver returned on the last cycle.", "gauge",
                    ("resolver",), self._addresses),
