@@ -29,13 +29,15 @@ import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import yaml
-from aiohttp import BasicAuth, hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.config import AgentSection, ConfigError, _path, _reason
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("reachprobe")
 
@@ -250,11 +252,13 @@ def _checkpw(password: bytes, stored: bytes) -> bool:
     return bool(bcrypt.checkpw(password, stored))
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 
 
 def basic_auth_middleware(checker: PasswordChecker) -> Callable[..., Awaitable[web.StreamResponse]]:
     """An aiohttp middleware answering 401 unless the request carries an allowed user."""
+    # Here, not at the top: `check` and `validate` read web configs but never serve.
+    from aiohttp import BasicAuth, hdrs, web
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
