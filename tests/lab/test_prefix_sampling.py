@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -60,12 +61,15 @@ def _blocked(address: str) -> bool:
     return any(ip in net for net in BLOCKED)
 
 
-def start_sweep(lab: Lab, role: str, cycle: int) -> subprocess.Popen[str]:
-    """`python -m probes.prefix` over the sampled /16, run inside `role`'s namespace."""
+def start_sweep(
+    lab: Lab, role: str, cycle: int, cidr: str = world.SAMPLED_PREFIX, size: int = SAMPLE
+) -> subprocess.Popen[str]:
+    """`python -m probes.prefix` over `cidr` (the sampled /16 unless given), run inside
+    `role`'s namespace; the cloud namespace's responder answers on every address it holds."""
     argv = python_argv(
         "-m", "probes.prefix",
-        "--name", "lab-16", "--cidr", world.SAMPLED_PREFIX, "--port", str(world.SAMPLED_PORT),
-        "--sample", str(SAMPLE), "--seed", SEED, "--cycle", str(cycle),
+        "--name", "lab", "--cidr", cidr, "--port", str(world.SAMPLED_PORT),
+        "--sample", str(size), "--seed", SEED, "--cycle", str(cycle),
         "--timeout", str(TIMEOUT_SECONDS), "--concurrency", str(CONCURRENCY), "--outcomes",
     )  # fmt: skip
     return start_one_shot(lab.ns(role), argv)
@@ -83,9 +87,10 @@ def sweep_result(proc: subprocess.Popen[str]) -> dict:
     return json.loads(stdout)
 
 
-def sweep_both(lab: Lab, cycle: int) -> tuple[dict, dict]:
-    """The censored and the control vantage's sweeps of one cycle, run at the same time."""
-    pending = [start_sweep(lab, world.CENSORED, cycle), start_sweep(lab, world.CONTROL, cycle)]
+def sweep_both(lab: Lab, cycle: int, **options: Any) -> tuple[dict, dict]:
+    """The censored and the control vantage's sweeps of one cycle, run at the same time
+    (`options` as `start_sweep` takes them)."""
+    pending = [start_sweep(lab, role, cycle, **options) for role in (world.CENSORED, world.CONTROL)]
     censored, control = (sweep_result(p) for p in pending)
     return censored, control
 
