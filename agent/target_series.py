@@ -16,6 +16,7 @@ from agent.exposition import Row, RowFamily, escape
 from measure.plan import TargetPlan
 from measure.report import TargetReport
 from measure.verdict import REACHABLE, VERDICTS
+from probes.results import FAMILIES
 from probes.taxonomy import SKIPPED, Step
 
 VERDICT_VALUES = tuple(v.value for v in VERDICTS)
@@ -38,6 +39,7 @@ class TargetState:
     success: dict[str, float] = field(default_factory=dict)  # step -> 1 or 0
     last_duration: dict[str, float] = field(default_factory=dict)  # step -> seconds
     addresses: dict[str, float] = field(default_factory=dict)  # resolver -> count
+    family_up: dict[str, float] = field(default_factory=dict)  # ipv4/ipv6 -> 1 or 0
     verdict: str = ""
     throughput: float | None = None
 
@@ -61,6 +63,13 @@ class TargetState:
             else:
                 self.last_duration[kind.value] = shown.duration_seconds
         self.verdict = report.verdict.value
+        families = report.families
+        for family in FAMILIES:
+            worked = families.get(family)
+            if worked is None:
+                self.family_up.pop(family, None)  # not tried this cycle
+            else:
+                self.family_up[family] = 1.0 if worked == REACHABLE else 0.0
         for resolver, count in report.addresses.items():
             self.addresses[resolver] = float(count)
         http = report.http
@@ -110,6 +119,11 @@ class TargetSeries:
         for name, s in self.targets.items():
             yield (name,), 1.0 if s.verdict == REACHABLE else 0.0
 
+    def _family_up(self) -> Iterator[Row]:
+        for name, s in self.targets.items():
+            for family, value in s.family_up.items():
+                yield (name, family), value
+
     def _verdict(self) -> Iterator[Row]:
         for name, s in self.targets.items():
             for verdict in VERDICT_VALUES:
@@ -157,6 +171,9 @@ class TargetSeries:
                    self._last_duration),
             family("reachprobe_target_up", "1 if the whole chain worked on the last cycle.",
                    "gauge", (), self._up),
+            family("reachprobe_target_family_up",
+                   "1 if an address of the family (ipv4, ipv6) worked on the last cycle; absent "
+                   "for a family not tried.", "gauge", ("family",), self._family_up),
             family(VERDICT, "The target's local verdict (a state set).",
                    "gauge", ("verdict",), self._verdict, self._verdict_lines),
             family("reachprobe_target_addresses",

@@ -1,5 +1,5 @@
 """A fixed set of reports for the metric tests: every per-target series kind, a counter that
-grows over two cycles, a step that stops running."""
+grows over two cycles, a step that stops running, an address family tried then not."""
 
 from __future__ import annotations
 
@@ -23,10 +23,13 @@ CONFIG: Config = parse_config(
     "t.yaml",
 )
 PLAN: ProbePlan = make_plan(CONFIG)
+V4, V6, TCP = "192.0.2.7:443", "[2001:db8::7]:443", "192.0.2.1:443"
 
 
-def _step(step: Step, code: str, seconds: float, **facts: object) -> StepResult:
-    return StepResult(step, Code(code), None, seconds, facts=facts.get("facts"))  # type: ignore[arg-type]
+def _step(
+    step: Step, code: str, seconds: float, at: str | None = None, **facts: object
+) -> StepResult:
+    return StepResult(step, Code(code), at, seconds, facts=facts.get("facts"))  # type: ignore[arg-type]
 
 
 def cycles() -> list[CycleReport]:
@@ -36,19 +39,22 @@ def cycles() -> list[CycleReport]:
     page = HttpFacts(status=200, body_bytes=1000, bytes_per_second=2500.0)
     first = (
         TargetReport(site, Verdict.REACHABLE, dns=dns, control=dns, chains=((
-            _step(Step.TCP, "ok", 0.02), _step(Step.TLS, "ok", 0.03),
-            _step(Step.HTTP, "ok", 0.04, facts=page)),)),
+            _step(Step.TCP, "ok", 0.02, V4), _step(Step.TLS, "ok", 0.03, V4),
+            _step(Step.HTTP, "ok", 0.04, V4, facts=page)), (
+            _step(Step.TCP, "tcp_timeout", 2, V6), _step(Step.TLS, "skipped", 0, V6),
+            _step(Step.HTTP, "skipped", 0, V6)))),
         TargetReport(plain, Verdict.REACHABLE, dns=dns, chains=((
             _step(Step.TCP, "ok", 0.02), _step(Step.HTTP, "ok", 0.05, facts=page)),)),
-        TargetReport(tcp, Verdict.REACHABLE, chains=((_step(Step.TCP, "ok", 0.001),),)),
+        TargetReport(tcp, Verdict.REACHABLE, chains=((_step(Step.TCP, "ok", 0.001, TCP),),)),
     )  # fmt: skip
     second = (
         TargetReport(site, Verdict.TLS_BLOCKING, dns=dns, control=dns, chains=((
-            _step(Step.TCP, "ok", 0.02), _step(Step.TLS, "tls_reset", 0.03),
-            _step(Step.HTTP, "skipped", 0)),)),
+            _step(Step.TCP, "ok", 0.02, V4), _step(Step.TLS, "tls_reset", 0.03, V4),
+            _step(Step.HTTP, "skipped", 0, V4)),)),
         TargetReport(plain, Verdict.DNS_BLOCKING, dns=_step(Step.DNS, "dns_nxdomain", 0.2),
                      chains=((_step(Step.TCP, "skipped", 0), _step(Step.HTTP, "skipped", 0)),)),
-        TargetReport(tcp, Verdict.TCP_IP_BLOCKING, chains=((_step(Step.TCP, "tcp_timeout", 5),),)),
+        TargetReport(tcp, Verdict.TCP_IP_BLOCKING,
+                     chains=((_step(Step.TCP, "tcp_timeout", 5, TCP),),)),
     )  # fmt: skip
     return [
         CycleReport(n, 1_700_000_000.0 + 60 * n, 5.0, reports, VantageHealth())
