@@ -212,6 +212,23 @@ async def test_doh_speaks_rfc_8484(tmp_path: Path) -> None:
         assert headers["accept"] == "application/dns-message"
 
 
+async def test_a_doh_server_hanging_up_on_one_query_leaves_the_other_answer() -> None:
+    """aiohttp's own errors (a disconnect is not an OSError) are a failed query like any
+    other: the AAAA answer still makes the lookup `ok`."""
+
+    async def handler(request: web.Request) -> web.Response:
+        query = dns.message.from_wire(await request.read())
+        if query.question[0].rdtype == dns.rdatatype.A:
+            assert request.transport is not None
+            request.transport.close()  # hang up on the A query alone
+        answer = dns.message.make_response(query)
+        answer.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "AAAA", "::1"))
+        return web.Response(body=answer.to_wire(), content_type="application/dns-message")
+
+    answer = await ask_doh(handler)
+    assert (answer.result, answer.facts.addresses) == ("ok", ("::1",))
+
+
 async def test_doh_without_a_ca_file_still_verifies_the_certificate(servers: dict) -> None:
     """No configured CA means the system's trust store, never no verification: the lab's
     own CA is not in it, so its DoH server is refused."""
