@@ -203,12 +203,13 @@ def task_cpu(pid: int) -> float:
     return total / 1e9
 
 
-def agent_sample(config: Path, port: int, probes: int, cycles: int) -> Sample:
-    """Start `agent run`, let its first cycle pass, and measure the next `cycles`: CPU per
-    cycle from /proc between cycle ends. Every target must be up at the end."""
+def agent_sample(config: Path, port: int, probes: int, cycles: int, loop: str) -> Sample:
+    """Start `agent run` on event loop `loop`, let its first cycle pass, and measure the next
+    `cycles`: CPU per cycle from /proc between cycle ends. Every target must be up at the end."""
     argv = [sys.executable, "-m", "agent", "run", "--config", str(config)]
+    env = {**os.environ, "REACHPROBE_EVENT_LOOP": loop}
     proc = subprocess.Popen(
-        argv, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        argv, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     try:
         watch = CycleWatch(proc)
@@ -275,7 +276,8 @@ def measure_size(
         path = workdir / f"{kind}-{n}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         configs[kind] = (path, port, targets)
-        cells[(kind, "reachprobe")] = Cell(n)
+        for loop in args.loops:
+            cells[(kind, loop)] = Cell(n)
         cells[(kind, "blackbox")] = Cell(n)
         if args.check:
             check_path = workdir / f"{kind}-{n}-check.yaml"
@@ -287,7 +289,9 @@ def measure_size(
     cycles = max(args.cycles, math.ceil(args.min_probes / n))
     for _ in range(rounds):
         for kind, (path, port, targets) in configs.items():
-            cells[(kind, "reachprobe")].samples.append(agent_sample(path, port, n, cycles))
+            for loop in args.loops:
+                sample = agent_sample(path, port, n, cycles, loop)
+                cells[(kind, loop)].samples.append(sample)
             box = blackbox_sample(
                 servers["blackbox"], targets.blackbox, kind, cycles, args.concurrency
             )
@@ -307,30 +311,35 @@ LABELS = {
 
 
 def print_table(results: dict[int, dict[tuple[str, str], Cell]], args) -> None:
-    header = (
-        f"{'targets':>7} {'kind':14} {'rounds':>6} {'reachprobe ms/probe':>20} "
-        f"{'blackbox ms/probe':>18} {'ratio':>6} {'rp RSS MiB':>11} {'bb RSS MiB':>11}"
-    )
+    """One line per size and kind: each event loop's CPU per probe and ratio to blackbox."""
+    header = f"{'targets':>7} {'kind':14} {'rounds':>6} {'blackbox':>9}"
+    for loop in args.loops:
+        header += f" {loop:>9} {'ratio':>6}"
+    header += f" {'RSS MiB':>8} {'bb RSS':>7}"
     if args.check:
-        header += f" {'check ms/probe':>15}"
+        header += f" {'check':>7}"
+    print("CPU ms per probe (reachprobe in a running agent, per event loop), ratio to blackbox")
     print(header)
     print("-" * len(header))
     for n, cells in results.items():
         for kind in args.kinds:
-            rp, bb = cells[(kind, "reachprobe")], cells[(kind, "blackbox")]
+            bb = cells[(kind, "blackbox")]
             name = LABELS[kind] + (" *" if kind == "https-name" else "")
-            line = (
-                f"{n:7d} {name:14} {len(rp.samples):6d} {rp.cpu_ms:20.3f} {bb.cpu_ms:18.3f} "
-                f"{rp.cpu_ms / bb.cpu_ms:6.2f} {rp.rss_mib:11.1f} {bb.rss_mib:11.1f}"
-            )
+            line = f"{n:7d} {name:14} {len(bb.samples):6d} {bb.cpu_ms:9.3f}"
+            for loop in args.loops:
+                rp = cells[(kind, loop)]
+                line += f" {rp.cpu_ms:9.3f} {rp.cpu_ms / bb.cpu_ms:6.2f}"
+            rss = max(cells[(kind, loop)].rss_mib for loop in args.loops)
+            line += f" {rss:8.1f} {bb.rss_mib:7.1f}"
             if args.check:
-                line += f" {cells[(kind, 'check')].cpu_ms:15.3f}"
+                line += f" {cells[(kind, 'check')].cpu_ms:7.3f}"
             print(line, flush=True)
     print(
-        "CPU ms/probe: median over rounds of (CPU between cycle ends / probes); reachprobe is "
-        "a running `agent run` (startup excluded), blackbox the exporter's /probe work.\n"
+        "CPU: median over rounds of (CPU between cycle ends / probes); reachprobe is a running "
+        "`agent run` (startup excluded),\nblackbox the exporter's /probe work; 'check' is one "
+        "`check` process per cycle, startup included.\n"
         "* blackbox has no resolver setting: 'HTTPS by name' is compared with its by-IP probe.\n"
-        "RSS: peak (VmHWM); blackbox's is since the exporter started (all sizes before it)."
+        "RSS: peak (VmHWM) of the agent; blackbox's since the exporter started."
     )
 
 
@@ -381,12 +390,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--check", action="store_true", help="also time a `check` process per round (with startup)"
     )
+    parser.add_argument(
+        "--loops",
+        default="uvloop,asyncio",
+        help="the agent's event loops to measure, each in every round (uvloop,asyncio); "
+        "uvloop falls back to asyncio's when it is not installed",
+    )
     parser.add_argument("--serve-tcp", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_tcp:
         return args
     args.sizes = [int(s) for s in args.sizes.split(",")]
     args.kinds = [k for k in args.kinds.split(",") if k]
+    args.loops = [loop for loop in args.loops.split(",") if loop]
+    if set(args.loops) - {"uvloop", "asyncio"} or not args.loops:
+        parser.error("--loops takes uvloop and/or asyncio")
     if unknown := set(args.kinds) - set(KINDS):
         parser.error(f"unknown kinds {sorted(unknown)}")
     if min(args.sizes) < 1 or args.rounds < 1 or args.cycles < 1 or args.large_rounds < 1:
