@@ -310,8 +310,7 @@ LABELS = {
 }
 
 
-def print_table(results: dict[int, dict[tuple[str, str], Cell]], args) -> None:
-    """One line per size and kind: each event loop's CPU per probe and ratio to blackbox."""
+def table_header(args: argparse.Namespace) -> None:
     header = f"{'targets':>7} {'kind':14} {'rounds':>6} {'blackbox':>9}"
     for loop in args.loops:
         header += f" {loop:>9} {'ratio':>6}"
@@ -320,27 +319,32 @@ def print_table(results: dict[int, dict[tuple[str, str], Cell]], args) -> None:
         header += f" {'check':>7}"
     print("CPU ms per probe (reachprobe in a running agent, per event loop), ratio to blackbox")
     print(header)
-    print("-" * len(header))
-    for n, cells in results.items():
-        for kind in args.kinds:
-            bb = cells[(kind, "blackbox")]
-            name = LABELS[kind] + (" *" if kind == "https-name" else "")
-            line = f"{n:7d} {name:14} {len(bb.samples):6d} {bb.cpu_ms:9.3f}"
-            for loop in args.loops:
-                rp = cells[(kind, loop)]
-                line += f" {rp.cpu_ms:9.3f} {rp.cpu_ms / bb.cpu_ms:6.2f}"
-            rss = max(cells[(kind, loop)].rss_mib for loop in args.loops)
-            line += f" {rss:8.1f} {bb.rss_mib:7.1f}"
-            if args.check:
-                line += f" {cells[(kind, 'check')].cpu_ms:7.3f}"
-            print(line, flush=True)
-    print(
-        "CPU: median over rounds of (CPU between cycle ends / probes); reachprobe is a running "
-        "`agent run` (startup excluded),\nblackbox the exporter's /probe work; 'check' is one "
-        "`check` process per cycle, startup included.\n"
-        "* blackbox has no resolver setting: 'HTTPS by name' is compared with its by-IP probe.\n"
-        "RSS: peak (VmHWM) of the agent; blackbox's since the exporter started."
-    )
+    print("-" * len(header), flush=True)
+
+
+def print_size(n: int, cells: dict[tuple[str, str], Cell], args: argparse.Namespace) -> None:
+    """One line per kind: each event loop's CPU per probe and its ratio to blackbox's."""
+    for kind in args.kinds:
+        bb = cells[(kind, "blackbox")]
+        name = LABELS[kind] + (" *" if kind == "https-name" else "")
+        line = f"{n:7d} {name:14} {len(bb.samples):6d} {bb.cpu_ms:9.3f}"
+        for loop in args.loops:
+            rp = cells[(kind, loop)]
+            line += f" {rp.cpu_ms:9.3f} {rp.cpu_ms / bb.cpu_ms:6.2f}"
+        rss = max(cells[(kind, loop)].rss_mib for loop in args.loops)
+        line += f" {rss:8.1f} {bb.rss_mib:7.1f}"
+        if args.check:
+            line += f" {cells[(kind, 'check')].cpu_ms:7.3f}"
+        print(line, flush=True)
+
+
+NOTES = (
+    "CPU: median over rounds of (CPU between cycle ends / probes); reachprobe is a running "
+    "`agent run` (startup excluded),\nblackbox the exporter's /probe work; 'check' is one "
+    "`check` process per cycle, startup included.\n"
+    "* blackbox has no resolver setting: 'HTTPS by name' is compared with its by-IP probe.\n"
+    "RSS: peak (VmHWM) of the agent; blackbox's since the exporter started."
+)
 
 
 def run_all(children: Children, workdir: Path, args: argparse.Namespace) -> None:
@@ -358,8 +362,10 @@ def run_all(children: Children, workdir: Path, args: argparse.Namespace) -> None
         "tcp_ports": tcp_ports,
         "blackbox": box,
     }
-    results = {n: measure_size(n, children, workdir, servers, args) for n in args.sizes}
-    print_table(results, args)
+    table_header(args)
+    for n in args.sizes:
+        print_size(n, measure_size(n, children, workdir, servers, args), args)
+    print(NOTES)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -377,7 +383,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--large-rounds", type=int, default=1, help="rounds of large sizes (1)")
     parser.add_argument(
-        "--cycles", type=int, default=2, help="least agent cycles (blackbox passes) per round"
+        "--cycles", type=int, default=1, help="least agent cycles (blackbox passes) per round"
     )
     parser.add_argument("--concurrency", type=int, default=64, help="both tools' concurrency (64)")
     parser.add_argument(
