@@ -30,7 +30,7 @@ from agent.resources import shipped_file
 from probes.blockpages import check_location
 from probes.dns import DEFAULT_PORTS, Resolver
 from probes.http import DEFAULT_MAX_BODY
-from probes.prefix import DEFAULT_SEED, MAX_SAMPLE
+from probes.prefix import DEFAULT_SEED, DEFAULT_SYN_RATE, MAX_SAMPLE, Method
 
 DEFAULT_PORT = 9787
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
@@ -153,6 +153,8 @@ class AgentSection(_Strict):
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 << 20)] = DEFAULT_MAX_BODY
     # Shared by every vantage whose prefix samples are compared (docs/prefixes.md).
     prefix_seed: Annotated[str, Field(min_length=1, max_length=256)] = DEFAULT_SEED
+    # SYNs per second of the prefixes sampled by `method: syn`, all of them together.
+    prefix_syn_rate: Annotated[float, Field(gt=0, le=100_000)] = DEFAULT_SYN_RATE
     # Serving beyond loopback needs web_config (TLS and/or basic auth, agent/webconfig.py) or
     # this explicit opt-out; the rule is enforced at start by webconfig.listen_policy.
     web_config: ExistingFile | None = None
@@ -459,6 +461,8 @@ class PrefixConfig(_Strict):
     cidr: Network
     port: Annotated[int, Field(ge=1, le=65535)] = 443
     sample: Annotated[int, Field(ge=1, le=MAX_SAMPLE)] = 16
+    # `syn`: a stateless SYN scan, off by default; needs CAP_NET_RAW (docs/prefixes.md).
+    method: Method = "connect"
 
 
 class RawSection(_Strict):

@@ -7,6 +7,7 @@ so the measurement code never sees a pydantic model.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Sequence
 from typing import Literal
@@ -28,6 +29,8 @@ from probes.blockpages import Fingerprint
 from probes.exchange import MTPROTO, Exchange
 from probes.http import SCHEME_PORTS
 from probes.prefix import Prefix
+
+log = logging.getLogger("reachprobe")
 
 
 @functools.cache
@@ -110,6 +113,32 @@ def plan_raw(config: Config, forced_trace: bool) -> RawPlan | None:
     )
 
 
+def plan_prefixes(config: Config) -> tuple[Prefix, ...]:
+    """The prefixes to sample. Without CAP_NET_RAW a `method: syn` prefix falls back to
+    connects, with a warning: the agent keeps measuring, and each result says its method."""
+    wanted = [p for p in config.prefixes if p.method == "syn"]
+    syn_ok = bool(wanted) and syn_scan_allowed()
+    if wanted and not syn_ok:
+        log.warning(
+            "prefixes %s: method syn needs CAP_NET_RAW (docs/raw.md); sampling them by TCP "
+            "connect instead",
+            ", ".join(p.name for p in wanted),
+        )
+    return tuple(
+        Prefix(
+            p.name, p.cidr, p.port, p.sample, "syn" if p.method == "syn" and syn_ok else "connect"
+        )
+        for p in config.prefixes
+    )
+
+
+def syn_scan_allowed() -> bool:
+    """True if this process may send raw SYNs (CAP_NET_RAW)."""
+    from probes.raw.capability import has_cap_net_raw  # scapy loads only when asked for
+
+    return has_cap_net_raw()
+
+
 def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
     """The whole measurement plan of a config (`forced_trace`: trace every target)."""
     agent, resolvers = config.agent, config.resolvers
@@ -129,8 +158,9 @@ def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
         fingerprints=fingerprints(config.blockpages),
         jitter=agent.effective_jitter,
         vantage=plan_vantage(config.vantage),
-        prefixes=tuple(Prefix(p.name, p.cidr, p.port, p.sample) for p in config.prefixes),
+        prefixes=plan_prefixes(config),
         prefix_seed=agent.prefix_seed,
+        prefix_syn_rate=agent.prefix_syn_rate,
         interval=agent.interval,
         raw=plan_raw(config, forced_trace),
     )

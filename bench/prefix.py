@@ -1,10 +1,13 @@
-"""Benchmark: prefix sampling speed, in addresses per second, on loopback.
+"""Benchmark: prefix sampling speed, in addresses per second, on loopback, by method.
 
 One responder process (its CPU is not charged to the sweep) listens on 0.0.0.0:PORT, which
 answers every address of 127.0.0.0/8, and accepts and closes connections in a blocking loop; the
-benchmark then samples `--sample` addresses of `--cidr` (default 127.0.0.0/16) and TCP-connects
-to all of them with `probes.prefix.sweep`, `--rounds` times (a fresh sample each round, as in
-successive cycles), and prints wall time, CPU time and addresses per second per round.
+benchmark then samples `--sample` addresses of `--cidr` (default 127.0.0.0/16) and probes all
+of them with `probes.prefix.sweep`, `--rounds` times (a fresh sample each round, as in
+successive cycles), and prints wall time, CPU time and addresses per second per round: by TCP
+connect, then by SYN scan (`--method syn`, raw sockets; the kernel answers the SYNs itself and
+its RSTs to the SYN-ACKs never reach the accept loop) at `--rate` SYNs per second, by default
+the configuration's ceiling so that the figure is the scan's own speed.
 
 A wildcard listener must not be reachable from the host's network, so the whole benchmark runs
 in a private network namespace of its own (`unshare --net`, which needs root), holding only a
@@ -16,6 +19,7 @@ second, measuring the responder rather than the sweep.
 
     sudo .venv/bin/python bench/prefix.py                  # 5,000 addresses, 5 rounds
     sudo .venv/bin/python bench/prefix.py --sample 20000 --concurrency 512
+    sudo .venv/bin/python bench/prefix.py --method syn --rate 1000   # the default rate
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from probes.prefix import sample, sweep  # noqa: E402
+from probes.prefix import METHODS, sample, sweep  # noqa: E402
 
 INSIDE = "REACHPROBE_BENCH_PRIVATE_NETNS"
 
@@ -48,6 +52,10 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=256, help="connects in flight")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per connect")
+    parser.add_argument(
+        "--method", choices=(*METHODS, "both"), default="both", help="how addresses are probed"
+    )
+    parser.add_argument("--rate", type=float, default=100_000.0, help="SYNs per second (syn)")
     args = parser.parse_args()
     if not args.cidr.startswith("127."):
         parser.error("--cidr must be inside 127.0.0.0/8: the benchmark stays on loopback")
@@ -93,31 +101,41 @@ def main() -> None:
     subprocess.run(["ip", "link", "set", "dev", "lo", "up"], check=True, timeout=10)
     responder, port = _start_responder()
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    try:
+        for method in METHODS if args.method == "both" else (args.method,):
+            _rounds(args, port, method)
+    finally:
+        responder.terminate()
+        responder.join(timeout=10)
+
+
+def _rounds(args: argparse.Namespace, port: int, method: str) -> None:
+    how = f"concurrency {args.concurrency}" if method == "connect" else f"{args.rate:g} SYNs/s"
     print(
-        f"sweep: {args.sample} addresses of {args.cidr} per round, port {port}, "
-        f"concurrency {args.concurrency}, timeout {args.timeout:g}s"
+        f"\n{method}: {args.sample} addresses of {args.cidr} per round, port {port}, "
+        f"{how}, timeout {args.timeout:g}s"
     )
     header = ("round", 5), ("reachable", 10), ("wall s", 8), ("cpu s", 8), ("addr/s", 9)
     print(" ".join(f"{title:>{width}}" for title, width in header), f"{'addr/cpu-s':>11}")
     rates: list[float] = []
-    try:
-        for round_number in range(args.rounds):
-            wall0, cpu0 = time.perf_counter(), time.process_time()
-            addresses = sample(args.cidr, args.sample, "bench", round_number)
-            result = asyncio.run(sweep(addresses, port, args.timeout, args.concurrency))
-            wall = time.perf_counter() - wall0
-            cpu = time.process_time() - cpu0
-            rates.append(result.sampled / wall)
-            print(
-                f"{round_number:>5} {result.reachable:>10} {wall:>8.3f} {cpu:>8.3f} "
-                f"{result.sampled / wall:>9.0f} {result.sampled / cpu:>11.0f}"
-            )
-            if result.reachable != result.sampled:
-                print(f"      not all reachable: {dict(result.results)}")
-    finally:
-        responder.terminate()
-        responder.join(timeout=10)
-    print(f"median: {statistics.median(rates):.0f} addresses/second (sampling + sweep, wall time)")
+    for round_number in range(args.rounds):
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        addresses = sample(args.cidr, args.sample, "bench", round_number)
+        probing = sweep(
+            addresses, port, args.timeout, args.concurrency, method=method, syn_rate=args.rate
+        )
+        result = asyncio.run(probing)
+        wall = time.perf_counter() - wall0
+        cpu = time.process_time() - cpu0
+        rates.append(result.sampled / wall)
+        print(
+            f"{round_number:>5} {result.reachable:>10} {wall:>8.3f} {cpu:>8.3f} "
+            f"{result.sampled / wall:>9.0f} {result.sampled / cpu:>11.0f}"
+        )
+        if result.reachable != result.sampled:
+            print(f"      not all reachable: {dict(result.results)}")
+    median = statistics.median(rates)
+    print(f"{method} median: {median:.0f} addresses/second (sampling + sweep, wall time)")
 
 
 if __name__ == "__main__":

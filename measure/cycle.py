@@ -82,6 +82,6 @@ async def sample_prefixes(plan: ProbePlan, started_at: float) -> tuple[PrefixRes
         return ()
     cycle = cycle_number(started_at, plan.interval)
     results = await probe_prefixes(
-        plan.prefixes, plan.prefix_seed, cycle, plan.timeout, plan.concurrency
+        plan.prefixes, plan.prefix_seed, cycle, plan.timeout, plan.concurrency, plan.prefix_syn_rate
     )
     return tuple(results)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from probes.blockpages import Fingerprint
 from probes.dns import Resolver
 from probes.exchange import Exchange
-from probes.prefix import DEFAULT_SEED, Prefix
+from probes.prefix import DEFAULT_SEED, DEFAULT_SYN_RATE, Prefix
 from probes.taxonomy import Step
 
 
@@ -113,5 +113,6 @@ class ProbePlan:
     vantage: VantagePlan = field(default=VantagePlan())
     prefixes: tuple[Prefix, ...] = ()
     prefix_seed: str = DEFAULT_SEED
+    prefix_syn_rate: float = DEFAULT_SYN_RATE
     interval: float = 60.0
     raw: RawPlan | None = None

@@ -11,7 +11,7 @@ from typing import Any
 
 from measure.followups.consistency import addresses_of
 from measure.plan import TargetPlan
-from measure.verdict import Verdict, deciding, first_failure
+from measure.verdict import REACHABLE, Verdict, deciding, family_outcomes, first_failure
 from probes.prefix import PrefixResult
 from probes.results import HttpFacts, StepResult
 from probes.taxonomy import Code, Step
@@ -56,20 +56,29 @@ class TargetReport:
         return counts
 
     @property
+    def families(self) -> dict[str, str]:
+        """Per address family tried: `reachable`, or the code its addresses failed with."""
+        return family_outcomes(self.chains)
+
+    @property
     def http(self) -> HttpFacts | None:
         """The facts of the deciding chain's successful HTTP step, if it had one."""
         step = next((s for s in self.deciding_steps if s.step == Step.HTTP and s.ok), None)
         return step.facts if step is not None and isinstance(step.facts, HttpFacts) else None
 
     def why(self) -> str:
-        """The deciding failure in one line (empty when the target is reachable)."""
+        """The deciding failure in one line; for a target reachable over one address family
+        only, the other family's failure; else empty."""
         if self.error is not None:
             return self.error
         if self.note is not None:
             return self.note
         failure = first_failure(self.deciding_steps)
         if failure is None:
-            return ""
+            failed = [
+                f"{f} failed: {code}" for f, code in self.families.items() if code != REACHABLE
+            ]
+            return "; ".join(failed)
         where = f" {failure.address}" if failure.address else ""
         detail = f": {failure.full_detail}" if failure.full_detail else ""
         return f"{failure.step.value}{where} {failure.result}{detail}"
@@ -80,6 +89,7 @@ class TargetReport:
             "name": self.target.name,
             "group": self.target.group or None,
             "verdict": self.verdict.value,
+            "families": self.families,
             "steps": [s.to_json() for s in self.steps],
         }
         if self.error is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import StrEnum
 
-from probes.results import StepResult
+from probes.results import StepResult, endpoint_family
 from probes.taxonomy import OK, SKIPPED, Step
 
 
@@ -78,3 +78,23 @@ def deciding(dns: StepResult | None, chains: Sequence[Sequence[StepResult]]) -> 
     """The steps that decide a target's verdict: its DNS step (if any) and the chain that
     speaks for it."""
     return [*([dns] if dns is not None else []), *representative(chains)]
+
+
+def family_outcomes(chains: Sequence[Sequence[StepResult]]) -> dict[str, str]:
+    """Per address family that was tried (`ipv4`, `ipv6`): `reachable` when one of its
+    addresses' chains worked, else the result code where its representative chain failed.
+
+    The verdict needs only one working address; this says which family did not work, and
+    how (a path blocked for IPv6 alone stays visible behind a `reachable` target).
+    """
+    by_family: dict[str, list[Sequence[StepResult]]] = {}
+    for chain in chains:
+        if chain and chain[0].address is not None:
+            by_family.setdefault(endpoint_family(chain[0].address), []).append(chain)
+    outcomes: dict[str, str] = {}
+    for family in sorted(by_family):
+        shown = representative(by_family[family])
+        failure = first_failure(shown)
+        verdict = chain_verdict(shown)
+        outcomes[family] = failure.result.value if failure is not None else verdict.value
+    return outcomes

@@ -7,6 +7,10 @@ with the same seed probes the same addresses in the same cycle without talking t
 an operator can then compare a test vantage with a control vantage address for address (see
 docs/prefixes.md). `cycle_number(now, interval)` gives vantages a cycle number they agree on.
 
+Each sampled address is probed by a TCP connect (the `connect` method, the default) or, where
+the volunteer opts in and CAP_NET_RAW is held, by one SYN of a rate-limited stateless scan (the
+`syn` method, probes/raw/synscan.py); both give the TCP step's codes.
+
 `python -m probes.prefix --cidr 198.18.16.0/20 --port 443` samples and sweeps one prefix and
 prints the result as JSON.
 """
@@ -25,13 +29,17 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from probes import tcp
 from probes.connection import Connection
+from probes.results import StepResult
 from probes.taxonomy import OK
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# How a sampled address is probed: a TCP connect, or one SYN of a stateless scan (raw socket).
+Method = Literal["connect", "syn"]
+METHODS: tuple[Method, ...] = ("connect", "syn")
 
 # The seed every vantage uses unless its operator sets another one. Vantages compared with
 # each other must share a seed; a private seed makes a vantage's samples unpredictable to
@@ -43,6 +51,8 @@ MAX_SAMPLE = 4096
 Z_95 = 1.959963984540054
 # Domain separation, so that this hash is never reused for anything else by accident.
 _DOMAIN = b"reachprobe/prefix-sample/v1"
+# SYNs per second of the syn method: conservative, what a home line bears without notice.
+DEFAULT_SYN_RATE = 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +87,7 @@ class PrefixResult:
     ci_high: float
     results: Mapping[str, int]
     outcomes: tuple[AddressOutcome, ...] = field(default=(), repr=False)
+    method: Method = "connect"
 
     def to_json(self, outcomes: bool = False) -> dict[str, object]:
         """The `prefixes[]` entry of `check --format json` (with per-address outcomes if asked)."""
@@ -89,6 +100,7 @@ class PrefixResult:
             "ci_low": round(self.ci_low, 6),
             "ci_high": round(self.ci_high, 6),
             "results": dict(self.results),
+            "method": self.method,
         }
         if outcomes:
             out["outcomes"] = [
@@ -237,7 +249,9 @@ def wilson(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
 # --- the sweep --------------------------------------------------------------------------------
 
 
-def summarize(name: str, cidr: str, outcomes: Sequence[AddressOutcome]) -> PrefixResult:
+def summarize(
+    name: str, cidr: str, outcomes: Sequence[AddressOutcome], method: Method = "connect"
+) -> PrefixResult:
     """Count `outcomes` into a PrefixResult: ratio, Wilson interval and counts per code."""
     counts = Counter(o.result for o in outcomes)
     sampled = len(outcomes)
@@ -253,6 +267,7 @@ def summarize(name: str, cidr: str, outcomes: Sequence[AddressOutcome]) -> Prefi
         ci_high=high,
         results=dict(sorted(counts.items())),
         outcomes=tuple(outcomes),
+        method=method,
     )
 
 
@@ -264,16 +279,22 @@ async def _connect(address: str, port: int, timeout: float) -> AddressOutcome:
         result = await tcp.run(conn, timeout)
     finally:
         conn.close()
+    return _outcome(address, result)
+
+
+def _outcome(address: str, result: StepResult) -> AddressOutcome:
     return AddressOutcome(address, result.result.value, round(result.duration_seconds, 6))
 
 
-def _check_sweep(port: int, timeout: float, concurrency: int) -> None:
+def _check_sweep(port: int, timeout: float, concurrency: int, method: str = "connect") -> None:
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ValueError(f"port must be from 1 to 65535, not {port!r}")
     if not timeout > 0:
         raise ValueError("timeout must be greater than zero")
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
 
 
 def _checked(address: str) -> str:
@@ -303,6 +324,36 @@ async def _connect_all(
     return [o for o in outcomes if o is not None]
 
 
+async def _syn_scan_all(
+    jobs: Sequence[tuple[str, int]], timeout: float, rate: float
+) -> list[AddressOutcome]:
+    """One SYN to every (address, port), `rate` a second, in job order (needs CAP_NET_RAW)."""
+    if not jobs:
+        return []
+    from probes.raw import synscan  # scapy loads only for a vantage that SYN-scans
+
+    results = await synscan.scan(jobs, timeout, rate)
+    return [_outcome(address, r) for (address, _), r in zip(jobs, results, strict=True)]
+
+
+async def _probe_all(
+    jobs: Sequence[tuple[str, int, Method]], timeout: float, concurrency: int, syn_rate: float
+) -> list[AddressOutcome]:
+    """Probe every (address, port, method), the two methods side by side, in job order."""
+    split: dict[Method, list[int]] = {m: [] for m in METHODS}
+    for index, (_, _, method) in enumerate(jobs):
+        split[method].append(index)
+    connects, syns = ([jobs[i][:2] for i in split[m]] for m in METHODS)
+    by_connect, by_syn = await asyncio.gather(
+        _connect_all(connects, timeout, concurrency), _syn_scan_all(syns, timeout, syn_rate)
+    )
+    outcomes: list[AddressOutcome | None] = [None] * len(jobs)
+    for indices, found in ((split["connect"], by_connect), (split["syn"], by_syn)):
+        for index, outcome in zip(indices, found, strict=True):
+            outcomes[index] = outcome
+    return [o for o in outcomes if o is not None]
+
+
 async def sweep(
     addresses: Iterable[str],
     port: int,
@@ -311,15 +362,19 @@ async def sweep(
     *,
     name: str = "",
     cidr: str = "",
+    method: Method = "connect",
+    syn_rate: float = DEFAULT_SYN_RATE,
 ) -> PrefixResult:
-    """TCP-connect to every address on `port`, at most `concurrency` at once; count the results.
+    """Probe every address on `port` and count the results: TCP connects, at most
+    `concurrency` at once, or (`method="syn"`) one SYN each, `syn_rate` a second.
 
     Each connect is closed as soon as it completes; its outcome is `ok` or the TCP step's code
-    from the project's classifier (`tcp_timeout`, `tcp_refused`, ...).
+    from the project's classifier (`tcp_timeout`, `tcp_refused`, ...), and a SYN's answer maps
+    to the same codes.
     """
-    _check_sweep(port, timeout, concurrency)
-    jobs = [(_checked(address), port) for address in addresses]
-    return summarize(name, cidr, await _connect_all(jobs, timeout, concurrency))
+    _check_sweep(port, timeout, concurrency, method)
+    jobs = [(_checked(address), port, method) for address in addresses]
+    return summarize(name, cidr, await _probe_all(jobs, timeout, concurrency, syn_rate), method)
 
 
 class PrefixLike(Protocol):
@@ -333,16 +388,20 @@ class PrefixLike(Protocol):
     def port(self) -> int: ...
     @property
     def sample(self) -> int: ...
+    @property
+    def method(self) -> Method: ...
 
 
 @dataclass(frozen=True)
 class Prefix:
-    """A prefix to sample each cycle: a label, the network, the port and the sample size."""
+    """A prefix to sample each cycle: a label, the network, the port, the sample size and
+    how each address is probed."""
 
     name: str
     cidr: IPNetwork | str
     port: int = 443
     sample: int = 16
+    method: Method = "connect"
 
 
 async def probe_prefixes(
@@ -351,28 +410,30 @@ async def probe_prefixes(
     cycle: int,
     timeout: float,
     concurrency: int,
+    syn_rate: float = DEFAULT_SYN_RATE,
 ) -> list[PrefixResult]:
     """One cycle of prefix sampling: sample every prefix for `cycle`, sweep, one result each.
 
-    All prefixes share one pool of `concurrency` connects, and their samples are interleaved,
-    so that a blackholed prefix (every connect a timeout) does not hold the others up and no
-    single network gets the whole burst.
+    All connect-method prefixes share one pool of `concurrency` connects, all syn-method ones
+    one scan at `syn_rate` SYNs a second, the two side by side; the samples are interleaved, so
+    that a blackholed prefix (every probe a timeout) does not hold the others up and no single
+    network gets the whole burst.
     """
-    per_prefix: list[list[tuple[str, int]]] = []
+    per_prefix: list[list[tuple[str, int, Method]]] = []
     for prefix in prefixes:
-        _check_sweep(prefix.port, timeout, concurrency)
+        _check_sweep(prefix.port, timeout, concurrency, prefix.method)
         addresses = sample(_network(prefix.cidr), prefix.sample, seed, cycle)
-        per_prefix.append([(address, prefix.port) for address in addresses])
+        per_prefix.append([(address, prefix.port, prefix.method) for address in addresses])
     # Round-robin over the prefixes (each keeps its sample order); `owner` remembers whose
     # job each one is.
     tagged = [[(owner, job) for job in jobs] for owner, jobs in enumerate(per_prefix)]
     order = [item for column in itertools.zip_longest(*tagged) for item in column if item]
-    outcomes = await _connect_all([job for _, job in order], timeout, concurrency)
+    outcomes = await _probe_all([job for _, job in order], timeout, concurrency, syn_rate)
     grouped: list[list[AddressOutcome]] = [[] for _ in per_prefix]
     for (owner, _), outcome in zip(order, outcomes, strict=True):
         grouped[owner].append(outcome)
     return [
-        summarize(prefix.name, _network(prefix.cidr).with_prefixlen, found)
+        summarize(prefix.name, _network(prefix.cidr).with_prefixlen, found, prefix.method)
         for prefix, found in zip(prefixes, grouped, strict=True)
     ]
 
@@ -386,7 +447,7 @@ def among_responsive(test: PrefixResult, control: PrefixResult) -> PrefixResult:
     """
     answered = {o.address for o in control.outcomes if o.reachable}
     kept = [o for o in test.outcomes if o.address in answered]
-    return summarize(test.name, test.cidr, kept)
+    return summarize(test.name, test.cidr, kept, test.method)
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -395,7 +456,7 @@ def among_responsive(test: PrefixResult, control: PrefixResult) -> PrefixResult:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m probes.prefix",
-        description="Sample one prefix for one cycle, TCP-connect to the sample, print JSON.",
+        description="Sample one prefix for one cycle, probe the sample, print JSON.",
     )
     parser.add_argument("--cidr", required=True, help="the prefix, e.g. 198.18.16.0/20")
     parser.add_argument("--port", type=int, required=True, help="TCP port to connect to")
@@ -406,22 +467,31 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--interval", type=float, default=60.0, help="seconds per cycle")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per connect")
     parser.add_argument("--concurrency", type=int, default=256, help="connects at once")
+    parser.add_argument(
+        "--method", choices=METHODS, default="connect", help="TCP connects, or a SYN scan (root)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=DEFAULT_SYN_RATE, help="SYNs per second (--method syn)"
+    )
     parser.add_argument("--outcomes", action="store_true", help="print every address's result")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point; exit 0 on a finished sweep, 2 on bad arguments."""
+    """Command line entry point; exit 0 on a finished sweep, 2 on bad arguments (or a SYN
+    scan without CAP_NET_RAW)."""
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         cycle = args.cycle if args.cycle is not None else cycle_number(time.time(), args.interval)
-        prefix = Prefix(args.name, args.cidr, args.port, args.sample)
+        prefix = Prefix(args.name, args.cidr, args.port, args.sample, args.method)
         [result] = asyncio.run(
-            probe_prefixes([prefix], args.seed, cycle, args.timeout, args.concurrency)
+            probe_prefixes([prefix], args.seed, cycle, args.timeout, args.concurrency, args.rate)
         )
     except ValueError as exc:
         parser.error(str(exc))
+    except PermissionError:
+        parser.error("--method syn needs CAP_NET_RAW (run as root, or use --method connect)")
     print(json.dumps({"cycle": cycle, **result.to_json(outcomes=args.outcomes)}))
     return 0
 

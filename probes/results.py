@@ -135,6 +135,15 @@ def format_endpoint(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
+# The address families a target's addresses fall in, as reports and metrics name them.
+FAMILIES = ("ipv4", "ipv6")
+
+
+def endpoint_family(endpoint: str) -> str:
+    """`ipv6` or `ipv4`: the address family of a `format_endpoint` string."""
+    return FAMILIES[1] if endpoint.startswith("[") else FAMILIES[0]
+
+
 def skipped(step: Step, address: str | None, why: str) -> StepResult:
     """A step that did not run because an earlier one failed."""
     return StepResult(step=step, result=SKIPPED, address=address, detail=why)

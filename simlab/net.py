@@ -35,8 +35,13 @@ def family_of(host: str) -> socket.AddressFamily:
 
 def bind_socket(host: str, port: int, kind: socket.SocketKind) -> socket.socket:
     """A bound (not yet listening) non-blocking socket; port 0 picks an ephemeral port."""
-    sock = socket.socket(family_of(host), kind)
+    family = family_of(host)
+    sock = socket.socket(family, kind)
     try:
+        if family == socket.AF_INET6:
+            # `[::]` means IPv6 only, so that a `0.0.0.0` listener on the same port can be
+            # beside it (the lab's dual-stack web namespace runs both).
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if kind == socket.SOCK_STREAM:
             # Restarting a lab server must not wait for TIME_WAIT to expire.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -20,11 +20,13 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
+from agent.sinks.prometheus import PrometheusSink
 from measure.followups.sni import CONTROL_SNI
 from measure.prober import interleave
 from measure.report import TargetReport
-from probes.results import StepResult
-from probes.taxonomy import Step
+from measure.verdict import family_outcomes
+from probes.results import StepResult, skipped
+from probes.taxonomy import Code, Step
 from simlab import (
     Pki,
     RawServer,
@@ -285,6 +287,81 @@ def test_interleave_keeps_both_families_under_a_cap() -> None:
     assert interleave([*v4, *v6], 4) == ["192.0.2.1", "2001:db8::1", "192.0.2.2", "2001:db8::2"]
     assert interleave([*v6, *v4], 10) == [v4[0], v6[0], v4[1], v6[1], v4[2]]
     assert interleave(v6, 10) == v6
+
+
+async def test_a_batch_holds_both_families_and_the_report_names_the_failed_one(servers) -> None:  # noqa: F811
+    """The answer lists its IPv4 addresses first and only the IPv6 one listens: a batch of
+    two still tries IPv6 (alternation), the target is reachable, and `families` says that
+    IPv4 was refused. The reverse, IPv6 dead and IPv4 live, reads the other way round."""
+    v6_live = await servers(start_web, "valid", "::1")
+    v4_live = await servers(start_web, "valid", "127.0.0.73")
+    dns_server = await servers(
+        start_dns,
+        Zone(
+            {
+                "v6-works.test": ["127.0.0.71", "127.0.0.72", "::1"],
+                "v4-works.test": ["::1", "127.0.0.73"],
+            }
+        ),
+    )
+    targets = [
+        {"name": "v6-works", "url": f"http://v6-works.test:{v6_live.port}/"},
+        {"name": "v4-works", "url": f"http://v4-works.test:{v4_live.port}/"},
+    ]
+    exempt = ("127.0.0.0/8", "::1/128")
+    result = await cycle(
+        targets, dns_server.port, bogon_exempt=exempt, max_addresses=2, address_limit=2
+    )
+    v6_works, v4_works = result.reports
+    assert verdicts(result) == {"v6-works": "reachable", "v4-works": "reachable"}
+    # One IPv4 address (the answer's order is the resolver's), then the IPv6 one.
+    first, second = (chain[0].address for chain in v6_works.chains)
+    assert first in {f"127.0.0.{n}:{v6_live.port}" for n in (71, 72)}
+    assert second == f"[::1]:{v6_live.port}"
+    assert v6_works.to_json()["families"] == {"ipv4": "tcp_refused", "ipv6": "reachable"}
+    assert v4_works.to_json()["families"] == {"ipv4": "reachable", "ipv6": "tcp_refused"}
+    # The `check` table's "why" column names the failed family of a reachable target.
+    assert (v6_works.why(), v4_works.why()) == (
+        "ipv4 failed: tcp_refused",
+        "ipv6 failed: tcp_refused",
+    )
+    metrics = PrometheusSink()
+    metrics.publish(result)
+    family_up = {
+        (target, family): metrics.registry.get_sample_value(
+            "reachprobe_target_family_up", {"target": target, "family": family}
+        )
+        for target in ("v6-works", "v4-works")
+        for family in ("ipv4", "ipv6")
+    }
+    assert family_up == {
+        ("v6-works", "ipv4"): 0,
+        ("v6-works", "ipv6"): 1,
+        ("v4-works", "ipv4"): 1,
+        ("v4-works", "ipv6"): 0,
+    }
+
+
+def test_family_outcomes_name_what_each_family_did() -> None:
+    def chain(endpoint: str, *codes: str) -> tuple[StepResult, ...]:
+        steps = (Step.TCP, Step.TLS, Step.HTTP)
+        return tuple(StepResult(s, Code(c), endpoint) for s, c in zip(steps, codes, strict=False))
+
+    v4_ok = chain("192.0.2.1:443", "ok", "ok", "ok")
+    v4_reset = chain("192.0.2.2:443", "ok", "tls_reset", "skipped")
+    v6_timeout = chain("[2001:db8::1]:443", "tcp_timeout", "skipped", "skipped")
+    v6_refused = chain("[2001:db8::2]:443", "tcp_refused", "skipped", "skipped")
+    assert family_outcomes([v6_timeout, v4_reset, v4_ok]) == {
+        "ipv4": "reachable",
+        "ipv6": "tcp_timeout",
+    }
+    # The chain that got furthest speaks for a failed family, as for the target.
+    assert family_outcomes([v4_reset, chain("192.0.2.3:443", "tcp_refused")]) == {
+        "ipv4": "tls_reset"
+    }
+    assert family_outcomes([v6_refused, v6_timeout]) == {"ipv6": "tcp_refused"}
+    # No address tried (DNS failed): no family.
+    assert family_outcomes([(skipped(Step.TCP, None, "dns failed"),)]) == {}
 
 
 async def test_every_batch_of_addresses_is_reported(servers, udp) -> None:  # noqa: F811

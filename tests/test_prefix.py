@@ -238,6 +238,7 @@ def test_summarize_counts_codes_and_ratio() -> None:
         "ci_low": round(result.ci_low, 6),
         "ci_high": round(result.ci_high, 6),
         "results": {"ok": 6, "tcp_refused": 1, "tcp_timeout": 3},
+        "method": "connect",
     }
     assert len(result.to_json(outcomes=True)["outcomes"]) == 10
 

@@ -119,6 +119,26 @@ async def test_dns_behaviours(
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_dns_serves_a_dual_stack_name_by_family_over_ipv6(transport: str) -> None:
+    """A name with addresses of both families: A gets the IPv4 ones, AAAA the IPv6 ones, from
+    a server listening on an IPv6 address (as the censorship lab's dual-stack hosts need)."""
+    zone = Zone({"dual.test": ["192.0.2.1", "2001:db8::1", "2001:db8::2", "192.0.2.2"]})
+    server = await start_dns(zone, "::1")
+    send = dns.asyncquery.udp if transport == "udp" else dns.asyncquery.tcp
+    try:
+        answers = {
+            qtype: await send(
+                dns.message.make_query("dual.test", qtype), "::1", port=server.port, timeout=2
+            )
+            for qtype in ("A", "AAAA")
+        }
+    finally:
+        await server.close()
+    assert sorted(addresses(answers["A"])) == ["192.0.2.1", "192.0.2.2"]
+    assert sorted(addresses(answers["AAAA"])) == ["2001:db8::1", "2001:db8::2"]
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_dns_silent_name_gets_no_reply(lab: LoopbackLab, transport: str) -> None:
     send = dns.asyncquery.udp if transport == "udp" else dns.asyncquery.tcp
     with pytest.raises(dns.exception.Timeout):

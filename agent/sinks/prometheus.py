@@ -27,7 +27,7 @@ from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
 from measure.verdict import REACHABLE, VERDICTS
 from probes.prefix import PrefixResult
-from probes.results import DnsFacts
+from probes.results import FAMILIES, DnsFacts
 from probes.taxonomy import SKIPPED, Step
 
 # Raw evidence keys that are injection fingerprints, and the `kind` label each counts as.
@@ -64,6 +64,12 @@ class PrometheusSink(Sink):
         self.up = Gauge(
             "reachprobe_target_up", "1 if the whole chain worked on the last cycle.",
             ["target"], registry=r,
+        )  # fmt: skip
+        self.family_up = Gauge(
+            "reachprobe_target_family_up",
+            "1 if an address of the family (ipv4, ipv6) worked on the last cycle; absent for a "
+            "family not tried.",
+            ["target", "family"], registry=r,
         )  # fmt: skip
         self.verdict = Gauge(
             "reachprobe_target_verdict", "The target's local verdict (a state set).",
@@ -260,6 +266,11 @@ class PrometheusSink(Sink):
                 None if shown.result == SKIPPED else shown.duration_seconds,
             )  # fmt: skip
         self._labels(self.up, name).set(1 if report.verdict == REACHABLE else 0)
+        families = report.families
+        for family in FAMILIES:
+            worked = families.get(family)
+            up = None if worked is None else float(worked == REACHABLE)
+            self._set_or_drop(self.family_up, (name, family), up)
         for verdict in VERDICTS:
             self._labels(self.verdict, name, verdict).set(1 if verdict == report.verdict else 0)
         for resolver, count in report.addresses.items():

@@ -56,6 +56,12 @@ def attach_source_filter(sock: socket.socket, sources: Iterable[bytes]) -> None:
         # On a match jump to the accepting `ret`, which follows the remaining compares.
         program.append((BPF_JEQ_K, len(wanted) - i, 0, int.from_bytes(address, "big")))
     program += [(BPF_RET_K, 0, 0, 0), (BPF_RET_K, 0, 0, 0xFFFF)]
+    attach_filter(sock, program)
+
+
+def attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
+    """Attach the classic BPF `program` ((code, jt, jf, k) rows) to `sock`, then drop what
+    was queued before it (unfiltered)."""
     code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *op) for op in program))
     fprog = struct.pack("HL", len(program), ctypes.addressof(code))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)

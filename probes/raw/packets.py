@@ -48,12 +48,14 @@ def parse(data: bytes) -> IP:
     return IP(data)
 
 
+def syn_segment(sport: int, dport: int, seq: int) -> TCP:
+    """The TCP header of every SYN the raw probes send (a common client's window and MSS)."""
+    return TCP(sport=sport, dport=dport, flags="S", seq=seq, window=64240, options=[("MSS", 1460)])
+
+
 def syn(source: str, destination: str, sport: int, dport: int, ttl: int, seq: int) -> bytes:
     """A TCP SYN with the given TTL, for a raw IPPROTO_RAW socket."""
-    return bytes(
-        IP(src=source, dst=destination, ttl=ttl)
-        / TCP(sport=sport, dport=dport, flags="S", seq=seq, window=64240, options=[("MSS", 1460)])
-    )
+    return bytes(IP(src=source, dst=destination, ttl=ttl) / syn_segment(sport, dport, seq))
 
 
 def echo_request(ident: int, seq: int, payload: bytes) -> bytes:

@@ -63,8 +63,8 @@ def agent_config(vantage: Vantage, ca_file: Path) -> dict[str, Any]:
         "resolvers": {
             "test": {"type": "udp", "servers": [world.DNS_ADDRESS]},
             "control": {"type": "doh", "url": f"https://{world.DOH_ADDRESS}/dns-query"},
-            # Every lab address is in 198.18.0.0/15, a bogon to OONI's list.
-            "bogon_exempt": [world.LAB_NET],
+            # Every lab address is in 198.18.0.0/15 or 2001:db8::/32, bogons to OONI's list.
+            "bogon_exempt": [world.LAB_NET, world.LAB_NET6],
             "injection_window": INJECTION_WINDOW,
         },
         "tls": {"ca_file": str(ca_file)},

@@ -72,18 +72,32 @@ class Scenario:
 
 # --- scenario builders ------------------------------------------------------------------------
 
+# ICMP's unreachable kinds and their ICMPv6 counterparts (nft's names).
+_ICMPV6_KINDS = {"host-unreachable": "addr-unreachable", "net-unreachable": "no-route"}
+
+
+def _is_v6(destination: str) -> bool:
+    # An IPv6 address or prefix, or an nft set of them: only IPv6 has colons.
+    return ":" in destination
+
+
+def _daddr(destination: str) -> str:
+    """The nft match on `destination` (an address, a prefix or a set), in its family."""
+    return f"{'ip6' if _is_v6(destination) else 'ip'} daddr {destination}"
+
 
 def blackhole(name: str, destination: str) -> Scenario:
-    """Drop every packet to `destination` (an address or a prefix): SYNs go unanswered."""
+    """Drop every packet to `destination` (an address or a prefix, IPv4 or IPv6): SYNs go
+    unanswered."""
     return Scenario(
         name,
         f"IP blackhole of {destination}",
-        forward=(f"ip daddr {destination} drop",),
+        forward=(f"{_daddr(destination)} drop",),
     )
 
 
 def tcp_reset(name: str, address: str, port: int) -> Scenario:
-    """Answer SYNs to `address:port` with a RST.
+    """Answer SYNs to `address:port` (IPv4 or IPv6) with a RST.
 
     The client sees the RST in answer to its SYN, so connect() fails with ECONNREFUSED: the
     agent reports `tcp_refused`, not `tcp_reset` (that is a RST on an established connection).
@@ -91,32 +105,61 @@ def tcp_reset(name: str, address: str, port: int) -> Scenario:
     return Scenario(
         name,
         f"RST injection on {address}:{port}",
-        forward=(f"ip daddr {address} tcp dport {port} reject with tcp reset",),
+        forward=(f"{_daddr(address)} tcp dport {port} reject with tcp reset",),
     )
 
 
 def icmp_unreachable(name: str, address: str, kind: str) -> Scenario:
-    """Answer packets to `address` with ICMP `kind` (`host-unreachable`, `net-unreachable`)."""
+    """Answer packets to `address` with ICMP `kind` (`host-unreachable`, `net-unreachable`),
+    or for an IPv6 address its ICMPv6 counterpart."""
+    reject = f"icmpv6 type {_ICMPV6_KINDS[kind]}" if _is_v6(address) else f"icmp type {kind}"
     return Scenario(
         name,
         f"ICMP {kind} for {address}",
-        forward=(f"ip daddr {address} reject with icmp type {kind}",),
+        forward=(f"{_daddr(address)} reject with {reject}",),
     )
 
 
-def sni_filter(name: str, server_name: str, port: int = 443) -> Scenario:
-    """Reset TLS connections whose ClientHello carries `server_name`.
+# What a string-matching rule does to the packet it matches.
+RESET = ("REJECT", "--reject-with", "tcp-reset")
+DROP = ("DROP",)
 
-    The TCP handshake passes; the packet carrying the name (the ClientHello, whose SNI is in
-    clear) is dropped and answered with a RST, so the client's handshake fails with a reset.
+
+def string_match(port: int, string: str, action: tuple[str, ...]) -> tuple[str, ...]:
+    """An iptables FORWARD rule spec: TCP packets to `port` carrying `string` get `action`.
+
     nftables has no string match, hence iptables-nft's xt_string, as DPI boxes match strings.
+    The TCP handshake carries no payload, so it passes; the first packet with the string (a
+    ClientHello, an HTTP request) is the one stopped, and so is each retransmission of it.
     """
-    spec = (
+    return (
         "-p", "tcp", "--dport", str(port),
-        "-m", "string", "--algo", "bm", "--string", server_name,
-        "-j", "REJECT", "--reject-with", "tcp-reset",
+        "-m", "string", "--algo", "bm", "--string", string,
+        "-j", *action,
     )  # fmt: skip
-    return Scenario(name, f"SNI filtering of {server_name}", iptables=(spec,))
+
+
+def sni_filter(
+    name: str, server_name: str, port: int = 443, action: tuple[str, ...] = RESET
+) -> Scenario:
+    """Stop TLS connections whose ClientHello carries `server_name` (its SNI is in clear).
+
+    With RESET the ClientHello is dropped and answered with a RST, so the client's handshake
+    fails with a reset; with DROP it vanishes silently and the handshake times out.
+    """
+    how = "reset" if action == RESET else "dropped"
+    spec = string_match(port, server_name, action)
+    return Scenario(name, f"SNI filtering of {server_name} ({how})", iptables=(spec,))
+
+
+def http_reset(name: str, marker: str, port: int = 80) -> Scenario:
+    """Reset plain-HTTP connections whose request carries `marker` (a Host header, a path).
+
+    The TCP handshake passes; the request is dropped and answered with a RST, so the client
+    reads a reset where the response should be. Other requests to the same address pass.
+    """
+    spec = string_match(port, marker, RESET)
+    return Scenario(name, f"RST injection on HTTP requests carrying {marker!r}", iptables=(spec,))
 
 
 def dns_poison(name: str, lies: Mapping[str, object], description: str = "") -> Scenario:
@@ -197,6 +240,12 @@ def _address(key: str) -> str:
     return world.HOSTS[key].address
 
 
+def _address6(key: str) -> str:
+    address = world.HOSTS[key].address6
+    assert address is not None, key
+    return address
+
+
 def _name(key: str) -> str:
     name = world.HOSTS[key].name
     assert name is not None, key
@@ -211,6 +260,8 @@ SCENARIOS: dict[str, Scenario] = {
         icmp_unreachable("host-unreach", _address("host-unreach"), "host-unreachable"),
         icmp_unreachable("net-unreach", _address("net-unreach"), "net-unreachable"),
         sni_filter("sni", _name("sni-blocked")),
+        sni_filter("sni-drop", _name("sni-dropped"), action=DROP),
+        http_reset("http-rst", f"Host: {_name('http-rst')}"),
         dns_poison("dns-nxdomain", {_name("dns-nxdomain"): "nxdomain"}),
         # 10.10.34.35: a private address, as Russian ISPs' resolvers answer for blocked names.
         dns_poison("dns-bogon", {_name("dns-bogon"): ["10.10.34.35"]}),
@@ -227,10 +278,26 @@ SCENARIOS: dict[str, Scenario] = {
             },
         ),
         http_blockpage("http-block", _address("http-block")),
+        # The lie leads to a fingerprinted blockpage (over HTTP) and to a server whose
+        # certificate is for its own name (over HTTPS), not to an unknown page.
+        dns_poison(
+            "dns-blockpage",
+            {
+                _name(key): [world.BLOCKPAGE_ADDRESS]
+                for key in ("dns-blockpage", "dns-blockpage-tls")
+            },
+            f"DNS hijack to the blockpage server {world.BLOCKPAGE_ADDRESS}",
+        ),
         # Slow enough to show in the TLS handshake (about 3.5 KB of certificates) and the page
         # (16 KB), fast enough for both to finish within the agent's 1s timeout.
         throttle("throttle", _address("throttle"), "384kbit"),
+        # One family's path blocked, the other's fine: the target stays reachable, and the
+        # report names the failed family.
+        blackhole("ipv6-blackhole", _address6("dual-v6-blocked")),
+        tcp_reset("ipv4-rst", _address("dual-v4-blocked"), 443),
         blackhole("cloud-prefix", world.CLOUD_PREFIX),
+        # The same cloud at /24 granularity: some of its /24s gone, the others untouched.
+        blackhole("cloud-24s", "{ " + ", ".join(world.CLOUD_BLOCKED_24S) + " }"),
         # Collateral damage at scale: parts of a /16 gone, for the prefix sampling estimate.
         blackhole("prefix-sample", "{ " + ", ".join(world.SAMPLED_BLOCKED) + " }"),
         transparent_proxy("transparent-proxy"),

@@ -131,9 +131,12 @@ def add_address(ns: str, device: str, cidr: str) -> None:
     """Add address `cidr` (e.g. `198.18.0.53/32`) to `device` in `ns`.
 
     On `lo`, a prefix shorter than /32 makes every address in it local: one line hosts a whole
-    "cloud" prefix, which a server bound to the wildcard address then answers on.
+    "cloud" prefix, which a server bound to the wildcard address then answers on (IPv4 only).
+    An IPv6 address skips duplicate address detection (`nodad`): usable at once, never
+    "tentative" while a test connects.
     """
-    run(["ip", "addr", "add", cidr, "dev", device], ns=ns)
+    nodad = ["nodad"] if ":" in cidr else []
+    run(["ip", "addr", "add", cidr, "dev", device, *nodad], ns=ns)
 
 
 def add_route(ns: str, prefix: str, via: str) -> None:

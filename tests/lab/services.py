@@ -76,11 +76,17 @@ class LabPki:
         return ("--cert", str(cert), "--key", str(key))
 
 
+# The blockpage server's own name: its HTTPS certificate (from the lab CA) is valid for it and
+# for no name a resolver hijacks to it, as an ISP's blockpage host presents its own.
+BLOCKPAGE_CERT_NAME = "warning.isp.test"
+
+
 def server_specs(pki: LabPki, zone_file: Path) -> list[ServerSpec]:
     """The servers of the lab's internet (the censor's helpers are in censor.py)."""
     web_tls = pki.leaf("web", [*world.names_in(world.WEB), *world.CERT_FILLER_NAMES])
     cloud_tls = pki.leaf("cloud", world.names_in(world.CLOUD))
     doh_tls = pki.leaf("doh", [world.DOH_ADDRESS])
+    blockpage_tls = pki.leaf("blockpage", [BLOCKPAGE_CERT_NAME])
     page = ("--mode", "valid", "--body", world.PAGE_BODY)
     return [
         ServerSpec(
@@ -99,6 +105,18 @@ def server_specs(pki: LabPki, zone_file: Path) -> list[ServerSpec]:
             ("web", "--listen", f"{world.BLOCKPAGE_ADDRESS}:80", "--mode", "blockpage"),
         ),
         ServerSpec(
+            "blockpage-https",
+            world.INFRA,
+            (
+                "web",
+                "--listen",
+                f"{world.BLOCKPAGE_ADDRESS}:443",
+                "--mode",
+                "blockpage",
+                *blockpage_tls,
+            ),
+        ),
+        ServerSpec(
             "isp-page",
             world.INFRA,
             ("web", "--listen", f"{world.ISP_PAGE_ADDRESS}:80", "--mode", "isp"),
@@ -107,6 +125,8 @@ def server_specs(pki: LabPki, zone_file: Path) -> list[ServerSpec]:
         # The web and cloud namespaces host whole prefixes on lo; one wildcard listener per
         # port answers on every address in them.
         ServerSpec("web-https", world.WEB, ("web", "--listen", "0.0.0.0:443", *page, *web_tls)),
+        # The dual-stack hosts over IPv6 (simlab binds an IPv6 wildcard IPv6-only).
+        ServerSpec("web-https6", world.WEB, ("web", "--listen", "[::]:443", *page, *web_tls)),
         ServerSpec("web-http", world.WEB, ("web", "--listen", "0.0.0.0:80", *page)),
         ServerSpec(
             "cloud-https", world.CLOUD, ("web", "--listen", "0.0.0.0:443", *page, *cloud_tls)

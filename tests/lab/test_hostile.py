@@ -43,6 +43,8 @@ NAMED = [key for key, host in HOSTS.items() if host.name]
 # The loss test's cycles; REACHPROBE_LAB_LOSS_CYCLES raises it to measure the false-positive
 # rate (docs/lab.md has the figures).
 LOSS_CYCLES = int(os.environ.get("REACHPROBE_LAB_LOSS_CYCLES", "10"))
+# The share of the censored agent's target-cycles that may fail at 5% loss (see the test).
+LOSS_BUDGET = 0.01
 
 
 def vantage(check: CheckResult) -> dict:
@@ -346,10 +348,13 @@ def test_plain_http_hijack_to_an_unknown_page(lab: Lab, censor: Censor) -> None:
 
 
 def test_random_loss_is_not_censorship(lab: Lab, censor: Censor) -> None:
-    """5% of the censored client's packets dropped both ways: no blocking verdict anywhere.
+    """5% of the censored client's packets dropped both ways: (almost) no failure is reported.
 
-    A statistical test, bounded to LOSS_CYCLES cycles; the false-positive rate measured over
-    longer runs is in docs/lab.md.
+    A statistical test over LOSS_CYCLES cycles. Its bound is a rate, not zero: the measured
+    false-positive rate (docs/lab.md) is about 0.05% of target-cycles, and a test that fails on
+    one of ~300 would fail now and then by chance alone; at most 1% keeps it able to fail for
+    what matters (one try per step gave 18%, no confirmation at a 1s timeout 4.2%). The
+    control vantage, which loses nothing, must show no blocking at all.
     """
     prom = lab.prometheus
     scenario = SCENARIOS["loss"]
@@ -362,20 +367,26 @@ def test_random_loss_is_not_censorship(lab: Lab, censor: Censor) -> None:
     censor.remove(scenario)
 
     assert dropped > 0, "the loss rule dropped nothing: the test would prove nothing"
-    blocking = prom.query(
-        f'max_over_time(reachprobe_target_verdict{{verdict=~".+_blocking"}}[{window}]) == 1'
+    control = prom.query(
+        f'max_over_time(reachprobe_target_verdict{{instance="{observe.instance(lab.control)}",'
+        f'verdict=~".+_blocking"}}[{window}]) == 1'
     )
-    summary = [
-        (r["metric"]["instance"], r["metric"]["target"], r["metric"]["verdict"]) for r in blocking
-    ]
-    # The failed steps' codes in the same window, for whoever reads a failure.
+    assert not control, [(r["metric"]["target"], r["metric"]["verdict"]) for r in control]
+    # Every failed step the censored agent reported in the window (after confirmation): a
+    # blocked target-cycle has one, so this counts them, or more (a dual-stack target's
+    # failed family counts too).
     failures = prom.query(
-        f'increase(reachprobe_probe_results_total{{result!~"ok|skipped"}}[{window}]) > 0'
+        f'increase(reachprobe_probe_results_total{{instance="{observe.instance(lab.censored)}",'
+        f'result!~"ok|skipped"}}[{window}]) > 0'
     )
-    codes = sorted({(r["metric"]["target"], r["metric"]["result"]) for r in failures})
-    assert not summary, (
-        f"{len(summary)} target(s) with a blocking verdict in {seen:g} cycles at 5% loss "
-        f"({dropped} packets dropped): {summary}; failed steps: {codes}"
+    codes = {
+        (r["metric"]["target"], r["metric"]["result"]): round(float(r["value"][1]))
+        for r in failures
+    }
+    target_cycles = seen * len(HOSTS)
+    assert sum(codes.values()) <= LOSS_BUDGET * target_cycles, (
+        f"{sum(codes.values())} failed steps in {target_cycles:g} target-cycles at 5% loss "
+        f"({dropped} packets dropped): {codes}"
     )
     assert_all_reachable(lab.censored.check(*NAMED), NAMED)
 

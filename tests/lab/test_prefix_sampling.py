@@ -6,6 +6,10 @@ sweep the same per-cycle sample (`python -m probes.prefix`, the same seed and cy
 their namespaces: the control vantage must see the whole prefix up, and the censored vantage's
 estimate must hold the true reachable share inside its own 95% Wilson interval. The samples are
 fixed by seed and cycle, so the test is deterministic, not right 95% of the time.
+
+The same runs with the `syn` method (a stateless SYN scan on raw sockets, the vantage is root
+in its namespace), and a mixed scenario checks that the two methods give the same code to
+every address: timeouts, refusals and ICMP unreachables.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -25,7 +30,7 @@ from probes.prefix import (
     summarize,
 )
 from tests.lab import netns, world
-from tests.lab.censor import SCENARIOS, Censor
+from tests.lab.censor import SCENARIOS, Censor, Scenario
 from tests.lab.procs import python_argv, start_one_shot
 from tests.lab.topology import Lab, skip_unless_lab_can_run
 
@@ -42,6 +47,8 @@ TIMEOUT_SECONDS = 1.0
 # (simlab.net.LISTEN_BACKLOG) keeps the kernel from dropping SYNs, which would look exactly
 # like blackholing.
 CONCURRENCY = 64
+# SYNs per second of the syn method: the agent's default.
+SYN_RATE = 1000
 BLOCKED = [ipaddress.ip_network(p) for p in world.SAMPLED_BLOCKED]
 TRUTH = 1 - sum(b.num_addresses for b in BLOCKED) / host_count(world.SAMPLED_PREFIX)
 # "Unused space" for the join test: refused by the cloud namespace itself, at both vantages.
@@ -60,13 +67,22 @@ def _blocked(address: str) -> bool:
     return any(ip in net for net in BLOCKED)
 
 
-def start_sweep(lab: Lab, role: str, cycle: int) -> subprocess.Popen[str]:
-    """`python -m probes.prefix` over the sampled /16, run inside `role`'s namespace."""
+def start_sweep(
+    lab: Lab,
+    role: str,
+    cycle: int,
+    cidr: str = world.SAMPLED_PREFIX,
+    size: int = SAMPLE,
+    method: str = "connect",
+) -> subprocess.Popen[str]:
+    """`python -m probes.prefix` over `cidr` (the sampled /16 unless given), run inside
+    `role`'s namespace; the cloud namespace's responder answers on every address it holds."""
     argv = python_argv(
         "-m", "probes.prefix",
-        "--name", "lab-16", "--cidr", world.SAMPLED_PREFIX, "--port", str(world.SAMPLED_PORT),
-        "--sample", str(SAMPLE), "--seed", SEED, "--cycle", str(cycle),
+        "--name", "lab", "--cidr", cidr, "--port", str(world.SAMPLED_PORT),
+        "--sample", str(size), "--seed", SEED, "--cycle", str(cycle),
         "--timeout", str(TIMEOUT_SECONDS), "--concurrency", str(CONCURRENCY), "--outcomes",
+        "--method", method, "--rate", str(SYN_RATE),
     )  # fmt: skip
     return start_one_shot(lab.ns(role), argv)
 
@@ -83,23 +99,29 @@ def sweep_result(proc: subprocess.Popen[str]) -> dict:
     return json.loads(stdout)
 
 
-def sweep_both(lab: Lab, cycle: int) -> tuple[dict, dict]:
-    """The censored and the control vantage's sweeps of one cycle, run at the same time."""
-    pending = [start_sweep(lab, world.CENSORED, cycle), start_sweep(lab, world.CONTROL, cycle)]
+def sweep_both(lab: Lab, cycle: int, **options: Any) -> tuple[dict, dict]:
+    """The censored and the control vantage's sweeps of one cycle, run at the same time
+    (`options` as `start_sweep` takes them)."""
+    pending = [start_sweep(lab, role, cycle, **options) for role in (world.CENSORED, world.CONTROL)]
     censored, control = (sweep_result(p) for p in pending)
     return censored, control
 
 
-@pytest.mark.parametrize("cycle", CYCLES)
-def test_prefix_sample_estimates_the_blocked_share(lab: Lab, censor: Censor, cycle: int) -> None:
+@pytest.mark.parametrize(
+    ("cycle", "method"), [(CYCLES[0], "connect"), (CYCLES[1], "connect"), (CYCLES[0], "syn")]
+)
+def test_prefix_sample_estimates_the_blocked_share(
+    lab: Lab, censor: Censor, cycle: int, method: str
+) -> None:
     censor.apply(SCENARIOS["prefix-sample"])
-    censored, control = sweep_both(lab, cycle)
+    censored, control = sweep_both(lab, cycle, method=method)
     expected = sample(world.SAMPLED_PREFIX, SAMPLE, SEED, cycle)
 
     # Both vantages probed the same addresses, the ones anyone can compute from seed and cycle.
     for result in (censored, control):
         assert [o["address"] for o in result["outcomes"]] == expected
         assert result["sampled"] == SAMPLE
+        assert result["method"] == method
 
     # The control vantage, off the censor's path, sees the whole prefix up.
     assert control["results"] == {"ok": SAMPLE}, control["results"]
@@ -119,8 +141,43 @@ def test_prefix_sample_estimates_the_blocked_share(lab: Lab, censor: Censor, cyc
     assert censored["ci_high"] - censored["ci_low"] < 0.1
 
     censor.remove(SCENARIOS["prefix-sample"])
-    again, _ = sweep_both(lab, cycle)
+    again, _ = sweep_both(lab, cycle, method=method)
     assert again["results"] == {"ok": SAMPLE}, again["results"]
+
+
+def test_syn_and_connect_give_every_address_the_same_code(lab: Lab, censor: Censor) -> None:
+    """A censor that blackholes, resets and sends ICMP unreachables in parts of the /16: the
+    SYN scan and the connects of the censored vantage agree address for address."""
+    cens = lab.ns(world.CENSOR)
+    # The censor's per-destination ICMP rate limit would silence most of its unreachables:
+    # a connect retransmits its SYN and still hears one, a SYN scan sends one and would not.
+    saved = netns.run(["sysctl", "-n", "net.ipv4.icmp_ratelimit"], ns=cens).strip()
+    netns.run(["sysctl", "-q", "-w", "net.ipv4.icmp_ratelimit=0"], ns=cens)
+    try:
+        censor.apply(MIXED)
+        by_syn = sweep_result(start_sweep(lab, world.CENSORED, CYCLES[0], method="syn"))
+        by_connect = sweep_result(start_sweep(lab, world.CENSORED, CYCLES[0]))
+    finally:
+        censor.remove(MIXED)
+        netns.run(["sysctl", "-q", "-w", f"net.ipv4.icmp_ratelimit={saved}"], ns=cens)
+    codes = {o["address"]: o["result"] for o in by_connect["outcomes"]}
+    assert {o["address"]: o["result"] for o in by_syn["outcomes"]} == codes
+    assert set(codes.values()) == {
+        "ok", "tcp_timeout", "tcp_refused", "tcp_host_unreachable", "tcp_net_unreachable"
+    }  # fmt: skip
+
+
+# Disjoint /20s of the sampled /16: every kind of answer a SYN can get, ~25 sampled each.
+MIXED = Scenario(
+    "prefix-mixed",
+    "blackhole, RST and ICMP unreachables in parts of the sampled /16",
+    forward=(
+        "ip daddr 10.77.16.0/20 drop",
+        f"ip daddr 10.77.32.0/20 tcp dport {world.SAMPLED_PORT} reject with tcp reset",
+        "ip daddr 10.77.48.0/20 reject with icmp type host-unreachable",
+        "ip daddr 10.77.96.0/20 reject with icmp type net-unreachable",
+    ),
+)
 
 
 def test_only_control_responsive_addresses_count(lab: Lab, censor: Censor) -> None:

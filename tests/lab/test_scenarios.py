@@ -8,17 +8,20 @@ removed the censored vantage is back to reachable within one interval.
 
 from __future__ import annotations
 
+import ipaddress
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
+from measure.followups import sni
 from probes.taxonomy import ooni_failure
 from tests.lab import censor as scenarios
 from tests.lab import observe, world
 from tests.lab.agents import CheckResult
 from tests.lab.censor import Censor, Scenario
+from tests.lab.test_prefix_sampling import sweep_both
 from tests.lab.topology import Lab, skip_unless_lab_can_run
 
 skip_unless_lab_can_run()
@@ -29,6 +32,9 @@ pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
 HOSTS = world.HOSTS
 REACHABLE = "reachable"
 THROTTLE_SAMPLES = 3
+# Addresses of the cloud /20 sampled in the per-/24 test: enough to hit every blackholed /24
+# (asserted), one connect round at the sweep's concurrency.
+CLOUD_SAMPLE = 64
 
 
 @dataclass(frozen=True)
@@ -46,11 +52,31 @@ class Case:
     with_targets: tuple[str, ...] = ()
 
 
-def innocuous_sni_still_works(lab: Lab, censored: CheckResult, control: CheckResult) -> None:
-    """Same address, another SNI: the filter is on the name, not the address."""
-    assert HOSTS["sni-innocent"].address == HOSTS["sni-blocked"].address
-    assert censored.verdict("sni-innocent") == REACHABLE, censored.target("sni-innocent")
-    observe.wait_up(lab.prometheus, lab.censored, "sni-innocent", True, observe.RECOVERY_SECONDS)
+def same_address_other_name_works(
+    blocked: str, other: str
+) -> Callable[[Lab, CheckResult, CheckResult], None]:
+    """`other`, on the same address as `blocked` under another name, is reachable: the filter
+    is on the name (an SNI, a Host header), not the address."""
+
+    def check(lab: Lab, censored: CheckResult, control: CheckResult) -> None:
+        assert HOSTS[other].address == HOSTS[blocked].address
+        assert censored.verdict(other) == REACHABLE, censored.target(other)
+        observe.wait_up(lab.prometheus, lab.censored, other, True, observe.RECOVERY_SECONDS)
+
+    return check
+
+
+def innocuous_sni_gets_through(lab: Lab, censored: CheckResult, control: CheckResult) -> None:
+    """The agent's repeat with an innocuous SNI to the same address did not time out: the
+    evidence (`data.control_sni`) pins the silence on the name."""
+    tls = censored.step("sni-dropped", "tls")
+    repeat = tls["data"]["control_sni"]
+    assert repeat["sni"] == sni.CONTROL_SNI, tls
+    assert repeat["triggered"] is True, tls
+    # The lab's certificate is not for the innocuous name: the handshake completed far enough
+    # to say so, which the dropped ClientHello never does.
+    assert repeat["result"] == "tls_hostname_mismatch", tls
+    assert "SNI-based" in tls["detail"], tls
 
 
 def control_resolver_gets_truth(target: str) -> Callable[[Lab, CheckResult, CheckResult], None]:
@@ -88,7 +114,15 @@ CASES = [
     Case(SCENARIOS["net-unreach"], "net-unreach", "tcp", "tcp_net_unreachable",
          "tcp_ip_blocking"),
     Case(SCENARIOS["sni"], "sni-blocked", "tls", "tls_reset", "tls_blocking",
-         also=innocuous_sni_still_works, with_targets=("sni-innocent",)),
+         also=same_address_other_name_works("sni-blocked", "sni-innocent"),
+         with_targets=("sni-innocent",)),
+    # The ClientHello vanishes: a timeout, which only the innocuous-SNI repeat attributes.
+    Case(SCENARIOS["sni-drop"], "sni-dropped", "tls", "tls_timeout", "tls_blocking",
+         also=innocuous_sni_gets_through),
+    # The handshake passes, the request with the Host header is answered with a RST.
+    Case(SCENARIOS["http-rst"], "http-rst", "http", "http_reset", "http_blocking",
+         also=same_address_other_name_works("http-rst", "http-rst-innocent"),
+         with_targets=("http-rst-innocent",)),
     Case(SCENARIOS["dns-nxdomain"], "dns-nxdomain", "dns", "dns_nxdomain", "dns_blocking",
          also=control_resolver_gets_truth("dns-nxdomain")),
     Case(SCENARIOS["dns-bogon"], "dns-bogon", "dns", "dns_bogon", "dns_blocking",
@@ -175,7 +209,7 @@ def test_blocking_scenario(lab: Lab, censor: Censor, case: Case) -> None:
     if case.also:
         case.also(lab, censored, control)
 
-    assert_recovers(lab, censor, case.scenario, [case.target])
+    assert_recovers(lab, censor, case.scenario, list(names))
 
 
 def test_throttling_shows_in_durations(lab: Lab, censor: Censor) -> None:
@@ -256,5 +290,101 @@ def test_cloud_prefix_blackhole_collateral(lab: Lab, censor: Censor) -> None:
         assert censored.verdict(name) == "tcp_ip_blocking", censored.target(name)
         assert_step(censored, name, "tcp", "tcp_timeout")
     assert_all_reachable(control, names)
+
+    assert_recovers(lab, censor, scenario, names)
+
+
+def test_dns_hijack_to_the_blockpage_server(lab: Lab, censor: Censor) -> None:
+    """The test resolver answers the blockpage server's address; DoH tells the truth.
+
+    Unlike `http-block` (the right address, its HTTP replaced: http_blocking), the lie is in
+    DNS, so the verdict is dns_blocking; unlike `http-hijack` (a page no fingerprint knows), the
+    page behind the lie is a known blockpage, named in the HTTP step. Over HTTPS the blockpage
+    server's certificate is for its own name: the answer fails TLS validation for the target's
+    name, which with the control's other answer makes it dns_inconsistent too.
+    """
+    prom = lab.prometheus
+    scenario = SCENARIOS["dns-blockpage"]
+    names = ("dns-blockpage", "dns-blockpage-tls")
+    censor.apply(scenario)
+    pending = [lab.censored.start_check(*names), lab.control.start_check(*names)]
+    for name in names:
+        observe.wait_result(
+            prom, lab.censored, name, "dns", "dns_inconsistent", observe.DETECTION_SECONDS
+        )
+        observe.wait_verdict(prom, lab.censored, name, "dns_blocking", observe.RECOVERY_SECONDS)
+        observe.wait_verdict(prom, lab.control, name, REACHABLE, observe.RECOVERY_SECONDS)
+        observe.wait_blocked_at_vantage(prom, name, True, observe.RECOVERY_SECONDS)
+
+    censored, control = (p.result() for p in pending)
+    for name, step, result in (
+        ("dns-blockpage", "http", "http_blockpage"),
+        ("dns-blockpage-tls", "tls", "tls_hostname_mismatch"),
+    ):
+        assert censored.verdict(name) == "dns_blocking", censored.target(name)
+        assert_step(censored, name, "dns", "dns_inconsistent")
+        # The lie and the control's truth, both in the DNS step's data.
+        data = censored.step(name, "dns")["data"]
+        assert data["addresses"] == [world.BLOCKPAGE_ADDRESS], data
+        assert data["control"]["addresses"] == [HOSTS[name].address], data
+        # What the lie led to, at the blockpage server.
+        assert_step(censored, name, step, result)
+        assert censored.step(name, step)["address"].startswith(world.BLOCKPAGE_ADDRESS + ":")
+    assert "lab-isp" in censored.step("dns-blockpage", "http")["detail"]
+    assert_all_reachable(control, names)
+
+    assert_recovers(lab, censor, scenario, list(names))
+
+
+def in_blocked_24(address: str) -> bool:
+    """True if `address` is in one of the /24s the `cloud-24s` scenario blackholes."""
+    ip = ipaddress.ip_address(address)
+    return any(ip in ipaddress.ip_network(net) for net in world.CLOUD_BLOCKED_24S)
+
+
+def results_per_24(sweep: dict) -> dict[str, set[str]]:
+    """A prefix sweep's outcomes grouped by /24: each sampled /24 and the results in it."""
+    per_24: dict[str, set[str]] = {}
+    for outcome in sweep["outcomes"]:
+        net = ipaddress.ip_network(f"{outcome['address']}/24", strict=False)
+        per_24.setdefault(str(net), set()).add(outcome["result"])
+    return per_24
+
+
+def test_cloud_blackhole_per_24(lab: Lab, censor: Censor) -> None:
+    """2018 at /24 granularity: the censor blackholes some /24s of the cloud /20, not others.
+
+    Targets in the blackholed /24s time out, their neighbours in the other /24s of the same /20
+    stay reachable; a prefix sample of the /20 shows the same picture address by address.
+    """
+    prom = lab.prometheus
+    names = list(world.CLOUD_TARGETS)
+    blocked = [name for name in names if in_blocked_24(HOSTS[name].address)]
+    spared = [name for name in names if name not in blocked]
+    scenario = SCENARIOS["cloud-24s"]
+    censor.apply(scenario)
+    pending = [lab.censored.start_check(*names), lab.control.start_check(*names)]
+    sweep, control_sweep = sweep_both(lab, 1, cidr=world.CLOUD_PREFIX, size=CLOUD_SAMPLE)
+    for name in blocked:
+        observe.wait_verdict(prom, lab.censored, name, "tcp_ip_blocking", observe.RECOVERY_SECONDS)
+        observe.wait_blocked_at_vantage(prom, name, True, observe.RECOVERY_SECONDS)
+    for name in spared:
+        observe.wait_verdict(prom, lab.censored, name, REACHABLE, observe.RECOVERY_SECONDS)
+        observe.wait_blocked_at_vantage(prom, name, False, observe.RECOVERY_SECONDS)
+
+    censored, control = (p.result() for p in pending)
+    for name in blocked:
+        assert censored.verdict(name) == "tcp_ip_blocking", censored.target(name)
+        assert_step(censored, name, "tcp", "tcp_timeout")
+    for name in spared:
+        assert censored.verdict(name) == REACHABLE, censored.target(name)
+    assert_all_reachable(control, names)
+
+    # The sample by /24: each blackholed /24 nothing but timeouts, every other one all connects.
+    per_24 = results_per_24(sweep)
+    assert set(world.CLOUD_BLOCKED_24S) < set(per_24), "the sample missed a blackholed /24"
+    want = {net: {"tcp_timeout" if net in world.CLOUD_BLOCKED_24S else "ok"} for net in per_24}
+    assert per_24 == want, per_24
+    assert control_sweep["results"] == {"ok": CLOUD_SAMPLE}, control_sweep["results"]
 
     assert_recovers(lab, censor, scenario, names)

@@ -111,17 +111,23 @@ class Lab:
         """Namespaces, veths, addresses, routes and forwarding, as world.py describes them."""
         for role in world.ROLES:
             netns.create(self.ns(role))
+            # Set before the veths exist, so that they inherit it: no duplicate address
+            # detection (link-local addresses included), no routes from advertisements.
+            for key in ("accept_dad", "accept_ra"):
+                netns.sysctl(self.ns(role), f"net.ipv6.conf.default.{key}", "0")
         for link in world.LINKS:
             netns.veth(self.ns(link.a), link.a_dev, self.ns(link.b), link.b_dev)
-            netns.add_address(self.ns(link.a), link.a_dev, link.a_addr)
-            netns.add_address(self.ns(link.b), link.b_dev, link.b_addr)
-        for role, prefixes in world.LOCAL_PREFIXES.items():
-            for prefix in prefixes:
+            for role, device, cidr in link.addresses():
+                netns.add_address(self.ns(role), device, cidr)
+        for role in world.ROLES:
+            local = [*world.LOCAL_PREFIXES.get(role, ()), *world.local_addresses6(role)]
+            for prefix in local:
                 netns.add_address(self.ns(role), "lo", prefix)
         for role, prefix, via in world.ROUTES:
             netns.add_route(self.ns(role), prefix, via)
         for role in world.ROUTERS:
             netns.sysctl(self.ns(role), "net.ipv4.ip_forward", "1")
+            netns.sysctl(self.ns(role), "net.ipv6.conf.all.forwarding", "1")
 
     def start_servers(self, deadline: float) -> None:
         """Certificates, the zone, and every server of the lab's internet."""

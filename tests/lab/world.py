@@ -13,6 +13,14 @@ by one responder: private space, so that no lab host and no other scenario share
 
 No namespace has a default route: a lab process that tries any address outside 198.18.0.0/15
 and that /16 gets "network unreachable" at once instead of reaching the host's network.
+
+The lab is dual-stack on the paths the dual-stack hosts need: IPv6 in 2001:db8::/32 (RFC 3849
+documentation space, never routed) on the links censored-censor-core, control-core and
+web-core, with routes to 2001:db8::/32 only (no IPv6 default route either). Only the
+`dual-*` hosts have an IPv6 address (a /128 on the web namespace's lo) and an AAAA record:
+the IPv4-only hosts keep their single address, so that an IPv4 rule still blocks them whole.
+Lab devices skip duplicate address detection and ignore router advertisements, so every
+address is usable at once and no route appears that the lab did not add.
 """
 
 from __future__ import annotations
@@ -47,13 +55,17 @@ SAMPLED_BLOCKED = (
     "10.77.200.0/24",
     "10.77.251.0/24",
 )
+LAB_NET6 = "2001:db8::/32"
+# The dual-stack hosts' IPv6 addresses (on the web namespace's lo).
+WEB_NET6 = "2001:db8:18:1::/64"
 # Every destination a lab route may point at.
-LAB_NETS = (LAB_NET, SAMPLED_PREFIX)
+LAB_NETS = (LAB_NET, SAMPLED_PREFIX, LAB_NET6)
 
 
 @dataclass(frozen=True)
 class Link:
-    """A veth pair: device `a_dev` with `a_addr` in `a`, `b_dev` with `b_addr` in `b`."""
+    """A veth pair: device `a_dev` with `a_addr` in `a`, `b_dev` with `b_addr` in `b`; on
+    the dual-stack paths each end also has an IPv6 address (`a_addr6`, `b_addr6`)."""
 
     a: str
     a_dev: str
@@ -61,16 +73,29 @@ class Link:
     b: str
     b_dev: str
     b_addr: str
+    a_addr6: str | None = None
+    b_addr6: str | None = None
+
+    def addresses(self) -> list[tuple[str, str, str]]:
+        """(namespace role, device, address/prefix) of every address on the link."""
+        ends = ((self.a, self.a_dev, self.a_addr, self.a_addr6),
+                (self.b, self.b_dev, self.b_addr, self.b_addr6))  # fmt: skip
+        return [(ns, dev, cidr) for ns, dev, *cidrs in ends for cidr in cidrs if cidr]
+
+
+def _v6(n: int) -> tuple[str, str]:
+    """The two ends' addresses of IPv6 transfer link `n` (2001:db8:19:n::/64): a ::2, b ::1."""
+    return (f"2001:db8:19:{n}::2/64", f"2001:db8:19:{n}::1/64")
 
 
 LINKS = (
     # The censored client's only way out is through the censor.
-    Link(CENSORED, "wan0", "198.19.1.2/30", CENSOR, "lan0", "198.19.1.1/30"),
-    Link(CENSOR, "wan0", "198.19.1.6/30", CORE, "censor0", "198.19.1.5/30"),
+    Link(CENSORED, "wan0", "198.19.1.2/30", CENSOR, "lan0", "198.19.1.1/30", *_v6(1)),
+    Link(CENSOR, "wan0", "198.19.1.6/30", CORE, "censor0", "198.19.1.5/30", *_v6(2)),
     # The control client reaches the core directly.
-    Link(CONTROL, "wan0", "198.19.2.2/30", CORE, "control0", "198.19.2.1/30"),
+    Link(CONTROL, "wan0", "198.19.2.2/30", CORE, "control0", "198.19.2.1/30", *_v6(3)),
     Link(INFRA, "wan0", "198.19.3.2/30", CORE, "infra0", "198.19.3.1/30"),
-    Link(WEB, "wan0", "198.19.3.6/30", CORE, "web0", "198.19.3.5/30"),
+    Link(WEB, "wan0", "198.19.3.6/30", CORE, "web0", "198.19.3.5/30", *_v6(4)),
     Link(CLOUD, "wan0", "198.19.3.10/30", CORE, "cloud0", "198.19.3.9/30"),
     # Management: Prometheus scrapes the agents without crossing the censor, as an operator's
     # Prometheus outside the censored network would.
@@ -111,6 +136,14 @@ ROUTES = (
     (CONTROL, SAMPLED_PREFIX, "198.19.2.1"),
     (CENSOR, SAMPLED_PREFIX, "198.19.1.5"),
     (CORE, SAMPLED_PREFIX, "198.19.3.10"),
+    # IPv6, for the dual-stack hosts: the clients and the censor up to the core, the core to
+    # the censored client's link and the web namespace, the web namespace back.
+    (CENSORED, LAB_NET6, "2001:db8:19:1::1"),
+    (CENSOR, LAB_NET6, "2001:db8:19:2::1"),
+    (CONTROL, LAB_NET6, "2001:db8:19:3::1"),
+    (CORE, "2001:db8:19:1::/64", "2001:db8:19:2::2"),
+    (CORE, WEB_NET6, "2001:db8:19:4::2"),
+    (WEB, LAB_NET6, "2001:db8:19:4::1"),
 )
 
 # The censor's device facing the censored client: where tc shapes server-to-client traffic.
@@ -122,6 +155,9 @@ DNS_ADDRESS = "198.18.0.53"
 DOH_ADDRESS = "198.18.0.54"
 BLOCKPAGE_ADDRESS = "198.18.2.10"
 CLOUD_PREFIX = "198.18.16.0/20"
+# What the `cloud-24s` scenario blackholes: the /24s of "telegram" and one neighbour, not the
+# /24s of the other cloud targets.
+CLOUD_BLOCKED_24S = ("198.18.16.0/24", "198.18.27.0/24")
 ISP_PAGE_ADDRESS = "198.18.2.11"
 DC_ADDRESS = "198.18.2.20"
 # The agent's never-answering address (`vantage.tcp_canary`): in the silent sink above, so a
@@ -141,15 +177,27 @@ NXDOMAIN_PROBE_SUFFIX = f"nxprobe.{ZONE}"
 
 @dataclass(frozen=True)
 class Host:
-    """A lab service: a DNS name (or None for a bare ip:port target) at one address."""
+    """A lab service: a DNS name (or None for a bare ip:port target) at one address, and
+    for a dual-stack host an IPv6 one (`address6`, its AAAA record)."""
 
     name: str | None
     address: str
     ns: str
+    address6: str | None = None
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every address of the host, IPv4 first."""
+        return [self.address, *([self.address6] if self.address6 else [])]
 
 
 def _web(label: str, last_octet: int) -> Host:
     return Host(f"{label}.{ZONE}", f"198.18.1.{last_octet}", WEB)
+
+
+def _dual(label: str, last_octet: int) -> Host:
+    """A dual-stack web host: 198.18.1.N and 2001:db8:18:1::N."""
+    return Host(f"{label}.{ZONE}", f"198.18.1.{last_octet}", WEB, f"2001:db8:18:1::{last_octet}")
 
 
 # One web host per scenario, so that each scenario's rule touches only its own target and the
@@ -168,6 +216,16 @@ HOSTS = {
     "http-block": _web("http-block", 19),
     "throttle": _web("throttle", 20),
     "http-hijack": _web("http-hijack", 21),
+    "sni-dropped": _web("sni-dropped", 22),
+    "http-rst": _web("http-rst", 23),
+    "http-rst-innocent": _web("http-rst-innocent", 23),  # same address, another Host
+    # Two names the `dns-blockpage` resolver answers with the blockpage server's address.
+    "dns-blockpage": _web("dns-blockpage", 24),
+    "dns-blockpage-tls": _web("dns-blockpage-tls", 25),
+    # Dual-stack: one left alone, one whose IPv6 path and one whose IPv4 path is blocked.
+    "dual-baseline": _dual("dual-baseline", 40),
+    "dual-v6-blocked": _dual("dual-v6-blocked", 41),
+    "dual-v4-blocked": _dual("dual-v4-blocked", 42),
     # The vantage's own connectivity: when every canary fails, the vantage is down.
     "canary-1": _web("canary-1", 30),
     "canary-2": _web("canary-2", 31),
@@ -184,7 +242,7 @@ HOSTS = {
 }
 
 CLOUD_TARGETS = ("telegram-web", "telegram-dc", "twitch", "slack", "spotify", "viber")
-HTTP_TARGETS = ("http-block", "http-hijack")
+HTTP_TARGETS = ("http-block", "http-hijack", "http-rst", "http-rst-innocent", "dns-blockpage")
 CANARY_GROUP = "canary"
 # `tcp:` targets that speak a protocol after connecting (the agent's `exchange` key).
 EXCHANGES = {"lab-dc": "mtproto"}
@@ -236,7 +294,13 @@ def targets() -> list[dict[str, object]]:
 
 def zone_records() -> dict[str, list[str]]:
     """The lab zone for simlab' DNS and DoH servers: name -> addresses."""
-    return {host.name: [host.address] for host in HOSTS.values() if host.name}
+    return {host.name: host.addresses for host in HOSTS.values() if host.name}
+
+
+def local_addresses6(ns: str) -> list[str]:
+    """The dual-stack hosts' IPv6 addresses served from namespace `ns`, as /128s for its lo
+    (an IPv6 prefix on lo makes only its own address local, unlike IPv4's)."""
+    return [f"{h.address6}/128" for h in HOSTS.values() if h.ns == ns and h.address6]
 
 
 def names_in(ns: str) -> list[str]:
