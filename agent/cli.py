@@ -16,14 +16,7 @@ from agent import __version__, eventloop
 from agent.config import DEFAULT_LISTEN, AgentSection, Config, ConfigError, load_config
 from agent.demo import DEMO_LISTEN, demo_config
 from agent.planner import make_plan
-from agent.scheduler import Scheduler
-from agent.server import make_app, start_server
-from agent.sinks import Sink
 from agent.sinks.console import ConsoleSink, live_progress
-from agent.sinks.measurement_log import MeasurementLogSink
-from agent.sinks.prometheus import PrometheusSink
-from agent.sinks.remote_write import RemoteWriteSink
-from agent.sinks.status import StatusSink
 from agent.webconfig import WebConfig, listen_policy
 from measure.cycle import run_cycle
 from measure.prober import Prober
@@ -144,6 +137,16 @@ async def _check(
 async def _run(
     config: Config, path: Path | None, web_config: WebConfig | None = None, *, demo: bool = False
 ) -> int:
+    # Imported here, not at the top: the server, prometheus_client, remote-write (protobuf,
+    # cramjam) and the other sinks cost `check` and `validate` a third of their start-up.
+    from agent.scheduler import Scheduler
+    from agent.server import make_app, start_server
+    from agent.sinks import Sink
+    from agent.sinks.measurement_log import MeasurementLogSink
+    from agent.sinks.prometheus import PrometheusSink
+    from agent.sinks.remote_write import RemoteWriteSink
+    from agent.sinks.status import StatusSink
+
     metrics, status = PrometheusSink(), StatusSink()
     sinks: list[Sink] = [metrics, status, MeasurementLogSink()]
     if config.remote_write is not None:

@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from agent.config import Config, load_config
-from simlab.demo import DemoWorld
 
 DEMO_LISTEN = "127.0.0.1:0"
 DEMO_INTERVAL = "20s"
@@ -24,6 +23,10 @@ async def demo_config(
     listen: str = DEMO_LISTEN, interval: str = DEMO_INTERVAL
 ) -> AsyncIterator[tuple[Config, Path]]:
     """Start the demo world and yield the agent config for it (and the config's path)."""
+    # Here, not at the top: the simulated world brings trustme and cryptography, which the
+    # other commands importing this module for its defaults never need.
+    from simlab.demo import DemoWorld
+
     with tempfile.TemporaryDirectory(prefix="reachprobe-demo-") as tmp:
         world = await DemoWorld(Path(tmp)).start()
         try:

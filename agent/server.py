@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
+from agent.exposition import encode
 from agent.scheduler import Scheduler
 from agent.webconfig import PasswordChecker, WebConfig, basic_auth_middleware, ssl_context
 
@@ -35,8 +35,8 @@ def make_app(
     of the endpoints."""
 
     async def metrics_handler(request: web.Request) -> web.Response:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+        body, content_type = encode(registry, request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def health_handler(request: web.Request) -> web.Response:
         ok, why = scheduler.healthy()

@@ -29,14 +29,15 @@ import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import bcrypt
 import yaml
-from aiohttp import BasicAuth, hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.config import AgentSection, ConfigError, _path, _reason
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("reachprobe")
 
@@ -235,7 +236,7 @@ class PasswordChecker:
         cached = self._cache.get(key)
         if cached is None:
             async with self._lock:
-                cached = await asyncio.to_thread(bcrypt.checkpw, password.encode(), stored)
+                cached = await asyncio.to_thread(_checkpw, password.encode(), stored)
             self._cache[key] = cached
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
@@ -244,11 +245,20 @@ class PasswordChecker:
         return cached and known
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+def _checkpw(password: bytes, stored: bytes) -> bool:
+    """bcrypt's check, imported on the first login: `validate` and `check` never need it."""
+    import bcrypt
+
+    return bool(bcrypt.checkpw(password, stored))
+
+
+Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 
 
 def basic_auth_middleware(checker: PasswordChecker) -> Callable[..., Awaitable[web.StreamResponse]]:
     """An aiohttp middleware answering 401 unless the request carries an allowed user."""
+    # Here, not at the top: `check` and `validate` read web configs but never serve.
+    from aiohttp import BasicAuth, hdrs, web
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -8,7 +8,9 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
+from measure.followups.raw import RawFollowups
 from measure.plan import ProbePlan, TargetPlan
+from measure.pool import map_bounded
 from measure.prober import Prober
 from measure.report import CycleReport, TargetReport
 from measure.vantage import VantageChecks, adjust, assess
@@ -16,6 +18,17 @@ from measure.verdict import INCONCLUSIVE
 from probes.prefix import PrefixResult, cycle_number, probe_prefixes
 
 log = logging.getLogger("reachprobe")
+
+# Targets in flight at once, per slot of the `concurrency` bound. Well above one, because a
+# target holds its slot only while its sockets are open (a DNS lookup listening for injected
+# answers holds none), yet bounded whatever the number of targets.
+IN_FLIGHT_PER_SLOT = 8
+MIN_IN_FLIGHT = 1024
+
+
+def in_flight(concurrency: int) -> int:
+    """How many targets (and so tasks) a cycle has in flight at once."""
+    return max(MIN_IN_FLIGHT, IN_FLIGHT_PER_SLOT * concurrency)
 
 
 async def run_cycle(
@@ -27,13 +40,19 @@ async def run_cycle(
 ) -> CycleReport:
     """Probe every target once; the reports come back in the targets' order.
 
-    `on_report` is called as each target finishes (progress display).
+    `on_report` is called as each target finishes (progress display). Each target starts at
+    a random offset within `jitter` of the cycle's start; targets are taken up in the order of
+    their offsets, at most `in_flight(concurrency)` at a time.
     """
     started_at, start = time.time(), time.monotonic()
+    offsets = [random.uniform(0, jitter) if jitter > 0 else 0.0 for _ in targets]
+    by_start = sorted(range(len(targets)), key=offsets.__getitem__)
 
-    async def one(target: TargetPlan) -> TargetReport:
-        if jitter > 0:
-            await asyncio.sleep(random.uniform(0, jitter))
+    async def one(index: int) -> TargetReport:
+        target = targets[index]
+        delay = start + offsets[index] - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
         try:
             report = await prober.probe(target)
         except Exception as exc:
@@ -44,9 +63,10 @@ async def run_cycle(
             on_report(report)
         return report
 
+    limit = in_flight(prober.plan.concurrency)
     checks = asyncio.ensure_future(prober.vantage_checks(prober.plan.vantage))
     try:
-        reports = await asyncio.gather(*(one(t) for t in targets))
+        started = await map_bounded(one, by_start, limit)
     except BaseException:
         checks.cancel()  # the cycle itself was cancelled (stop, reload)
         raise
@@ -56,19 +76,21 @@ async def run_cycle(
         # A bug in the vantage checks must not cost the cycle its targets' results.
         log.exception("vantage checks failed unexpectedly")
         done = VantageChecks()
+    in_order = sorted(zip(by_start, started, strict=True), key=lambda pair: pair[0])
+    reports = [report for _, report in in_order]
     health = assess(reports, done, prober.plan.vantage)
     adjusted = tuple(adjust(r, health) for r in reports)
     if prober.raw is not None:
-        adjusted = tuple(await asyncio.gather(*(with_raw(prober, r) for r in adjusted)))
+        raw = prober.raw
+        adjusted = tuple(await map_bounded(lambda r: with_raw(raw, r), adjusted, limit))
     prefixes = await sample_prefixes(prober.plan, started_at)
     return CycleReport(number, started_at, time.monotonic() - start, adjusted, health, prefixes)
 
 
-async def with_raw(prober: Prober, report: TargetReport) -> TargetReport:
+async def with_raw(raw: RawFollowups, report: TargetReport) -> TargetReport:
     """The report with its raw follow-ups; a bug in them costs only those follow-ups."""
-    assert prober.raw is not None
     try:
-        return await prober.raw.run(report)
+        return await raw.run(report)
     except Exception:
         log.exception("raw follow-ups of %s failed unexpectedly", report.target.name)
         return report

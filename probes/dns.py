@@ -16,8 +16,8 @@ import contextlib
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import aiohttp
 import dns.asyncquery
 import dns.exception
 import dns.flags
@@ -27,7 +27,10 @@ import dns.rdatatype
 import dns.resolver
 
 from probes.bogons import BogonFilter
-from probes.errors import Outcome, classify, measure
+
+if TYPE_CHECKING:
+    import aiohttp
+from probes.errors import Outcome, classify, client_errors, measure
 from probes.results import DnsFacts, StepResult
 from probes.taxonomy import Code, Step
 
@@ -233,6 +236,8 @@ class DnsClient:
 
     async def _doh(self, query: dns.message.Message) -> list[dns.message.Message]:
         if self._session is None:
+            import aiohttp  # here: only DoH needs it, and it costs a process 13 MiB
+
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self.ssl_context or True, limit=16)
             )
@@ -308,7 +313,7 @@ class DnsClient:
                 OSError,
                 TimeoutError,
                 dns.exception.DNSException,
-                aiohttp.ClientError,
+                *client_errors(),
                 DnsProtocolError,
             ) as exc:
                 outcome.error = exc

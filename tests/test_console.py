@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 
-from agent.sinks.console import ConsoleSink, live_progress
+from agent.sinks.console import ConsoleSink, live_progress, to_json
 from measure.report import CycleReport
+from measure.vantage import VantageHealth
 from tests.demo_world import cycle_of, demo_agent
+from tests.metric_reports import CONFIG, cycles
 
 
 class Terminal(io.StringIO):
@@ -75,3 +78,12 @@ def test_live_progress_only_on_a_terminal(cycle: CycleReport) -> None:
         for report in cycle.reports:
             show(report)
     assert "8/8" in screen.getvalue()
+
+
+def test_the_json_document_written_in_pieces_is_json_dumps_own() -> None:
+    """One target at a time, the document is still byte for byte `json.dumps(doc, indent=2)`."""
+    empty = CycleReport(3, 0.0, 1.0, (), VantageHealth())
+    for cycle in [*cycles(), empty]:
+        text = to_json(CONFIG.agent, cycle)
+        assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+        assert len(json.loads(text)["targets"]) == len(cycle.reports)

@@ -27,6 +27,7 @@ Labels = frozenset[str]
 def exported_metrics() -> dict[str, tuple[str, Labels]]:
     """Each family a fresh agent registry exports, by the name its samples carry (a counter's
     with `_total`): its type and label names."""
+    from agent.exposition import RowFamily
     from agent.remote_write import RemoteWriteMetrics
     from agent.sinks.prometheus import PrometheusSink
 
@@ -34,13 +35,18 @@ def exported_metrics() -> dict[str, tuple[str, Labels]]:
     RemoteWriteMetrics.for_registry(registry)  # what push mode adds to the same registry
     families = {family.name: family.type for family in registry.collect()}
     # A labelled metric shows its label names only in its samples, and a fresh one has none;
-    # prometheus_client keeps them on the metric object, with no public accessor.
+    # prometheus_client keeps them on the metric object, with no public accessor. The
+    # per-target families (agent/target_series.py) carry theirs on the family.
     label_names = {
         collector._name: frozenset(collector._labelnames)
         for collector in registry._collector_to_names
         if isinstance(collector, MetricWrapperBase)
+    } | {
+        family.name: frozenset(family.labelnames)
+        for family in registry.collect()
+        if isinstance(family, RowFamily)
     }
-    assert set(label_names) == set(families), "a family not made by a prometheus_client metric"
+    assert set(label_names) == set(families), "a family of unknown label names"
     return {
         (f"{name}_total" if kind == "counter" else name): (kind, label_names[name])
         for name, kind in families.items()

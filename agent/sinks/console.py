@@ -27,9 +27,12 @@ from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
 from measure.verdict import INCONCLUSIVE, REACHABLE, first_failure
 
+TARGETS = "\0targets\0"  # stands in for the targets while the rest of the document is dumped
 
-def to_json(agent: AgentSection, cycle: CycleReport) -> str:
-    """The `check --format json` document (README's schema, with `ooni_failure`)."""
+
+def json_chunks(agent: AgentSection, cycle: CycleReport) -> Iterator[str]:
+    """The `check --format json` document (README's schema, with `ooni_failure`), in pieces:
+    one target at a time, so that 10,000 targets never stand as one tree of dicts (26 MiB)."""
     doc = {
         "agent": {
             "vantage": agent.vantage,
@@ -39,10 +42,27 @@ def to_json(agent: AgentSection, cycle: CycleReport) -> str:
             "version": __version__,
         },
         "vantage": cycle.vantage.to_json(),
-        "targets": [r.to_json() for r in cycle.reports],
+        "targets": [TARGETS] if cycle.reports else [],
         "prefixes": [p.to_json() for p in cycle.prefixes],
     }
-    return json.dumps(doc, indent=2, ensure_ascii=False)
+    whole = json.dumps(doc, indent=2, ensure_ascii=False)
+    if not cycle.reports:
+        yield whole
+        return
+    # The placeholder's line is where the targets go, each indented as json.dumps would
+    # indent an element of a list two levels down.
+    placeholder = f"    {json.dumps(TARGETS)}\n"
+    head, tail = whole.split(placeholder)
+    yield head
+    for index, report in enumerate(cycle.reports):
+        element = json.dumps(report.to_json(), indent=2, ensure_ascii=False)
+        yield ("    " if index == 0 else ",\n    ") + element.replace("\n", "\n    ")
+    yield "\n" + tail
+
+
+def to_json(agent: AgentSection, cycle: CycleReport) -> str:
+    """The `check --format json` document as one string."""
+    return "".join(json_chunks(agent, cycle))
 
 
 def vantage_line(cycle: CycleReport) -> str | None:
@@ -145,7 +165,9 @@ class ConsoleSink(Sink):
     def publish(self, cycle: CycleReport) -> None:
         stream = self.stream or sys.stdout
         if self.fmt == "json":
-            print(to_json(self.agent, cycle), file=stream)
+            for chunk in json_chunks(self.agent, cycle):
+                stream.write(chunk)
+            stream.write("\n")
             return
         if for_people(stream):
             Console(file=stream).print(rich_table(cycle.reports))

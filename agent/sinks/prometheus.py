@@ -7,9 +7,6 @@ come from fixed sets, and no address ever becomes a label value.
 
 from __future__ import annotations
 
-import contextlib
-from collections import defaultdict
-
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -22,13 +19,13 @@ from agent import __version__
 from agent.config import Config
 from agent.raw import RawMetrics
 from agent.sinks import Sink
+from agent.target_series import TargetSeries
 from measure.followups.raw import RawEvidence
 from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
-from measure.verdict import REACHABLE, VERDICTS
 from probes.prefix import PrefixResult
-from probes.results import FAMILIES, DnsFacts
-from probes.taxonomy import SKIPPED, Step
+from probes.results import DnsFacts
+from probes.taxonomy import SKIPPED
 
 # Raw evidence keys that are injection fingerprints, and the `kind` label each counts as.
 FINGERPRINTS = {"injection": "rst", "dns_injection": "dns"}
@@ -45,48 +42,11 @@ class PrometheusSink(Sink):
         disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.results = Counter(
-            "reachprobe_probe_results", "Step runs by result code.",
-            ["target", "step", "result"], registry=r,
-        )  # fmt: skip
-        self.success = Gauge(
-            "reachprobe_probe_success", "1 if the last run of the step succeeded.",
-            ["target", "step"], registry=r,
-        )  # fmt: skip
+        self.targets = TargetSeries()
+        r.register(self.targets)
         self.duration = Histogram(
             "reachprobe_probe_duration_seconds", "Duration of step runs.",
             ["step"], buckets=STEP_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.last_duration = Gauge(
-            "reachprobe_probe_last_duration_seconds", "Duration of the last run of the step.",
-            ["target", "step"], registry=r,
-        )  # fmt: skip
-        self.up = Gauge(
-            "reachprobe_target_up", "1 if the whole chain worked on the last cycle.",
-            ["target"], registry=r,
-        )  # fmt: skip
-        self.family_up = Gauge(
-            "reachprobe_target_family_up",
-            "1 if an address of the family (ipv4, ipv6) worked on the last cycle; absent for a "
-            "family not tried.",
-            ["target", "family"], registry=r,
-        )  # fmt: skip
-        self.verdict = Gauge(
-            "reachprobe_target_verdict", "The target's local verdict (a state set).",
-            ["target", "verdict"], registry=r,
-        )  # fmt: skip
-        self.addresses = Gauge(
-            "reachprobe_target_addresses", "Addresses the resolver returned on the last cycle.",
-            ["target", "resolver"], registry=r,
-        )  # fmt: skip
-        self.info = Gauge(
-            "reachprobe_target_info", "The target's configuration.",
-            ["target", "host", "port", "scheme", "group"], registry=r,
-        )  # fmt: skip
-        self.throughput = Gauge(
-            "reachprobe_http_throughput_bytes_per_second",
-            "Body bytes per second of the last HTTP step (for throttling rules).",
-            ["target"], registry=r,
         )  # fmt: skip
         self.agent_info = Gauge(
             "reachprobe_agent_info", "The vantage point this agent speaks for.",
@@ -174,28 +134,16 @@ class PrometheusSink(Sink):
         self.reload_ok.set(1)
         self.reload_time.set_to_current_time()
         self.raw = RawMetrics(r)
-        # What each target has put into the registry, so that a reload can take it out again.
-        self._series: dict[str, set[tuple[Gauge | Counter, tuple[str, ...]]]] = defaultdict(set)
-
-    def _labels(self, metric: Gauge | Counter, target: str, *rest: str) -> Gauge | Counter:
-        labels = (target, *rest)
-        self._series[target].add((metric, labels))
-        return metric.labels(*labels)
 
     def configure(self, config: Config, plan: ProbePlan) -> None:
         """Set the identity and target info series, forgetting targets no longer configured."""
         self.agent_info.clear()
         a = config.agent
         self.agent_info.labels(a.vantage, a.role, a.country, a.asn, __version__).set(1)
-        names = {t.name for t in plan.targets}
-        for name in list(self._series):
-            if name not in names:
-                self.forget(name)
-        self.info.clear()  # a reload may change a target's host or port
+        for name in self.targets.configure(plan.targets):
+            self.raw.forget_trace(name)
         for gauge in (self.prefix_ratio, self.prefix_low, self.prefix_high, self.prefix_sampled):
             gauge.clear()  # set again by the next cycle, for the prefixes still configured
-        for t in plan.targets:
-            self.info.labels(t.name, t.host, str(t.port), t.scheme, t.group).set(1)
 
     def reloaded(self, ok: bool, at: float) -> None:
         """Count a reload and keep the last-reload gauges Prometheus' own alerts use."""
@@ -237,51 +185,17 @@ class PrometheusSink(Sink):
         rather than a stale figure from an earlier cycle."""
         gauge.set(float("nan") if value is None else float(value))
 
-    def forget(self, target: str) -> None:
-        """Remove every series of a target."""
-        self.raw.forget_trace(target)
-        for metric, labels in self._series.pop(target, set()):
-            with contextlib.suppress(KeyError):  # already gone with a clear()
-                metric.remove(*labels)
-
     def observe(self, report: TargetReport) -> None:
         """Record one target's cycle."""
-        name = report.target.name
-        steps = report.steps
-        for step in steps:
-            if step.result == SKIPPED:
-                continue
-            self._labels(self.results, name, step.step.value, step.result).inc()
-            self.duration.labels(step.step.value).observe(step.duration_seconds)
-        chosen = report.deciding_steps
-        for step in Step:
-            ran = [s for s in steps if s.step == step]
-            if not ran:
-                continue
-            ok = any(s.ok for s in ran)
-            self._labels(self.success, name, step.value).set(1 if ok else 0)
-            shown = next((s for s in chosen if s.step == step), ran[0])
-            self._set_or_drop(
-                self.last_duration, (name, step.value),
-                None if shown.result == SKIPPED else shown.duration_seconds,
-            )  # fmt: skip
-        self._labels(self.up, name).set(1 if report.verdict == REACHABLE else 0)
-        families = report.families
-        for family in FAMILIES:
-            worked = families.get(family)
-            up = None if worked is None else float(worked == REACHABLE)
-            self._set_or_drop(self.family_up, (name, family), up)
-        for verdict in VERDICTS:
-            self._labels(self.verdict, name, verdict).set(1 if verdict == report.verdict else 0)
-        for resolver, count in report.addresses.items():
-            self._labels(self.addresses, name, resolver).set(count)
+        self.targets.observe(report)
+        for step in report.steps:
+            if step.result != SKIPPED:
+                self.duration.labels(step.step.value).observe(step.duration_seconds)
         for resolver, lookup in (("test", report.dns), ("control", report.control)):
             if lookup is not None:
                 self.resolver_results.labels(resolver, lookup.result).inc()
                 if isinstance(lookup.facts, DnsFacts) and lookup.facts.stray_responses:
                     self.stray_responses.labels(resolver).inc(lookup.facts.stray_responses)
-        http = report.http
-        self._set_or_drop(self.throughput, (name,), http.bytes_per_second if http else None)
         self._observe_raw(report)
 
     def _observe_raw(self, report: TargetReport) -> None:
@@ -295,12 +209,3 @@ class PrometheusSink(Sink):
             for found in step.evidence:
                 if isinstance(found, RawEvidence) and found.key in FINGERPRINTS:
                     self.raw.record_fingerprint(name, FINGERPRINTS[found.key], found)  # type: ignore[arg-type]
-
-    def _set_or_drop(self, gauge: Gauge, labels: tuple[str, ...], value: float | None) -> None:
-        """Set a "last run" gauge, or remove it when this cycle has no value: a stale figure
-        from an earlier cycle would read as current."""
-        if value is not None:
-            self._labels(gauge, *labels).set(value)
-        else:
-            with contextlib.suppress(KeyError):
-                gauge.remove(*labels)
