@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from agent import __version__
+from agent import __version__, eventloop
 from agent.config import DEFAULT_LISTEN, AgentSection, Config, ConfigError, load_config
 from agent.demo import DEMO_LISTEN, demo_config
 from agent.planner import make_plan
@@ -157,6 +157,7 @@ async def _run(
         log.info("pushing metrics to %s (remote-write)", config.remote_write.url)
     scheduler = Scheduler(config, sinks, path)
     loop = asyncio.get_running_loop()
+    log.info("event loop: %s", eventloop.name(loop))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, scheduler.stop)
     loop.add_signal_handler(signal.SIGHUP, scheduler.request_reload)
@@ -210,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
         _logging("warning" if args.once else "info")
-        return asyncio.run(_demo(args.once, args.format, args.listen))
+        return eventloop.run(_demo(args.once, args.format, args.listen))
     loaded = _load(args.config, serving=args.command != "check")
     if loaded is None:
         return EXIT_USAGE
@@ -220,6 +221,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{source}: ok ({len(config.targets)} targets)")
         return EXIT_OK
     if args.command == "check":
-        return asyncio.run(_check(config, args.target, args.format, trace=args.trace))
+        return eventloop.run(_check(config, args.target, args.format, trace=args.trace))
     _logging(args.log_level)
-    return asyncio.run(_run(config, args.config, web_config))
+    return eventloop.run(_run(config, args.config, web_config))

@@ -198,17 +198,19 @@ def target_name(i: int) -> str:
     return f"t{i:04d}.{DOMAIN}"
 
 
-def write_agent_config(
-    path: Path, ca_file: Path, dns_port: int, urls: list[str], args: argparse.Namespace
-) -> None:
-    """A reachprobe config probing `urls` through the loopback DNS server, serving nothing."""
-    config = {
+def agent_config(
+    ca_file: Path, dns_port: int, targets: list[dict], args: argparse.Namespace, **agent: object
+) -> dict:
+    """A reachprobe config probing `targets` through the loopback DNS server; `agent` keys
+    override the agent section (by default it serves nothing)."""
+    return {
         "agent": {
             "vantage": "bench",
             "role": "test",
             "listen": None,
             "timeout": "5s",
             "concurrency": args.concurrency,
+            **agent,
         },
         "resolvers": {
             "test": {"type": "udp", "servers": [f"{HOST}:{dns_port}"]},
@@ -216,15 +218,27 @@ def write_agent_config(
             "injection_window": args.injection_window,
         },
         "tls": {"ca_file": str(ca_file)},
-        "targets": [
-            {"name": f"t{i:04d}", "url": url, "expect_status": [200]} for i, url in enumerate(urls)
-        ],
+        "targets": targets,
     }
+
+
+def write_agent_config(
+    path: Path, ca_file: Path, dns_port: int, urls: list[str], args: argparse.Namespace
+) -> None:
+    """A `check` config probing `urls` through the loopback DNS server, serving nothing."""
+    targets = [
+        {"name": f"t{i:04d}", "url": url, "expect_status": [200]} for i, url in enumerate(urls)
+    ]
+    config = agent_config(ca_file, dns_port, targets, args)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def write_blackbox_config(path: Path, ca_file: Path) -> None:
-    """An `http_2xx`-style module trusting the test CA, IPv4 only (targets are IP literals)."""
+    """The modules the benchmarks use, trusting the test CA, IPv4 only (targets are IP
+    literals): `https_2xx` (an `http_2xx`-style GET), `tcp_connect`, and `tls_connect` (a
+    TCP connect and a TLS handshake, the certificate validated)."""
+    tls_config = {"ca_file": str(ca_file)}
+    tcp = {"preferred_ip_protocol": "ip4", "ip_protocol_fallback": False}
     config = {
         "modules": {
             MODULE: {
@@ -233,12 +247,17 @@ def write_blackbox_config(path: Path, ca_file: Path) -> None:
                 "http": {
                     "valid_status_codes": [200],
                     "method": "GET",
-                    "preferred_ip_protocol": "ip4",
-                    "ip_protocol_fallback": False,
+                    **tcp,
                     "fail_if_not_ssl": True,
-                    "tls_config": {"ca_file": str(ca_file)},
+                    "tls_config": tls_config,
                 },
-            }
+            },
+            "tcp_connect": {"prober": "tcp", "timeout": "5s", "tcp": tcp},
+            "tls_connect": {
+                "prober": "tcp",
+                "timeout": "5s",
+                "tcp": {**tcp, "tls": True, "tls_config": tls_config},
+            },
         }
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -263,7 +282,9 @@ def reachprobe_cycle(config: Path, probes: int, workdir: Path) -> Sample:
     return sample
 
 
-async def _blackbox_round(port: int, urls: list[str], concurrency: int) -> None:
+async def _blackbox_round(
+    port: int, urls: list[str], concurrency: int, module: str = MODULE
+) -> None:
     """Send one `/probe` per URL, `concurrency` at a time; fail unless each says success."""
     gate = asyncio.Semaphore(concurrency)
     failures: list[str] = []
@@ -274,7 +295,7 @@ async def _blackbox_round(port: int, urls: list[str], concurrency: int) -> None:
 
         async def one(url: str) -> None:
             async with gate:
-                params = {"target": url, "module": MODULE}
+                params = {"target": url, "module": module}
                 async with session.get(f"http://{HOST}:{port}/probe", params=params) as resp:
                     text = await resp.text()
             if resp.status != 200 or not re.search(r"^probe_success 1$", text, re.M):
@@ -297,10 +318,12 @@ def start_blackbox(children: Children, config: Path, warmup_url: str) -> tuple[i
     return proc.pid, port
 
 
-def blackbox_cycle(pid: int, port: int, urls: list[str], concurrency: int) -> Sample:
+def blackbox_cycle(
+    pid: int, port: int, urls: list[str], concurrency: int, module: str = MODULE
+) -> Sample:
     """One `/probe` per URL; the exporter's CPU from /proc before and after."""
     cpu0, start = proc_cpu(pid), time.perf_counter()
-    asyncio.run(_blackbox_round(port, urls, concurrency))
+    asyncio.run(_blackbox_round(port, urls, concurrency, module))
     wall, cpu = time.perf_counter() - start, proc_cpu(pid) - cpu0
     return Sample(wall, cpu, proc_peak_rss_kib(pid))
 

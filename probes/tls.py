@@ -11,6 +11,7 @@ import asyncio
 import socket
 import ssl
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from probes.connection import READ_SIZE, Connection
 from probes.errors import NotTlsError, Outcome, measure
@@ -105,6 +106,31 @@ async def start(sock: socket.socket, ctx: ssl.SSLContext, server_name: str) -> T
         return TlsStream(sock, tls, incoming, outgoing)
 
 
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
+
+
+def cert_time_to_seconds(text: str) -> int:
+    """`ssl.cert_time_to_seconds` for OpenSSL's usual "Nov  5 20:41:37 2027 GMT", without
+    `time.strptime` (its locale checks cost more than the rest of the TLS facts); any other
+    form goes to the standard library's parser."""
+    try:
+        month, day, clock, year, zone = text.split()
+        hour, minute, second = clock.split(":")
+        if zone != "GMT":
+            raise ValueError(zone)
+        when = datetime(
+            int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second), tzinfo=UTC
+        )
+        return int(when.timestamp())
+    except (ValueError, KeyError):
+        return ssl.cert_time_to_seconds(text)
+
+
 def _facts(tls: ssl.SSLObject) -> TlsFacts:
     cert = tls.getpeercert() or {}
     not_after = cert.get("notAfter")
@@ -112,7 +138,7 @@ def _facts(tls: ssl.SSLObject) -> TlsFacts:
     return TlsFacts(
         version=tls.version(),
         cipher=cipher[0] if cipher else None,
-        cert_not_after=ssl.cert_time_to_seconds(not_after) if isinstance(not_after, str) else None,
+        cert_not_after=cert_time_to_seconds(not_after) if isinstance(not_after, str) else None,
     )
 
 

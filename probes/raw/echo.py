@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import socket
 import time
@@ -12,6 +11,7 @@ from probes.raw.capability import SKIPPED_NO_CAP, has_cap_net_raw
 from probes.raw.capture import Capture
 from probes.raw.ratelimit import RateLimits
 from probes.raw.results import Echo
+from probes.raw.send import sendto
 
 DEFAULT_TIMEOUT = 1.0
 PAYLOAD = bytes(range(48))  # the size and shape of a common ping's payload
@@ -34,7 +34,6 @@ async def echo(
     if not has_cap_net_raw():
         return Echo("skipped", address, detail=SKIPPED_NO_CAP)
     limits = limits or RateLimits()
-    loop = asyncio.get_running_loop()
     # Random, so that concurrent echoes (in this process or another) never take each other's.
     ident = random.getrandbits(16)
     rtts: list[float] = []
@@ -46,9 +45,8 @@ async def echo(
                 for seq in range(count):
                     await limits.acquire(address)
                     sent = time.monotonic()
-                    await loop.sock_sendto(
-                        sender, packets.echo_request(ident, seq, PAYLOAD), (address, 0)
-                    )
+                    request = packets.echo_request(ident, seq, PAYLOAD)
+                    await sendto(sender, request, (address, 0))
 
                     def match(packet: packets.IP, seq: int = seq) -> bool:
                         return packet.src == address and packets.echo_reply_ids(packet) == (

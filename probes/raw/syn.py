@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import random
 import socket
@@ -12,6 +11,7 @@ from types import TracebackType
 
 from probes.raw import packets
 from probes.raw.ratelimit import RateLimits
+from probes.raw.send import sendto
 
 
 class SynSender:
@@ -44,12 +44,11 @@ class SynSender:
         ends, so no kernel connection of ours can take it while answers are awaited. The
         kernel answers a SYN-ACK to it with a RST, as for any SYN it did not send.
         """
-        loop = asyncio.get_running_loop()
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as reserved:
             reserved.bind((self.source, 0))
             sport = reserved.getsockname()[1]
             await limits.acquire(self.address)
             sent = time.monotonic()
             frame = packets.syn(self.source, self.address, sport, port, ttl, random.getrandbits(32))
-            await loop.sock_sendto(self._socket, frame, (self.address, 0))
+            await sendto(self._socket, frame, (self.address, 0))
             yield sport, sent

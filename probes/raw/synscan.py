@@ -35,6 +35,7 @@ from probes.errors import Outcome, measure
 from probes.raw import packets
 from probes.raw.capture import BPF_JEQ_K, BPF_RET_K, READS_PER_WAKEUP, RECV_BYTES, attach_filter
 from probes.raw.ratelimit import TokenBucket
+from probes.raw.send import sendto
 from probes.results import StepResult, format_endpoint
 from probes.taxonomy import Step
 
@@ -388,7 +389,7 @@ class SynScanner:
                 error = self._unroutable[version]
                 raise OSError(error.errno, error.strerror)
             family = self._families[version]
-            await loop.sock_sendto(family.tcp, family.builder.segment(packed, port), (address, 0))
+            await sendto(family.tcp, family.builder.segment(packed, port), (address, 0))
             await future
             return Outcome()
 
