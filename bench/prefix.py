@@ -75,13 +75,14 @@ def _reexec_in_private_namespace() -> None:
 
 
 def _respond(listener: socket.socket) -> None:
-    # Accept and close at once: the sweep only needs its connect() to complete.
+    # Accept and close at once: a sweep (or a `tcp:` target) only needs its connect() to complete.
     while True:
         connection, _ = listener.accept()
         connection.close()
 
 
-def _start_responder() -> tuple[multiprocessing.Process, int]:
+def start_responder() -> tuple[multiprocessing.Process, int]:
+    """A process accepting on a free port of 0.0.0.0; returns it and the port."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("0.0.0.0", 0))
     listener.listen(4096)
@@ -99,7 +100,7 @@ def main() -> None:
     if os.environ.get(INSIDE) != "1":
         _reexec_in_private_namespace()
     subprocess.run(["ip", "link", "set", "dev", "lo", "up"], check=True, timeout=10)
-    responder, port = _start_responder()
+    responder, port = start_responder()
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     try:
         for method in METHODS if args.method == "both" else (args.method,):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
 import resource
@@ -33,6 +32,7 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+from prefix import start_responder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -46,27 +46,6 @@ CYCLES = 3
 SCRAPES = 5
 CHECK_TIMEOUT = 300.0
 RUN_TIMEOUT = 300.0
-
-
-def _respond(listener: socket.socket) -> None:
-    # Accept and close at once: a `tcp:` target needs only its connect() to complete.
-    while True:
-        connection, _ = listener.accept()
-        connection.close()
-
-
-def start_responder() -> tuple[multiprocessing.Process, int]:
-    """A process accepting on a free port of 0.0.0.0; returns it and the port."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("0.0.0.0", 0))
-    listener.listen(4096)
-    process = multiprocessing.get_context("fork").Process(
-        target=_respond, args=(listener,), daemon=True
-    )
-    process.start()
-    port = listener.getsockname()[1]
-    listener.close()
-    return process, port
 
 
 def free_port() -> int:
