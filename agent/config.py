@@ -27,7 +27,7 @@ from pydantic import (
 
 from agent.durations import parse_duration
 from agent.resources import shipped_file
-from probes.blockpages import check_location
+from probes.blockpages import check_location, check_pattern
 from probes.dns import DEFAULT_PORTS, Resolver
 from probes.http import DEFAULT_MAX_BODY
 from probes.prefix import DEFAULT_SEED, DEFAULT_SYN_RATE, MAX_SAMPLE, Method
@@ -431,22 +431,22 @@ class TargetConfig(_Strict):
 
 
 class BlockpageConfig(_Strict):
-    """A blockpage fingerprint: a regex over the status line, headers and body."""
+    """A blockpage fingerprint, matched as OONI matches its own: `pattern_type` full, prefix,
+    contains or regexp (the default), case-sensitive, at `location`."""
 
     name: LabelName
     pattern: str
     location: str = "any"
+    pattern_type: Literal["full", "prefix", "contains", "regexp"] = "regexp"
     country: str | None = None
     source: str | None = None
+    # A known ordinary page: never a blockpage; overrides the fingerprints whose text it holds.
+    false_positive: bool = False
 
-    @field_validator("pattern")
-    @classmethod
-    def _regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
+    @model_validator(mode="after")
+    def _pattern(self) -> BlockpageConfig:
+        check_pattern(self.pattern, self.pattern_type)
+        return self
 
     @field_validator("location")
     @classmethod

@@ -23,9 +23,11 @@ from agent.config import (
     VantageSection,
     split_host_port,
 )
-from agent.resources import shipped_file
+from agent.fingerprint_db import DNS_FILE, HTTP_FILE, load_dns, load_http
+from agent.resources import optional_shipped_file, shipped_file
 from measure.plan import HttpPlan, ProbePlan, RawPlan, TargetPlan, VantagePlan
 from probes.blockpages import Fingerprint
+from probes.dns_fingerprints import DnsFingerprint
 from probes.exchange import MTPROTO, Exchange
 from probes.http import SCHEME_PORTS
 from probes.prefix import Prefix
@@ -40,17 +42,37 @@ def shipped_blockpages() -> tuple[BlockpageConfig, ...]:
     return tuple(BlockpageConfig.model_validate(e) for e in shipped)
 
 
+@functools.cache
+def shipped_http_database() -> tuple[Fingerprint, ...]:
+    """OONI's HTTP fingerprints as `scripts/refresh-fingerprints` wrote them, if installed."""
+    path = optional_shipped_file(HTTP_FILE)
+    return tuple(load_http(path)) if path is not None else ()
+
+
+@functools.cache
+def shipped_dns_fingerprints() -> tuple[DnsFingerprint, ...]:
+    """OONI's DNS fingerprints as `scripts/refresh-fingerprints` wrote them, if installed."""
+    path = optional_shipped_file(DNS_FILE)
+    return tuple(load_dns(path)) if path is not None else ()
+
+
 def fingerprints(extra: Sequence[BlockpageConfig] = ()) -> tuple[Fingerprint, ...]:
-    """The shipped blockpage fingerprints plus the config's own, compiled."""
-    return tuple(
+    """The fingerprint database, the hand-written entries it lacks, and the config's own.
+    A hand-written entry citing a database fingerprint gives way to OONI's exact rule."""
+    database = shipped_http_database()
+    names = {fp.name for fp in database}
+    own = [e for e in shipped_blockpages() if e.source not in names]
+    return database + tuple(
         Fingerprint(
             name=e.name,
-            pattern=re.compile(e.pattern, re.IGNORECASE),
+            pattern=e.pattern,
             location=e.location,
+            pattern_type=e.pattern_type,
             country=e.country,
             source=e.source,
+            false_positive=e.false_positive,
         )
-        for e in (*shipped_blockpages(), *extra)
+        for e in (*own, *extra)
     )
 
 
@@ -156,6 +178,7 @@ def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
         bogon_exempt=tuple(resolvers.bogon_exempt),
         ca_file=str(config.tls.ca_file) if config.tls.ca_file else None,
         fingerprints=fingerprints(config.blockpages),
+        dns_fingerprints=shipped_dns_fingerprints(),
         jitter=agent.effective_jitter,
         vantage=plan_vantage(config.vantage),
         prefixes=plan_prefixes(config),

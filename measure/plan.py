@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from probes.blockpages import Fingerprint
+from probes.dns_fingerprints import DnsFingerprint
 from probes.dns import Resolver
 from probes.exchange import Exchange
 from probes.prefix import DEFAULT_SEED, DEFAULT_SYN_RATE, Prefix
@@ -109,6 +110,7 @@ class ProbePlan:
     bogon_exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     ca_file: str | None = None
     fingerprints: tuple[Fingerprint, ...] = field(default=())
+    dns_fingerprints: tuple[DnsFingerprint, ...] = field(default=())
     jitter: float = 0.0
     vantage: VantagePlan = field(default=VantagePlan())
     prefixes: tuple[Prefix, ...] = ()
