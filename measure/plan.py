@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 
 from probes.blockpages import Fingerprint
-from probes.dns_fingerprints import DnsFingerprint
 from probes.dns import Resolver
+from probes.dns_fingerprints import DnsFingerprint
 from probes.exchange import Exchange
 from probes.prefix import DEFAULT_SEED, DEFAULT_SYN_RATE, Prefix
 from probes.taxonomy import Step
