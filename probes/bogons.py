@@ -54,17 +54,11 @@ class BogonFilter:
     def __init__(self, exempt: Iterable[str | IPNetwork] = ()) -> None:
         self.exempt: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(n) for n in exempt)
 
-    def exempts(self, address: str | IPAddress) -> bool:
-        """True if `address` is in a range the operator exempts (their own network's)."""
+    def is_bogon(self, address: str | IPAddress) -> bool:
+        """True if `address` is in a bogon range and not in an exempt one."""
         raw = ipaddress.ip_address(address) if isinstance(address, str) else address
         ip = _normalise(raw)
         # An exemption may be written in either form of a v4-mapped address.
-        return any(a in net for a in (raw, ip) for net in self.exempt if net.version == a.version)
-
-    def is_bogon(self, address: str | IPAddress) -> bool:
-        """True if `address` is in a bogon range and not in an exempt one."""
-        if self.exempts(address):
+        if any(a in net for a in (raw, ip) for net in self.exempt if net.version == a.version):
             return False
-        raw = ipaddress.ip_address(address) if isinstance(address, str) else address
-        ip = _normalise(raw)
         return any(ip in net for net in BOGON_NETWORKS if net.version == ip.version)

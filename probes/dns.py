@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -92,12 +92,11 @@ def _aliases(msg: dns.message.Message) -> list[str]:
 
 
 def _known_lie(
-    answers: dict[str, None], aliases: dict[str, None], known: DnsFingerprints, bogons: BogonFilter
+    answers: Iterable[str], known: DnsFingerprints
 ) -> tuple[Code, str, list[str]] | None:
-    """A `dns_fingerprint` result if an answer is a censor's known one. An address in a
-    range the operator exempts from the bogon rule is theirs to use, fingerprinted or not."""
-    candidates = [a for a in answers if not bogons.exempts(a)] + list(aliases)
-    hit = known.match(candidates)
+    """A `dns_fingerprint` result if an answer (an address or a CNAME target) is a censor's
+    known one. Checked before the bogon rule, so that a sinkhole in private space is named."""
+    hit = known.match(answers)
     if hit is None:
         return None
     answer, fp = hit
@@ -120,8 +119,7 @@ def evaluate(
     known: DnsFingerprints | None = None,
 ) -> tuple[Code, str, list[str]]:
     """Classify the outcomes of the A and AAAA queries: (code, detail, usable addresses).
-    `known` holds the censors' known answers (DNS fingerprints), checked before the bogon
-    rule so that a known sinkhole in private space is named.
+    `known` holds the censors' known answers (DNS fingerprints).
 
     Pure, so that the rules can be tested without a network.
     """
@@ -138,7 +136,7 @@ def evaluate(
         for msg in outcome.responses[:1]:
             answers.update(dict.fromkeys(_addresses(msg)))
             aliases.update(dict.fromkeys(_aliases(msg)))
-    if known and (lie := _known_lie(answers, aliases, known, bogons)) is not None:
+    if known and (lie := _known_lie([*answers, *aliases], known)) is not None:
         return lie
     addresses = list(answers)
     if addresses:
