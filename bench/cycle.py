@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -223,14 +224,36 @@ def agent_config(
 
 
 def write_agent_config(
-    path: Path, ca_file: Path, dns_port: int, urls: list[str], args: argparse.Namespace
+    path: Path,
+    ca_file: Path,
+    dns_port: int,
+    urls: list[str],
+    args: argparse.Namespace,
+    blockpages: list[dict] | None = None,
 ) -> None:
-    """A `check` config probing `urls` through the loopback DNS server, serving nothing."""
+    """A `check` config probing `urls` through the loopback DNS server, serving nothing, with
+    `blockpages` as the config's own fingerprints."""
     targets = [
         {"name": f"t{i:04d}", "url": url, "expect_status": [200]} for i, url in enumerate(urls)
     ]
     config = agent_config(ca_file, dns_port, targets, args)
+    if blockpages:
+        config["blockpages"] = blockpages
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def fingerprint_entries(csv_path: Path) -> list[dict]:
+    """OONI's HTTP fingerprints (fingerprints_http.csv) as config `blockpages` entries; names
+    that are no valid label (OONI has one with a U+FFFD in it) are numbered instead."""
+    from agent.fingerprint_db import read_ooni_http
+
+    entries = []
+    for i, fp in enumerate(read_ooni_http(csv_path)):
+        entry = {k: v for k, v in dataclasses.asdict(fp).items() if v not in (None, False)}
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", fp.name):
+            entry["name"] = f"fingerprint-{i}"
+        entries.append(entry)
+    return entries
 
 
 def write_blackbox_config(path: Path, ca_file: Path) -> None:
@@ -431,6 +454,10 @@ def run_all(children: Children, workdir: Path, args: argparse.Namespace) -> None
     configs = {"names": by_name, "ips": by_ip, "one": by_ip[:1]}
     for label, urls in configs.items():
         write_agent_config(workdir / f"{label}.yaml", pki.ca_file, dns_port, urls, args)
+    extra = fingerprint_entries(args.fingerprints) if args.fingerprints else []
+    if extra:
+        configs["ips-db"] = by_ip
+        write_agent_config(workdir / "ips-db.yaml", pki.ca_file, dns_port, by_ip, args, extra)
     box_config = workdir / "blackbox.yml"
     write_blackbox_config(box_config, pki.ca_file)
 
@@ -442,6 +469,9 @@ def run_all(children: Children, workdir: Path, args: argparse.Namespace) -> None
         "blackbox": Row("blackbox_exporter (IP URLs)", args.targets),
         "one": Row("reachprobe (1 target)", 1),
     }
+    if extra:
+        label = f"reachprobe (IP URLs, +{len(extra)} fingerprints)"
+        rows = {**rows, "ips-db": Row(label, args.targets)}
     # Rounds interleave the variants, so that a burst of other load on the machine hits
     # every variant alike rather than one of them.
     for _ in range(args.rounds):
@@ -473,6 +503,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--injection-window",
         default="500ms",
         help="reachprobe's resolvers.injection_window (500ms, the agent's default)",
+    )
+    parser.add_argument(
+        "--fingerprints",
+        type=Path,
+        help="OONI's fingerprints_http.csv: adds a row probing the IP URLs with all of its "
+        "fingerprints loaded, beside the row with the shipped ones only",
     )
     args = parser.parse_args(argv)
     if args.targets < 2 or args.rounds < 1 or args.concurrency < 1:
