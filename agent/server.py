@@ -13,8 +13,8 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from agent.exposition import encode
 from agent.scheduler import Scheduler
+from agent.sinks.prometheus.exposition import encode
 from agent.webconfig import PasswordChecker, WebConfig, basic_auth_middleware, ssl_context
 
 log = logging.getLogger("reachprobe")
