@@ -27,10 +27,10 @@ from pydantic import (
 
 from agent.durations import parse_duration
 from agent.resources import shipped_file
+from measure.plan import DEFAULT_SEED, DEFAULT_SYN_RATE, MAX_SAMPLE, Method
 from probes.blockpages import check_location
 from probes.dns import DEFAULT_PORTS, Resolver
 from probes.http import DEFAULT_MAX_BODY
-from probes.prefix import DEFAULT_SEED, DEFAULT_SYN_RATE, MAX_SAMPLE, Method
 
 DEFAULT_PORT = 9787
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
