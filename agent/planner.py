@@ -77,6 +77,7 @@ def plan_target(target: TargetConfig) -> TargetPlan:
         parts = urlsplit(target.url)
         http = HttpPlan(
             url=target.url,
+            parts=parts,
             expect_status=tuple(target.expect_status),
             expect_body=re.compile(target.expect_body) if target.expect_body else None,
         )

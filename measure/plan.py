@@ -10,6 +10,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
+from urllib.parse import SplitResult
 
 from probes.blockpages import Fingerprint
 from probes.dns import Resolver
@@ -61,9 +62,11 @@ class Prefix:
 
 @dataclass(frozen=True, slots=True)
 class HttpPlan:
-    """The HTTP step of a URL target: the URL and what a genuine answer looks like."""
+    """The HTTP step of a URL target: the URL (`parts`: parsed once, when the plan is made)
+    and what a genuine answer looks like."""
 
     url: str
+    parts: SplitResult
     expect_status: tuple[int, ...] = ()
     expect_body: re.Pattern[str] | None = None
 
