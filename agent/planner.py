@@ -25,12 +25,11 @@ from agent.config import (
 )
 from agent.fingerprint_db import DNS_FILE, HTTP_FILE, load_dns, load_http
 from agent.resources import optional_shipped_file, shipped_file
-from measure.plan import HttpPlan, ProbePlan, RawPlan, TargetPlan, VantagePlan
+from measure.plan import HttpPlan, Prefix, ProbePlan, RawPlan, TargetPlan, VantagePlan
 from probes.blockpages import Fingerprint
 from probes.dns_fingerprints import DnsFingerprint
 from probes.exchange import MTPROTO, Exchange
 from probes.http import SCHEME_PORTS
-from probes.prefix import Prefix
 
 log = logging.getLogger("reachprobe")
 
@@ -100,6 +99,7 @@ def plan_target(target: TargetConfig) -> TargetPlan:
         parts = urlsplit(target.url)
         http = HttpPlan(
             url=target.url,
+            parts=parts,
             expect_status=tuple(target.expect_status),
             expect_body=re.compile(target.expect_body) if target.expect_body else None,
         )
