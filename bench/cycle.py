@@ -370,8 +370,9 @@ def _wait_http(url: str, proc: subprocess.Popen) -> None:
 # --- report ------------------------------------------------------------------------------------
 
 
-def print_report(rows: list[Row], fixed: Row) -> None:
-    """The table, the reachprobe/blackbox ratios and the fixed cost of a `check` process."""
+def print_report(rows: list[Row], fixed: Row, fixed_db: Row | None = None) -> None:
+    """The table, the reachprobe/blackbox ratios and the fixed cost of a `check` process
+    (`fixed_db`: that of one with the fingerprint database, for the rows that load it)."""
     header = (
         f"{'tool':38} {'probes':>7} {'wall s/cycle':>13} {'CPU ms/probe':>13} "
         f"{'excl. startup':>14} {'peak RSS MiB':>13} {'CPU s/cycle':>12}"
@@ -384,12 +385,14 @@ def print_report(rows: list[Row], fixed: Row) -> None:
     marginal: dict[str, float] = {}
     for row in rows:
         if row.tool.startswith("reachprobe"):
-            per_probe = (row.cpu - fixed.cpu) / (row.probes_per_cycle - 1)
+            base = fixed_db if fixed_db is not None and "fingerprints" in row.tool else fixed
+            per_probe = (row.cpu - base.cpu) / (row.probes_per_cycle - 1)
             marginal[row.tool] = 1000 * per_probe
         else:
             marginal[row.tool] = row.cpu_per_probe_ms
-    for row in [*rows, fixed]:
-        excl = f"{marginal[row.tool]:14.2f}" if row is not fixed else f"{'(startup)':>14}"
+    fixed_rows = [fixed] if fixed_db is None else [fixed, fixed_db]
+    for row in [*rows, *fixed_rows]:
+        excl = f"{marginal[row.tool]:14.2f}" if row not in fixed_rows else f"{'(startup)':>14}"
         print(
             f"{row.tool:38} {row.probes:7d} {row.wall:13.2f} {row.cpu_per_probe_ms:13.2f} "
             f"{excl} {row.peak_rss_mib:13.1f} {row.cpu_spread:>12}"
@@ -403,10 +406,11 @@ def print_report(rows: list[Row], fixed: Row) -> None:
                 f"{row.cpu_per_probe_ms / box.cpu_per_probe_ms:.1f}x per `check` process, "
                 f"{marginal[row.tool] / box.cpu_per_probe_ms:.1f}x excluding startup"
             )
-    print(
-        f"fixed cost of one `check` process (1 target): "
-        f"{1000 * fixed.cpu:.0f} ms CPU, {fixed.wall:.2f} s wall"
-    )
+    for row in fixed_rows:
+        print(
+            f"fixed cost of one `check` process ({row.tool.removeprefix('reachprobe ')}): "
+            f"{1000 * row.cpu:.0f} ms CPU, {row.wall:.2f} s wall"
+        )
     print(
         "wall and CPU are the best of the rounds; 'CPU s/cycle' is the rounds' min-max; "
         "RSS is the peak over all rounds"
@@ -456,8 +460,10 @@ def run_all(children: Children, workdir: Path, args: argparse.Namespace) -> None
         write_agent_config(workdir / f"{label}.yaml", pki.ca_file, dns_port, urls, args)
     extra = fingerprint_entries(args.fingerprints) if args.fingerprints else []
     if extra:
-        configs["ips-db"] = by_ip
-        write_agent_config(workdir / "ips-db.yaml", pki.ca_file, dns_port, by_ip, args, extra)
+        configs["ips-db"], configs["one-db"] = by_ip, by_ip[:1]
+        for label in ("ips-db", "one-db"):
+            urls = configs[label]
+            write_agent_config(workdir / f"{label}.yaml", pki.ca_file, dns_port, urls, args, extra)
     box_config = workdir / "blackbox.yml"
     write_blackbox_config(box_config, pki.ca_file)
 
@@ -470,8 +476,8 @@ def run_all(children: Children, workdir: Path, args: argparse.Namespace) -> None
         "one": Row("reachprobe (1 target)", 1),
     }
     if extra:
-        label = f"reachprobe (IP URLs, +{len(extra)} fingerprints)"
-        rows = {**rows, "ips-db": Row(label, args.targets)}
+        rows["ips-db"] = Row(f"reachprobe (IP URLs, +{len(extra)} fingerprints)", args.targets)
+        rows["one-db"] = Row(f"reachprobe (1 target, +{len(extra)} fingerprints)", 1)
     # Rounds interleave the variants, so that a burst of other load on the machine hits
     # every variant alike rather than one of them.
     for _ in range(args.rounds):
@@ -481,8 +487,8 @@ def run_all(children: Children, workdir: Path, args: argparse.Namespace) -> None
             else:
                 sample = reachprobe_cycle(workdir / f"{key}.yaml", len(configs[key]), workdir)
             row.samples.append(sample)
-    fixed = rows.pop("one")
-    print_report(list(rows.values()), fixed)
+    fixed, fixed_db = rows.pop("one"), rows.pop("one-db", None)
+    print_report(list(rows.values()), fixed, fixed_db)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
