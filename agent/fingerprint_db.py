@@ -20,6 +20,8 @@ from probes.bogons import BogonFilter
 from probes.dns_fingerprints import DnsFingerprint, normalise
 
 COLUMNS = ("name", "location_found", "pattern_type", "pattern", "scope")
+OONI_HTTP_CSV = "fingerprints_http.csv"
+OONI_DNS_CSV = "fingerprints_dns.csv"
 HTTP_FILE = "fingerprints/http.json"
 DNS_FILE = "fingerprints/dns.json"
 

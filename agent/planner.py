@@ -23,7 +23,16 @@ from agent.config import (
     VantageSection,
     split_host_port,
 )
-from agent.fingerprint_db import DNS_FILE, HTTP_FILE, load_dns, load_http
+from agent.fingerprint_db import (
+    DNS_FILE,
+    HTTP_FILE,
+    OONI_DNS_CSV,
+    OONI_HTTP_CSV,
+    load_dns,
+    load_http,
+    read_ooni_dns,
+    read_ooni_http,
+)
 from agent.resources import optional_shipped_file, shipped_file
 from measure.plan import HttpPlan, Prefix, ProbePlan, RawPlan, TargetPlan, VantagePlan
 from probes.blockpages import Fingerprint
@@ -55,10 +64,13 @@ def shipped_dns_fingerprints() -> tuple[DnsFingerprint, ...]:
     return tuple(load_dns(path)) if path is not None else ()
 
 
-def fingerprints(extra: Sequence[BlockpageConfig] = ()) -> tuple[Fingerprint, ...]:
-    """The fingerprint database, the hand-written entries it lacks, and the config's own.
-    A hand-written entry citing a database fingerprint gives way to OONI's exact rule."""
-    database = shipped_http_database()
+def fingerprints(
+    extra: Sequence[BlockpageConfig] = (), database: Sequence[Fingerprint] | None = None
+) -> tuple[Fingerprint, ...]:
+    """The fingerprint database (`database`, else the installed one), the hand-written
+    entries it lacks, and the config's own. A hand-written entry citing a database fingerprint
+    gives way to OONI's exact rule."""
+    database = tuple(shipped_http_database() if database is None else database)
     names = {fp.name for fp in database}
     own = [e for e in shipped_blockpages() if e.source not in names]
     return database + tuple(
@@ -73,6 +85,16 @@ def fingerprints(extra: Sequence[BlockpageConfig] = ()) -> tuple[Fingerprint, ..
         )
         for e in (*own, *extra)
     )
+
+
+def plan_fingerprints(config: Config) -> tuple[tuple[Fingerprint, ...], tuple[DnsFingerprint, ...]]:
+    """The HTTP and DNS fingerprints a config asks for: from its `fingerprints.ooni` folder,
+    else the installed database, plus the hand-written and the config's own HTTP ones."""
+    if config.fingerprints is None:
+        return fingerprints(config.blockpages), shipped_dns_fingerprints()
+    folder = config.fingerprints.ooni
+    http = read_ooni_http(folder / OONI_HTTP_CSV)
+    return fingerprints(config.blockpages, http), tuple(read_ooni_dns(folder / OONI_DNS_CSV))
 
 
 def plan_exchange(config: Literal["mtproto"] | ExchangeConfig | None) -> Exchange | None:
@@ -165,6 +187,7 @@ def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
     """The whole measurement plan of a config (`forced_trace`: trace every target)."""
     agent, resolvers = config.agent, config.resolvers
     control = resolvers.control
+    http_fingerprints, dns_fingerprints = plan_fingerprints(config)
     return ProbePlan(
         targets=tuple(plan_target(t) for t in config.targets),
         test_resolver=resolvers.test.resolver(),
@@ -177,8 +200,8 @@ def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
         injection_window=resolvers.injection_window,
         bogon_exempt=tuple(resolvers.bogon_exempt),
         ca_file=str(config.tls.ca_file) if config.tls.ca_file else None,
-        fingerprints=fingerprints(config.blockpages),
-        dns_fingerprints=shipped_dns_fingerprints(),
+        fingerprints=http_fingerprints,
+        dns_fingerprints=dns_fingerprints,
         jitter=agent.effective_jitter,
         vantage=plan_vantage(config.vantage),
         prefixes=plan_prefixes(config),

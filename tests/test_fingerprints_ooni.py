@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import ConfigError, parse_config
 from agent.fingerprint_db import (
     FingerprintFileError,
     load_dns,
@@ -25,6 +26,7 @@ from agent.fingerprint_db import (
     read_ooni_dns,
     read_ooni_http,
 )
+from agent.planner import make_plan
 from probes.blockpages import BlockpageMatcher, Fingerprint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,3 +240,23 @@ def test_refresh_reports_a_bad_file_and_writes_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"refresh-fingerprints: {bad}:2: x: pattern_type")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_config_can_point_at_a_local_copy_of_oonis_repository(tmp_path: Path) -> None:
+    config = parse_config({"fingerprints": {"ooni": "ooni"}}, "test.yaml", SAMPLE.parent)
+    plan = make_plan(config)
+    names = [fp.name for fp in plan.fingerprints]
+    assert names[:20] == [fp.name for fp in read_ooni_http(SAMPLE / "fingerprints_http.csv")]
+    assert "ru-federal-block" in names  # the hand-written entries OONI's sample lacks stay
+    assert {fp.name for fp in plan.dns_fingerprints} >= {"sample.dns_aa_0", "sample.dns_cc_0"}
+
+
+def test_a_bad_row_in_the_configured_copy_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "fingerprints_http.csv").write_text(
+        "name,scope,location_found,pattern_type,pattern\nx,isp,body,regexp,(\n", encoding="utf-8"
+    )
+    (tmp_path / "fingerprints_dns.csv").write_text(
+        (SAMPLE / "fingerprints_dns.csv").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match=r"fingerprints\.ooni.*fingerprints_http\.csv:2: x: not"):
+        parse_config({"fingerprints": {"ooni": str(tmp_path)}}, "test.yaml")

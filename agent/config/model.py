@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationInfo, field_validator, model_validator
 
 from agent.config.agent_section import AgentSection
-from agent.config.blockpages import BlockpageConfig
+from agent.config.blockpages import BlockpageConfig, FingerprintsSection
 from agent.config.measurement_log import MeasurementLogSection
 from agent.config.prefixes import PrefixConfig
 from agent.config.raw import RawSection
@@ -35,6 +35,7 @@ class Config(Strict):
     # Targets from Citizen Lab test lists, added to `targets` when the config loads.
     targets_from: list[TestListSource] = []
     blockpages: list[BlockpageConfig] = []
+    fingerprints: FingerprintsSection | None = None
     prefixes: list[PrefixConfig] = []
     remote_write: RemoteWriteConfig | None = None
     raw: RawSection = RawSection()
