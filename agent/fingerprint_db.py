@@ -10,11 +10,11 @@ Nothing here touches the network; the files are local paths.
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import asdict
 from pathlib import Path
 
+from agent.csv_rows import csv_rows, wrong_width
 from probes.blockpages import Fingerprint, check_pattern
 from probes.bogons import BogonFilter
 from probes.dns_fingerprints import DnsFingerprint, normalise
@@ -33,21 +33,13 @@ class FingerprintFileError(ValueError):
 def _rows(path: Path) -> list[tuple[int, dict[str, str]]]:
     """The CSV's rows with the line each starts on; the header must hold OONI's columns."""
     try:
-        with path.open(encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or ())]
-            if missing:
-                raise FingerprintFileError(f"{path}:1: no column {', '.join(missing)}")
-            rows = []
-            line = reader.line_num + 1
-            for row in reader:
-                if None in row or None in row.values():
-                    raise FingerprintFileError(f"{path}:{line}: wrong number of fields")
-                rows.append((line, row))
-                line = reader.line_num + 1
-            return rows
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise FingerprintFileError(f"{path}: {exc}") from None
+        rows = csv_rows(path, COLUMNS)
+    except ValueError as exc:
+        raise FingerprintFileError(str(exc)) from None
+    for line, row in rows:
+        if wrong_width(row):
+            raise FingerprintFileError(f"{path}:{line}: wrong number of fields")
+    return [(line, {k: v or "" for k, v in row.items()}) for line, row in rows]
 
 
 def _countries(row: dict[str, str]) -> str | None:

@@ -13,7 +13,6 @@ from `targets`, is probed once: the explicit target, else the first list's row, 
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from agent.config.types import ExistingFile, Strict
+from agent.csv_rows import csv_rows, wrong_width
 
 COLUMNS = ("url", "category_code")
 # Citizen Lab's category codes (lists/00-LEGEND-new_category_codes.csv).
@@ -121,7 +121,7 @@ def target_name(url: str) -> str:
 
 def _check_row(row: dict[str, str | None]) -> str | None:
     """Why a row cannot be a target, or None."""
-    if None in row or any(v is None for v in row.values()):
+    if wrong_width(row):
         return "wrong number of fields"
     url, category = (row["url"] or "").strip(), (row["category_code"] or "").strip()
     if any(c.isspace() or not c.isprintable() for c in url):
@@ -144,24 +144,14 @@ def _check_row(row: dict[str, str | None]) -> str | None:
 
 def read_test_list(path: Path) -> list[ListedUrl]:
     """The rows of a Citizen Lab test list; ValueError naming every bad row's file and line."""
-    try:
-        with path.open(encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or ())]
-            if missing:
-                raise ValueError(f"{path}:1: no column {', '.join(missing)} (not a test list)")
-            rows, bad = [], []
-            line = reader.line_num + 1
-            for row in reader:
-                problem = _check_row(row)
-                if problem is not None:
-                    bad.append(f"{path}:{line}: {problem}")
-                else:
-                    url, code = row["url"] or "", row["category_code"] or ""
-                    rows.append(ListedUrl(url.strip(), code.strip(), f"{path}:{line}"))
-                line = reader.line_num + 1
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ValueError(f"{path}: {exc}") from None
+    rows, bad = [], []
+    for line, row in csv_rows(path, COLUMNS, " (not a test list)"):
+        problem = _check_row(row)
+        if problem is not None:
+            bad.append(f"{path}:{line}: {problem}")
+        else:
+            url, code = row["url"] or "", row["category_code"] or ""
+            rows.append(ListedUrl(url.strip(), code.strip(), f"{path}:{line}"))
     if bad:
         more = f"; and {len(bad) - MAX_REPORTED} more" if len(bad) > MAX_REPORTED else ""
         raise ValueError("; ".join(bad[:MAX_REPORTED]) + more)
