@@ -20,7 +20,7 @@ from agent.config import AgentSection, Config, MeasurementLogSection
 from agent.sinks import Sink
 from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
-from measure.verdict import Verdict
+from measure.verdict import OONI_BLOCKING, Verdict
 from probes.results import DnsFacts, HttpFacts, StepResult, TlsFacts
 from probes.taxonomy import SKIPPED, Code, Step
 
@@ -30,16 +30,6 @@ DATA_FORMAT_VERSION = "0.2.0"
 SCHEMA = "reachprobe-measurement/1"
 # How long aclose() waits for the last lines to reach the disk.
 CLOSE_TIMEOUT = 5.0
-# web_connectivity's `blocking`: where the failure happened; false when accessible, null
-# when nothing can be said.
-BLOCKING: dict[Verdict, str | bool | None] = {
-    Verdict.REACHABLE: False,
-    Verdict.DNS_BLOCKING: "dns",
-    Verdict.TCP_IP_BLOCKING: "tcp_ip",
-    Verdict.TLS_BLOCKING: "http-failure",
-    Verdict.HTTP_BLOCKING: "http-failure",
-    Verdict.INCONCLUSIVE: None,
-}
 # A response that arrived but was not the site's own is web_connectivity's "http-diff".
 HTTP_DIFF = frozenset({Code.HTTP_BLOCKPAGE, Code.HTTP_BODY_MISMATCH, Code.HTTP_STATUS_MISMATCH})
 
@@ -121,7 +111,7 @@ def record(agent: AgentSection, cycle: CycleReport, report: TargetReport) -> dic
     ran = [s for s in report.steps if s.result != SKIPPED]
     by_step = {step: [s for s in ran if s.step == step] for step in Step}
     url = _input(report)
-    blocking = BLOCKING[report.verdict]
+    blocking = OONI_BLOCKING[report.verdict]
     http_codes = {s.result for s in by_step[Step.HTTP]}
     if report.verdict == Verdict.HTTP_BLOCKING and http_codes & HTTP_DIFF:
         blocking = "http-diff"
@@ -163,6 +153,8 @@ class MeasurementLogSink(Sink):
         self.settings: MeasurementLogSection | None = None
         self._handler: RotatingFileHandler | None = None
         self._writes: set[asyncio.Task[None]] = set()
+        # (target, error type) of records that could not be built, each logged once.
+        self._broken: set[tuple[str, str]] = set()
 
     def configure(self, config: Config, plan: ProbePlan) -> None:
         self.agent = config.agent
@@ -186,13 +178,24 @@ class MeasurementLogSink(Sink):
         handler = self._handler
         if handler is None:
             return
-        lines = [
-            json.dumps(record(self.agent, cycle, r), ensure_ascii=False, separators=(",", ":"))
-            for r in cycle.reports
-        ]
+        lines = [line for r in cycle.reports if (line := self._line(cycle, r)) is not None]
         task = asyncio.get_running_loop().create_task(asyncio.to_thread(_write, handler, lines))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
+
+    def _line(self, cycle: CycleReport, report: TargetReport) -> str | None:
+        """One target's line, or None when its record cannot be built: a bug in one record
+        must not cost the cycle's other lines (logged once per target and error type)."""
+        try:
+            return json.dumps(
+                record(self.agent, cycle, report), ensure_ascii=False, separators=(",", ":")
+            )
+        except Exception as error:  # any bug in one record: the other records go on
+            key = (report.target.name, type(error).__name__)
+            if key not in self._broken:
+                self._broken.add(key)
+                log.exception("measurement log: no record for target %s", report.target.name)
+            return None
 
     async def aclose(self) -> None:
         if self._writes:
