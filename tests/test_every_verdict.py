@@ -14,10 +14,10 @@ from prometheus_client import generate_latest
 from rich.console import Console
 
 from agent.config import AgentSection, Config, MeasurementLogSection, parse_config
-from agent.explain import verdict_words
+from agent.explain import VERDICT_TONES, VERDICT_WORDS, Tone, verdict_words
 from agent.planner import make_plan
 from agent.remote_write import decode_write_request, encode_write_request, snapshot_registry
-from agent.sinks import measurement_log
+from agent.sinks import console, measurement_log, status
 from agent.sinks.console import rich_table, to_json, to_table
 from agent.sinks.measurement_log import MeasurementLogSink
 from agent.sinks.prometheus import PrometheusSink
@@ -25,7 +25,7 @@ from agent.sinks.status import StatusSink
 from measure.plan import ProbePlan, TargetPlan
 from measure.report import CycleReport, TargetReport
 from measure.vantage import VantageHealth
-from measure.verdict import STEP_VERDICTS, Verdict
+from measure.verdict import OONI_BLOCKING, STEP_VERDICTS, Verdict
 from probes.results import DnsFacts, HttpFacts, StepResult
 from probes.taxonomy import Code, Step
 
@@ -81,6 +81,30 @@ def every_verdict_cycle() -> tuple[Config, ProbePlan, CycleReport]:
     return config, plan, CycleReport(1, 1_700_000_000.0, 5.0, reports, VantageHealth())
 
 
+@pytest.mark.parametrize(
+    ("table", "keys"),
+    [
+        (OONI_BLOCKING, Verdict),
+        (VERDICT_WORDS, Verdict),
+        (VERDICT_TONES, Verdict),
+        (status.SYMBOLS, Tone),
+        (console.STYLES, Tone),
+    ],
+    ids=["ooni-blocking", "words", "tones", "page-symbols", "table-styles"],
+)
+def test_every_table_has_a_row_for_every_key(table: dict[Any, Any], keys: type) -> None:
+    assert set(table) == set(keys)
+
+
+def test_only_blocking_verdicts_look_blocked() -> None:
+    blocked = {v for v, tone in VERDICT_TONES.items() if tone == Tone.BLOCKED}
+    assert blocked == set(STEP_VERDICTS.values())
+    assert {v for v, b in OONI_BLOCKING.items() if b is None} == {
+        Verdict.VANTAGE_DOWN,
+        Verdict.INCONCLUSIVE,
+    }
+
+
 def test_the_fixture_gives_every_verdict() -> None:
     *_, cycle = every_verdict_cycle()
     assert [r.verdict for r in cycle.reports] == list(Verdict)
@@ -128,7 +152,9 @@ def test_the_status_page_carries_every_verdict() -> None:
     sink.publish(cycle)
     page = sink.render()
     for verdict in Verdict:
-        assert verdict_words(verdict) in page
+        tone = VERDICT_TONES[verdict]
+        shown = f"<span aria-hidden=true>{status.SYMBOLS[tone]}</span> {verdict_words(verdict)}"
+        assert f"<span class='verdict {tone}'>{shown}</span>" in page
 
 
 async def test_the_measurement_log_writes_a_line_for_every_verdict(tmp_path: Path) -> None:
