@@ -95,7 +95,7 @@ def query_facts(qtype: int, outcome: QueryOutcome, hide_server: bool) -> DnsQuer
     return DnsQuery(
         qtype=dns.rdatatype.to_text(qtype),
         server=None if hide_server else outcome.server,
-        rcode=None if first is None else dns.rcode.to_text(first.rcode()),
+        rcode=None if first is None else first.rcode(),
         records=records,
     )
 

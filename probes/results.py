@@ -34,7 +34,7 @@ class DnsQuery:
 
     qtype: str
     server: str | None = None
-    rcode: str | None = None
+    rcode: int | None = None
     records: tuple[DnsRecord, ...] = ()
 
 
