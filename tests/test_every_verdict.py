@@ -16,11 +16,12 @@ from rich.console import Console
 from agent.config import AgentSection, Config, MeasurementLogSection, parse_config
 from agent.explain import VERDICT_TONES, VERDICT_WORDS, Tone, verdict_words
 from agent.planner import make_plan
-from agent.remote_write import decode_write_request, encode_write_request, snapshot_registry
-from agent.sinks import console, measurement_log, status
+from agent.sinks import console, status
 from agent.sinks.console import rich_table, to_json, to_table
-from agent.sinks.measurement_log import MeasurementLogSink
+from agent.sinks.measurement_log import MeasurementLogSink, record, sink
 from agent.sinks.prometheus import PrometheusSink
+from agent.sinks.remote_write.snapshot import snapshot_registry
+from agent.sinks.remote_write.wire import decode_write_request, encode_write_request
 from agent.sinks.status import StatusSink
 from measure.plan import ProbePlan, TargetPlan
 from measure.report import CycleReport, TargetReport
@@ -179,20 +180,21 @@ async def test_one_record_that_cannot_be_built_costs_only_itself(
     config, plan, cycle = every_verdict_cycle()
     path = tmp_path / "m.jsonl"
     config = config.model_copy(update={"measurement_log": _log_section(path)})
-    real = measurement_log.record
 
-    def broken(agent: AgentSection, cycle: CycleReport, report: TargetReport) -> dict[str, Any]:
+    def broken(
+        agent: AgentSection, cycle: CycleReport, report: TargetReport, token: str
+    ) -> dict[str, Any]:
         if report.verdict == Verdict.TLS_BLOCKING:
             raise KeyError(report.verdict)
-        return real(agent, cycle, report)
+        return record(agent, cycle, report, token)
 
-    monkeypatch.setattr(measurement_log, "record", broken)
-    sink = MeasurementLogSink()
-    sink.configure(config, plan)
+    monkeypatch.setattr(sink, "record", broken)
+    logs = MeasurementLogSink()
+    logs.configure(config, plan)
     with caplog.at_level(logging.ERROR, logger="reachprobe"):
-        sink.publish(cycle)
-        sink.publish(cycle)
-        await sink.aclose()
+        logs.publish(cycle)
+        logs.publish(cycle)
+        await logs.aclose()
     written = [json.loads(line)["test_keys"]["verdict"] for line in path.read_text().splitlines()]
     others = [v.value for v in Verdict if v != Verdict.TLS_BLOCKING]
     assert written == others * 2
