@@ -66,7 +66,8 @@ async def test_one_record_per_target_in_ooni_shape(tmp_path: Path) -> None:
     assert all(a["t"] <= b["t0"] for a, b in itertools.pairwise(operations))
     tls = news["test_keys"]["tls_handshakes"][0]
     assert tls["tls_version"].startswith("TLSv1.")
-    assert tls["cipher_suite"] and tls["no_tls_verify"] is False
+    assert tls["cipher_suite"]
+    assert tls["no_tls_verify"] is False
     assert base64.b64decode(tls["peer_certificates"][0]["data"])[:1] == b"\x30"  # DER
     request = news["test_keys"]["requests"][0]
     assert request["request"]["headers"]["Host"].startswith("news.test:")
