@@ -30,7 +30,9 @@ def test_the_measurement_log_doc_names_every_field() -> None:
     dns = StepResult(Step.DNS, Code.OK, None, 0.1, "", DnsFacts("udp", ("192.0.2.1",)))
     control = StepResult(Step.DNS, Code.OK, None, 0.1, "", DnsFacts("doh", ("192.0.2.1",)))
     tcp = TargetPlan(name="t", group="", scheme="tcp", host="192.0.2.1", port=443)
-    url = make_plan(parse_config({"targets": [{"name": "a", "url": "https://a.example/"}]}, "t.yaml"))
+    url = make_plan(
+        parse_config({"targets": [{"name": "a", "url": "https://a.example/"}]}, "t.yaml")
+    )
     reports = [
         TargetReport(tcp, Verdict.INCONCLUSIVE, dns=dns, error="internal error: x"),
         TargetReport(url.targets[0], Verdict.REACHABLE, dns=dns, control=control),
