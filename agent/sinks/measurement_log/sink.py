@@ -100,11 +100,17 @@ class MeasurementLogSink(Sink):
                 log.exception("measurement log: no record for target %s", report.target.name)
             return None
 
+    async def written(self, timeout: float | None = None) -> bool:
+        """Wait (at most `timeout` seconds) for the writes queued so far; False if some did
+        not finish in time."""
+        if not self._writes:
+            return True
+        _, pending = await asyncio.wait(set(self._writes), timeout=timeout)
+        return not pending
+
     async def aclose(self) -> None:
-        if self._writes:
-            _, pending = await asyncio.wait(self._writes, timeout=CLOSE_TIMEOUT)
-            if pending:
-                log.warning("measurement log: %d writes did not finish in time", len(pending))
+        if not await self.written(CLOSE_TIMEOUT):
+            log.warning("measurement log: writes did not finish in %.0f s", CLOSE_TIMEOUT)
         if self._file is not None:
             self._file.close()
             self._file = None
