@@ -27,7 +27,7 @@ Labels = frozenset[str]
 def exported_metrics() -> dict[str, tuple[str, Labels]]:
     """Each family a fresh agent registry exports, by the name its samples carry (a counter's
     with `_total`): its type and label names."""
-    from agent.sinks.measurement_log.metrics import MeasurementLogMetrics
+    from agent.sinks.measurement_log.counters import MeasurementLogMetrics
     from agent.sinks.prometheus import PrometheusSink
     from agent.sinks.prometheus.exposition import RowFamily
     from agent.sinks.remote_write.metrics import RemoteWriteMetrics

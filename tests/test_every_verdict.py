@@ -19,6 +19,7 @@ from agent.planner import make_plan
 from agent.sinks import console, status
 from agent.sinks.console import rich_table, to_json, to_table
 from agent.sinks.measurement_log import MeasurementLogSink, record, sink
+from agent.sinks.measurement_log.record import FAILED_OPERATIONS
 from agent.sinks.prometheus import PrometheusSink
 from agent.sinks.remote_write.snapshot import snapshot_registry
 from agent.sinks.remote_write.wire import decode_write_request, encode_write_request
@@ -90,8 +91,9 @@ def every_verdict_cycle() -> tuple[Config, ProbePlan, CycleReport]:
         (VERDICT_TONES, Verdict),
         (status.SYMBOLS, Tone),
         (console.STYLES, Tone),
+        (FAILED_OPERATIONS, Step),
     ],
-    ids=["ooni-blocking", "words", "tones", "page-symbols", "table-styles"],
+    ids=["ooni-blocking", "words", "tones", "page-symbols", "table-styles", "ooni-operations"],
 )
 def test_every_table_has_a_row_for_every_key(table: dict[Any, Any], keys: type) -> None:
     assert set(table) == set(keys)

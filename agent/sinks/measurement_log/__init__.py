@@ -2,7 +2,7 @@
 
 - `record`: one target's cycle as an OONI measurement (web_connectivity or urlgetter);
 - `logfile`: the file, whole lines only, rotated, repaired at open, failures counted;
-- `metrics`: `reachprobe_measurement_log_write_failures_total`;
+- `counters`: `reachprobe_measurement_log_write_failures_total`;
 - `sink`: `MeasurementLogSink`, which ties them to the scheduler's cycles.
 """
 
