@@ -50,9 +50,6 @@ BROWSER_HEADERS = (
 )
 # The most header bytes accepted (h11 stops buffering an incomplete head past it too).
 MAX_HEADER_BYTES = 32 * 1024
-# How much of the last hop's decoded body the facts keep (for the measurement log): enough
-# for a blockpage, bounded because every target's latest report stays in memory.
-BODY_SAMPLE = 4096
 
 
 class RedirectError(Exception):
@@ -76,6 +73,8 @@ class HttpExpectations:
     body: re.Pattern[str] | None = None
     blockpages: BlockpageMatcher = field(default_factory=BlockpageMatcher)
     max_body: int = DEFAULT_MAX_BODY
+    # How much of the last hop's decoded body the facts keep (the measurement log's; 0: none).
+    body_sample: int = 0
 
 
 @dataclass(slots=True)
@@ -361,7 +360,7 @@ async def run(
             redirects=tuple(hops.urls[1:]),
             title=title_of(resp.body),
             headers=resp.header_list,
-            body=resp.body[:BODY_SAMPLE],
+            body=resp.body[: expect.body_sample],
         )
         return Outcome(code, detail, facts)
 

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from agent.config import ConfigError, parse_config
+from agent.planner import LOG_BODY_SAMPLE, make_plan
 from agent.sinks.measurement_log import MeasurementLogSink
 from tests.demo_world import demo_agent, publish_demo_cycle
 
@@ -181,3 +182,14 @@ async def _grown(path: Path, lines: int) -> None:
     """Return once `path` has `lines` lines (the caller bounds the wait)."""
     while len(_lines(path)) < lines:  # noqa: ASYNC110 - a file has no event to wait on
         await asyncio.sleep(0.2)
+
+
+def test_page_bodies_are_kept_only_for_the_log(tmp_path: Path) -> None:
+    # Every target's latest report stays in memory: the body sample costs only with a log.
+    targets = [{"name": "a", "url": "https://a.example/"}]
+    plain = parse_config({"targets": targets}, "site.yaml", tmp_path)
+    logged = parse_config(
+        {"targets": targets, "measurement_log": {"path": "m.jsonl"}}, "site.yaml", tmp_path
+    )
+    assert make_plan(plain).body_sample == 0
+    assert make_plan(logged).body_sample == LOG_BODY_SAMPLE == 4096

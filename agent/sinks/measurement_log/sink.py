@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from agent.config import AgentSection, Config, MeasurementLogSection
 from agent.sinks import Sink
-from agent.sinks.measurement_log.logfile import LogFile
 from agent.sinks.measurement_log.counters import MeasurementLogMetrics
+from agent.sinks.measurement_log.logfile import LogFile
 from agent.sinks.measurement_log.record import record
 from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
