@@ -41,6 +41,9 @@ from probes.exchange import MTPROTO, Exchange
 from probes.http import SCHEME_PORTS
 
 log = logging.getLogger("reachprobe")
+# How much of each page's decoded body the measurement log keeps (docs/measurement-log.md):
+# enough for a blockpage; the whole page would cost memory for every target.
+LOG_BODY_SAMPLE = 4096
 
 
 @functools.cache
@@ -197,6 +200,8 @@ def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
         max_addresses=agent.max_addresses,
         address_limit=agent.address_limit,
         max_body_bytes=agent.max_body_bytes,
+        # Every target's latest report stays in memory: keep bodies only for the log.
+        body_sample=LOG_BODY_SAMPLE if config.measurement_log is not None else 0,
         injection_window=resolvers.injection_window,
         bogon_exempt=tuple(resolvers.bogon_exempt),
         ca_file=str(config.tls.ca_file) if config.tls.ca_file else None,

@@ -151,6 +151,8 @@ class ProbePlan:
     max_addresses: int = 4
     address_limit: int = 8
     max_body_bytes: int = 1 << 20
+    # Characters of each page's body the HTTP facts keep (for the measurement log; 0: none).
+    body_sample: int = 0
     injection_window: float = 0.5
     bogon_exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     ca_file: str | None = None

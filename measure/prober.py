@@ -71,6 +71,7 @@ class Prober:
                 body=target.http.expect_body,
                 blockpages=self.blockpages,
                 max_body=self.plan.max_body_bytes,
+                body_sample=self.plan.body_sample,
             )
         return self._expectations[target.name]
 

@@ -32,7 +32,7 @@ from probes.dns_fingerprints import DnsFingerprints
 if TYPE_CHECKING:
     import aiohttp
 from probes.errors import Outcome, classify, client_errors, measure
-from probes.results import DnsFacts, StepResult
+from probes.results import DnsFacts, DnsQuery, DnsRecord, StepResult, format_endpoint
 from probes.taxonomy import Code, Step
 
 QTYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
@@ -78,6 +78,8 @@ class QueryOutcome:
     responses: list[dns.message.Message] = field(default_factory=list)
     error: BaseException | None = None
     strays: int = 0
+    # The server that answered (or was asked last): `ip:port`, or the DoH URL.
+    server: str | None = None
 
 
 def _addresses(msg: dns.message.Message) -> list[str]:
@@ -102,6 +104,21 @@ def _known_lie(
     answer, fp = hit
     where = f", {fp.country}" if fp.country else ""
     return Code.DNS_FINGERPRINT, f"answer {answer} is {fp.name}{where}", []
+
+
+def query_facts(qtype: int, outcome: QueryOutcome, hide_server: bool) -> DnsQuery:
+    """One query's first answer as facts: rcode and address records with their TTLs."""
+    first = outcome.responses[0] if outcome.responses else None
+    records = () if first is None else tuple(
+        DnsRecord(rdata.address, rrset.ttl)
+        for rrset in first.answer if rrset.rdtype in QTYPES for rdata in rrset
+    )  # fmt: skip
+    return DnsQuery(
+        qtype=dns.rdatatype.to_text(qtype),
+        server=None if hide_server else outcome.server,
+        rcode=None if first is None else first.rcode(),
+        records=records,
+    )
 
 
 def _fingerprint(msg: dns.message.Message) -> tuple[int, frozenset[str]]:
@@ -348,9 +365,12 @@ class DnsClient:
         )
         outcome = QueryOutcome()
         for server in servers:
+            outcome.server = self.resolver.url if server is None else format_endpoint(*server)
             try:
                 async with asyncio.timeout(self.per_server):
-                    return await self._query_once(query, server)
+                    answered = await self._query_once(query, server)
+                answered.server = outcome.server
+                return answered
             except (
                 OSError,
                 TimeoutError,
@@ -373,7 +393,9 @@ class DnsClient:
                 dict(zip(QTYPES, results, strict=True)), bogons, self.fingerprints
             )
             strays = sum(r.strays for r in results)
-            facts = DnsFacts(self.resolver.type, tuple(addresses), strays)
+            own = self.resolver.type == "system"  # the volunteer's own network's server
+            queries = tuple(query_facts(q, r, own) for q, r in zip(QTYPES, results, strict=True))
+            facts = DnsFacts(self.resolver.type, tuple(addresses), strays, queries)
             return Outcome(code, detail, facts)
 
         return await measure(Step.DNS, None, self.step_timeout, work)
