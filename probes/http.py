@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from probes.connection import Connection, Stream
 from probes.errors import Outcome, PeerProtocolError, measure
 from probes.results import HttpFacts, StepResult
 from probes.taxonomy import Code, Step
+from probes.transfer import Transfer
 
 DEFAULT_MAX_BODY = 1 << 20
 MAX_REDIRECTS = 10
@@ -47,6 +47,10 @@ BROWSER_HEADERS = (
     ("Accept-Language", "en-US,en;q=0.9"),
     ("Accept-Encoding", "gzip, deflate"),
 )
+# A response cut by the deadline after this much silence stalled; one that was still
+# getting data more recently than that was slow (issue 22). TCP's own retransmission
+# timeouts (1 s and up) sit inside it, so a lossy but moving path is not a freeze.
+STALL_SECONDS = 2.0
 # The most header bytes accepted (h11 stops buffering an incomplete head past it too).
 MAX_HEADER_BYTES = 32 * 1024
 
@@ -76,14 +80,18 @@ class HttpExpectations:
 
 @dataclass(slots=True)
 class _Response:
+    """One hop's answer. `cut`: the deadline came first; `status` is None when it came
+    before the response head was complete (bytes had arrived: else it is a plain timeout)."""
+
     url: str
-    status: int
+    status: int | None
     status_line: str
     headers: Mapping[str, str]
     body: str
     body_bytes: int
     truncated: bool
-    stalled: bool
+    cut: bool
+    transfer: Transfer
 
 
 def charset_of(headers: Mapping[str, str], raw: bytes) -> str:
@@ -137,44 +145,75 @@ async def _next_event(conn: h11.Connection, stream: Stream) -> object:
 
 
 async def _read_body(
-    conn: h11.Connection, stream: Stream, encoding: str, cap: int, deadline: float
-) -> tuple[bytes, bool, bool]:
-    """The body, decoded, up to `cap` bytes: (bytes, truncated, stalled). A body still
-    dripping at `deadline` is kept as it is, so that what arrived can be fingerprinted."""
-    chunks: list[bytes] = []
+    conn: h11.Connection, stream: Stream, encoding: str, cap: int, chunks: list[bytes]
+) -> bool:
+    """The body, decoded, into `chunks`, up to `cap` bytes; whether it was truncated there.
+    What arrived stays in `chunks` if the caller's deadline cuts it short."""
     size = 0
     decoder = _decoder(encoding)
-    try:
-        async with asyncio.timeout_at(deadline):
-            while True:
-                event = await _next_event(conn, stream)
-                if not isinstance(event, h11.Data):
-                    return b"".join(chunks), False, False
-                data = bytes(event.data)
-                if decoder is not None:
-                    # Bounded inflation: a small compressed body cannot grow past the cap.
-                    data = decoder.decompress(data, cap + 1 - size)
-                chunks.append(data)
-                size += len(data)
-                if size > cap:
-                    return b"".join(chunks)[:cap], True, False
-    except TimeoutError:
-        if not chunks:
-            raise  # nothing arrived: an ordinary timeout
-        return b"".join(chunks), False, True
+    while True:
+        event = await _next_event(conn, stream)
+        if not isinstance(event, h11.Data):
+            return False
+        data = bytes(event.data)
+        if decoder is not None:
+            # Bounded inflation: a small compressed body cannot grow past the cap.
+            data = decoder.decompress(data, cap + 1 - size)
+        chunks.append(data)
+        size += len(data)
+        if size > cap:
+            return True
 
 
 async def _exchange(
     stream: Stream, parts: SplitResult, url: str, cap: int, deadline: float
 ) -> _Response:
-    """One GET of `url` over `stream`, with the response read and decoded."""
+    """One GET of `url` over `stream`, with the response read and decoded. The head and the
+    body are read under `deadline` and every read is counted: a response the deadline cuts
+    is kept as far as it came (to be fingerprinted, and told stalled from slow); one of which
+    not a byte arrived is an ordinary timeout."""
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
     target = parts.path or "/"
     if parts.query:
         target += f"?{parts.query}"
     headers = [("Host", parts.netloc.rpartition("@")[2]), *BROWSER_HEADERS, ("Connection", "close")]
     request = h11.Request(method="GET", target=target, headers=headers)
+    transfer = stream.meter(asyncio.get_running_loop().time())
     await stream.send(conn.send(request) + (conn.send(h11.EndOfMessage()) or b""))
+    head: h11.Response | None = None
+    chunks: list[bytes] = []
+    truncated = cut = False
+    try:
+        async with asyncio.timeout_at(deadline):
+            head = await _head(conn, stream)
+            fields = _fields(head)
+            encoding = fields.get("content-encoding", "")
+            truncated = await _read_body(conn, stream, encoding, cap, chunks)
+    except TimeoutError:
+        if not transfer.received:
+            raise  # nothing arrived: an ordinary timeout
+        cut = True
+    raw = b"".join(chunks)[:cap]
+    fields = _fields(head) if head is not None else {}
+    status_line = ""
+    if head is not None:
+        version, reason = head.http_version.decode(), head.reason.decode("latin-1")
+        status_line = f"HTTP/{version} {head.status_code} {reason}".rstrip()
+    return _Response(
+        url=url,
+        status=head.status_code if head is not None else None,
+        status_line=status_line,
+        headers=fields,
+        body=decode(raw, charset_of(fields, raw)),
+        body_bytes=len(raw),
+        truncated=truncated,
+        cut=cut,
+        transfer=transfer,
+    )
+
+
+async def _head(conn: h11.Connection, stream: Stream) -> h11.Response:
+    """The response head (informational responses skipped), its size bounded."""
     event = await _next_event(conn, stream)
     while isinstance(event, h11.InformationalResponse):
         event = await _next_event(conn, stream)
@@ -182,20 +221,11 @@ async def _exchange(
         raise EOFError("connection closed before a response")
     if sum(len(k) + len(v) for k, v in event.headers) > MAX_HEADER_BYTES:
         raise PeerProtocolError(f"response headers larger than {MAX_HEADER_BYTES} bytes")
-    fields = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
-    encoding = fields.get("content-encoding", "")
-    raw, truncated, stalled = await _read_body(conn, stream, encoding, cap, deadline)
-    version, reason = event.http_version.decode(), event.reason.decode("latin-1")
-    return _Response(
-        url=url,
-        status=event.status_code,
-        status_line=f"HTTP/{version} {event.status_code} {reason}".rstrip(),
-        headers=fields,
-        body=decode(raw, charset_of(fields, raw)),
-        body_bytes=len(raw),
-        truncated=truncated,
-        stalled=stalled,
-    )
+    return event
+
+
+def _fields(head: h11.Response) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in head.headers}
 
 
 async def _open(
@@ -216,6 +246,12 @@ async def _open(
     return conn, conn.stream
 
 
+def stall_seconds(timeout: float) -> float:
+    """The silence after which a cut transfer counts as stalled, under a step `timeout`:
+    `STALL_SECONDS`, or a quarter of a shorter timeout."""
+    return min(STALL_SECONDS, timeout / 4)
+
+
 def _blockpage(resp: _Response, expect: HttpExpectations) -> tuple[Code, str] | None:
     fp = expect.blockpages.match(resp.status_line, resp.headers, resp.body)
     if fp is None:
@@ -224,12 +260,20 @@ def _blockpage(resp: _Response, expect: HttpExpectations) -> tuple[Code, str] | 
     return Code.HTTP_BLOCKPAGE, f"blockpage {fp.name}{origin}"
 
 
-def _judge(resp: _Response, expect: HttpExpectations) -> tuple[Code, str]:
+def _judge(
+    resp: _Response, expect: HttpExpectations, now: float, stall_after: float
+) -> tuple[Code, str]:
     named = _blockpage(resp, expect)
     if named is not None:
         return named
-    if resp.stalled:
-        return Code.HTTP_TIMEOUT, f"body stalled after {resp.body_bytes} bytes"
+    if resp.cut:
+        # Stalled: a freeze or a dead path, evidence like any timeout. Still arriving: slow
+        # or throttled, which one vantage cannot tell from a slow server (docs/taxonomy.md).
+        slow = not resp.transfer.stalled(now, stall_after)
+        return (Code.HTTP_SLOW if slow else Code.HTTP_TIMEOUT), resp.transfer.describe_cut(
+            now, stall_after
+        )
+    assert resp.status is not None  # only a cut response lacks a head
     if expect.status:
         if resp.status not in expect.status:
             return Code.HTTP_STATUS_MISMATCH, (
@@ -245,7 +289,7 @@ def _judge(resp: _Response, expect: HttpExpectations) -> tuple[Code, str]:
 def _next_hop(resp: _Response) -> str | None:
     """Where a redirect points (absolute), or None for a final answer."""
     location = resp.headers.get("location")
-    if resp.status not in REDIRECTS or not location:
+    if resp.cut or resp.status not in REDIRECTS or not location:
         return None
     try:
         target = urljoin(resp.url, location)
@@ -337,19 +381,28 @@ async def run(
         # Stop reading a dripping body a little before the step's own timeout fires.
         deadline = loop.time() + timeout - max(0.1, timeout / 10)
         fetcher = _Fetcher(conn, ssl_context, expect, resolve, deadline, {host: conn.address})
-        started = time.perf_counter()
+        started = loop.time()
         hops = await fetcher.follow(url)
-        elapsed = time.perf_counter() - started
+        now = loop.time()
         resp = hops.last
-        code, detail = _judge(resp, expect)
+        code, detail = _judge(resp, expect, now, stall_seconds(timeout))
+        elapsed = now - started
+        transfer = resp.transfer
+        ttfb, gap = transfer.time_to_first_byte(), transfer.gap(now, resp.cut)
         facts = HttpFacts(
             status=resp.status,
             body_bytes=resp.body_bytes,
-            bytes_per_second=round(resp.body_bytes / elapsed, 1) if elapsed > 0 else None,
+            bytes_per_second=(
+                round(resp.body_bytes / elapsed, 1) if elapsed > 0 and resp.body_bytes else None
+            ),
             truncated=resp.truncated,
             redirect=hops.unresolved,
             redirects=tuple(hops.urls[1:]),
             title=title_of(resp.body),
+            received_bytes=transfer.received,
+            tls_records=transfer.records,
+            first_byte_seconds=None if ttfb is None else round(ttfb, 6),
+            longest_gap_seconds=None if gap is None else round(gap, 6),
         )
         return Outcome(code, detail, facts)
 

@@ -36,15 +36,24 @@ class TlsFacts:
 class HttpFacts:
     """What the HTTP exchange returned: the last hop's status, size and title. `redirects`
     are the hops followed after the first URL; `redirect` is one that could not be followed
-    (its host did not resolve, or no resolver was given)."""
+    (its host did not resolve, or no resolver was given).
 
-    status: int
+    How the last hop's answer arrived: `received_bytes` off the wire (ciphertext under TLS,
+    in `tls_records` records), the time from the request to its first byte, and the longest
+    silence between reads (for an answer the deadline cut, the silence it was cut in).
+    `status` is None when the deadline came before the response head was complete."""
+
+    status: int | None
     body_bytes: int
     bytes_per_second: float | None
     truncated: bool = False
     redirect: str | None = None
     redirects: tuple[str, ...] = ()
     title: str | None = None
+    received_bytes: int = 0
+    tls_records: int | None = None
+    first_byte_seconds: float | None = None
+    longest_gap_seconds: float | None = None
 
 
 Facts = DnsFacts | TlsFacts | HttpFacts
