@@ -21,6 +21,8 @@ class DnsFacts:
     resolver: str
     addresses: tuple[str, ...] = ()
     stray_responses: int = 0
+    # The size of a truncated UDP answer, when one came (the full one is asked over TCP).
+    truncated_udp_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
