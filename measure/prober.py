@@ -74,6 +74,8 @@ class Prober:
                 body=target.http.expect_body,
                 blockpages=self.blockpages,
                 max_body=self.plan.max_body_bytes,
+                min_bytes=target.http.min_bytes,
+                ranged=target.http.ranged,
             )
         return self._expectations[target.name]
 

@@ -34,6 +34,9 @@ from probes.taxonomy import Code, Step
 from probes.transfer import Transfer
 
 DEFAULT_MAX_BODY = 1 << 20
+# The volume probe's default (`min_bytes: true`): four times the ~16 KB after which
+# data-volume freezes cut connections (Russia, 2024-), so a freeze cannot hide under it.
+DEFAULT_VOLUME_BYTES = 64 * 1024
 MAX_REDIRECTS = 10
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 SCHEME_PORTS = {"https": 443, "http": 80}
@@ -71,12 +74,18 @@ _SNIFF_BYTES = 4096
 
 @dataclass(frozen=True, slots=True)
 class HttpExpectations:
-    """What a genuine answer looks like. No `status` means any status below 400."""
+    """What a genuine answer looks like. No `status` means any status below 400.
+
+    `min_bytes` makes the step a volume probe: the response is read until that many bytes
+    came off the wire (a freeze counts the server's bytes, compressed or not), asked for with
+    a Range header when `ranged`."""
 
     status: tuple[int, ...] = ()
     body: re.Pattern[str] | None = None
     blockpages: BlockpageMatcher = field(default_factory=BlockpageMatcher)
     max_body: int = DEFAULT_MAX_BODY
+    min_bytes: int | None = None
+    ranged: bool = False
 
 
 @dataclass(slots=True)
@@ -146,13 +155,22 @@ async def _next_event(conn: h11.Connection, stream: Stream) -> object:
 
 
 async def _read_body(
-    conn: h11.Connection, stream: Stream, encoding: str, cap: int, chunks: list[bytes]
+    conn: h11.Connection,
+    stream: Stream,
+    encoding: str,
+    expect: HttpExpectations,
+    chunks: list[bytes],
 ) -> bool:
-    """The body, decoded, into `chunks`, up to `cap` bytes; whether it was truncated there.
+    """The body, decoded, into `chunks`, up to `expect.max_body` bytes (and, for a volume
+    probe, until `expect.min_bytes` came off the wire); whether it was cut short there.
     What arrived stays in `chunks` if the caller's deadline cuts it short."""
     size = 0
+    cap = expect.max_body
     decoder = _decoder(encoding)
+    transfer = stream.transfer
     while True:
+        if expect.min_bytes and transfer is not None and transfer.received >= expect.min_bytes:
+            return True
         event = await _next_event(conn, stream)
         if not isinstance(event, h11.Data):
             return False
@@ -167,7 +185,7 @@ async def _read_body(
 
 
 async def _exchange(
-    stream: Stream, parts: SplitResult, url: str, cap: int, deadline: float
+    stream: Stream, parts: SplitResult, url: str, expect: HttpExpectations, deadline: float
 ) -> _Response:
     """One GET of `url` over `stream`, with the response read and decoded. The head and the
     body are read under `deadline` and every read is counted: a response the deadline cuts
@@ -178,6 +196,8 @@ async def _exchange(
     if parts.query:
         target += f"?{parts.query}"
     headers = [("Host", parts.netloc.rpartition("@")[2]), *BROWSER_HEADERS, ("Connection", "close")]
+    if expect.ranged and expect.min_bytes:
+        headers.append(("Range", f"bytes=0-{expect.min_bytes - 1}"))
     request = h11.Request(method="GET", target=target, headers=headers)
     transfer = stream.meter(asyncio.get_running_loop().time())
     await stream.send(conn.send(request) + (conn.send(h11.EndOfMessage()) or b""))
@@ -187,14 +207,13 @@ async def _exchange(
     try:
         async with asyncio.timeout_at(deadline):
             head = await _head(conn, stream)
-            fields = _fields(head)
-            encoding = fields.get("content-encoding", "")
-            truncated = await _read_body(conn, stream, encoding, cap, chunks)
+            encoding = _fields(head).get("content-encoding", "")
+            truncated = await _read_body(conn, stream, encoding, expect, chunks)
     except TimeoutError:
         if not transfer.received:
             raise  # nothing arrived: an ordinary timeout
         cut = True
-    raw = b"".join(chunks)[:cap]
+    raw = b"".join(chunks)[: expect.max_body]
     fields = _fields(head) if head is not None else {}
     status_line = ""
     if head is not None:
@@ -284,7 +303,16 @@ def _judge(
         return Code.HTTP_STATUS_MISMATCH, f"status {resp.status}"
     if expect.body is not None and not expect.body.search(resp.body):
         return Code.HTTP_BODY_MISMATCH, f"body does not match /{expect.body.pattern}/"
-    return Code.OK, f"status {resp.status}"
+    return Code.OK, f"status {resp.status}" + _volume_note(resp, expect)
+
+
+def _volume_note(resp: _Response, expect: HttpExpectations) -> str:
+    """What a volume probe moved: enough, or an object too small to show a freeze."""
+    if expect.min_bytes is None:
+        return ""
+    if resp.transfer.received >= expect.min_bytes:
+        return f", {resp.transfer.received} bytes received (volume probe)"
+    return f", but the object ended after {resp.transfer.received} of min_bytes {expect.min_bytes}"
 
 
 def _next_hop(resp: _Response) -> str | None:
@@ -329,13 +357,13 @@ class _Fetcher:
             hop, stream = await _open(self.conn.address, parts, self.ssl_context)
             self.conn.sock, self.conn.stream = hop.sock, stream
         assert self.conn.stream is not None
-        return await _exchange(self.conn.stream, parts, url, self.expect.max_body, self.deadline)
+        return await _exchange(self.conn.stream, parts, url, self.expect, self.deadline)
 
     async def hop(self, url: str, address: str) -> _Response:
         parts = urlsplit(url)
         conn, stream = await _open(address, parts, self.ssl_context)
         try:
-            return await _exchange(stream, parts, url, self.expect.max_body, self.deadline)
+            return await _exchange(stream, parts, url, self.expect, self.deadline)
         finally:
             conn.close()
 
