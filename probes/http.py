@@ -245,7 +245,12 @@ async def _head(conn: h11.Connection, stream: Stream) -> h11.Response:
 
 
 def _fields(head: h11.Response) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in head.headers}
+    """The head's fields by name. The first of repeated headers counts, as OONI's
+    fingerprint matching reads them (h11 already lowercases names)."""
+    fields: dict[str, str] = {}
+    for k, v in head.headers:
+        fields.setdefault(k.decode("latin-1"), v.decode("latin-1"))
+    return fields
 
 
 async def _open(
