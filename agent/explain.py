@@ -84,7 +84,8 @@ EXPLANATIONS: dict[Code, str] = {
         "somewhere else"
     ),
     Code.TLS_ERROR: "the secure connection to {host} failed in an unexpected way",
-    Code.HTTP_TIMEOUT: "the page from {host} did not arrive in time: it may be throttled",
+    Code.HTTP_TIMEOUT: "the page from {host} did not arrive in time, or stopped arriving",
+    Code.HTTP_SLOW: "the page from {host} was still arriving slowly: it may be throttled",
     Code.HTTP_RESET: "the connection was cut while asking {host} for the page",
     Code.HTTP_EOF: "the connection was closed before {host}'s page arrived",
     Code.HTTP_BLOCKPAGE: "instead of {host}, a known blocking page came back",

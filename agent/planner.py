@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -21,6 +21,7 @@ from agent.config import (
     ExchangeConfig,
     TargetConfig,
     VantageSection,
+    VolumeOptions,
     split_host_port,
 )
 from agent.fingerprint_db import (
@@ -38,7 +39,7 @@ from measure.plan import HttpPlan, Prefix, ProbePlan, RawPlan, TargetPlan, Vanta
 from probes.blockpages import Fingerprint
 from probes.dns_fingerprints import DnsFingerprint
 from probes.exchange import MTPROTO, Exchange
-from probes.http import SCHEME_PORTS
+from probes.http import DEFAULT_VOLUME_BYTES, SCHEME_PORTS
 
 log = logging.getLogger("reachprobe")
 # How much of each page's decoded body the measurement log keeps (docs/measurement-log.md):
@@ -117,16 +118,32 @@ def plan_vantage(section: VantageSection) -> VantagePlan:
     return VantagePlan(section.canary_group, canary, section.nxdomain_probe_suffix)
 
 
-def plan_target(target: TargetConfig) -> TargetPlan:
+def plan_volume(
+    target: TargetConfig, groups: Mapping[str, VolumeOptions]
+) -> tuple[int | None, bool]:
+    """The volume probe's (min_bytes, ranged): the target's own, else its group's default."""
+    options: VolumeOptions = target
+    if target.min_bytes is None and target.group in groups:
+        options = groups[target.group]
+    size = options.min_bytes
+    if size is True:
+        size = DEFAULT_VOLUME_BYTES
+    return size, options.range
+
+
+def plan_target(target: TargetConfig, groups: Mapping[str, VolumeOptions]) -> TargetPlan:
     """One target's plan: scheme, host, port and HTTP expectations, parsed once."""
     group = target.group
     if target.url is not None:
         parts = urlsplit(target.url)
+        min_bytes, ranged = plan_volume(target, groups)
         http = HttpPlan(
             url=target.url,
             parts=parts,
             expect_status=tuple(target.expect_status),
             expect_body=re.compile(target.expect_body) if target.expect_body else None,
+            min_bytes=min_bytes,
+            ranged=ranged,
         )
         port = parts.port or SCHEME_PORTS[parts.scheme]
         return TargetPlan(target.name, group, parts.scheme, parts.hostname or "", port, http)
@@ -192,7 +209,7 @@ def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
     control = resolvers.control
     http_fingerprints, dns_fingerprints = plan_fingerprints(config)
     return ProbePlan(
-        targets=tuple(plan_target(t) for t in config.targets),
+        targets=tuple(plan_target(t, config.groups) for t in config.targets),
         test_resolver=resolvers.test.resolver(),
         control_resolver=control.resolver() if control is not None else None,
         timeout=agent.timeout,

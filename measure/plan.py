@@ -70,6 +70,10 @@ class HttpPlan:
     parts: SplitResult
     expect_status: tuple[int, ...] = ()
     expect_body: re.Pattern[str] | None = None
+    # The volume probe: read at least this many body bytes (None: the page as it comes),
+    # asked for with a Range header when `ranged`.
+    min_bytes: int | None = None
+    ranged: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from enum import StrEnum
 
 from probes.results import StepResult
-from probes.taxonomy import OK, SKIPPED, Step
+from probes.taxonomy import OK, SKIPPED, Code, Step
 
 
 class Verdict(StrEnum):
@@ -49,6 +49,10 @@ OONI_BLOCKING: dict[Verdict, str | bool | None] = {
     Verdict.VANTAGE_DOWN: None,
     Verdict.INCONCLUSIVE: None,
 }
+# Failures that say nothing about blocking on their own: a page still arriving at the
+# deadline is slow, and one vantage cannot tell a throttle from a slow server or link (the
+# cross-vantage throttling rule can: docs/taxonomy.md, "Slow and stalled transfers").
+UNDECIDED: frozenset[Code] = frozenset({Code.HTTP_SLOW})
 
 
 def first_failure(steps: Sequence[StepResult]) -> StepResult | None:
@@ -60,12 +64,13 @@ def chain_verdict(steps: Sequence[StepResult]) -> Verdict:
     """Verdict of one chain of steps: the first failing step decides.
 
     A `*_error` code says only that something unexpected happened, not that anything was
-    blocked, so it gives `inconclusive`; so does a chain in which nothing ran at all.
+    blocked, so it gives `inconclusive`, as do the `UNDECIDED` codes and a chain in which
+    nothing ran at all.
     """
     failure = first_failure(steps)
     if failure is None:
         return REACHABLE if any(s.result == OK for s in steps) else INCONCLUSIVE
-    if failure.result.endswith("_error"):
+    if failure.result.endswith("_error") or failure.result in UNDECIDED:
         return INCONCLUSIVE
     return STEP_VERDICTS[failure.step]
 

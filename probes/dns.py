@@ -80,6 +80,9 @@ class QueryOutcome:
     strays: int = 0
     # The server that answered (or was asked last): `ip:port`, or the DoH URL.
     server: str | None = None
+    # The size of a truncated UDP answer (TC set), when one came: the full answer is then
+    # asked over TCP, and if that fails, this is what the resolver did say (issue 22).
+    truncated_bytes: int | None = None
 
 
 def _addresses(msg: dns.message.Message) -> list[str]:
@@ -163,7 +166,7 @@ def evaluate(
         return Code.OK, ", ".join(addresses), addresses
 
     responses = [o.responses[0] for o in outcomes.values() if o.responses]
-    errors = [o.error for o in outcomes.values() if not o.responses and o.error is not None]
+    errors = [o for o in outcomes.values() if not o.responses and o.error is not None]
     # An empty NOERROR to one query says nothing when the other was never answered: "no
     # answer arrived" is not "the name has no address" (a lost A answer beside an empty
     # AAAA answer is a timeout). NXDOMAIN, SERVFAIL and REFUSED speak for the whole name.
@@ -173,7 +176,11 @@ def evaluate(
         rcode = decisive[0] if decisive else rcodes[0]
         return _RCODE_RESULTS.get(rcode, Code.DNS_ERROR), dns.rcode.to_text(rcode), []
     if errors:
-        code, detail = classify(Step.DNS, errors[0])
+        assert errors[0].error is not None
+        code, detail = classify(Step.DNS, errors[0].error)
+        cut = next((o.truncated_bytes for o in errors if o.truncated_bytes), None)
+        if cut is not None:
+            detail = f"UDP answer truncated ({cut} bytes), its TCP retry failed: {detail}"
         return code, detail, []
     return Code.DNS_ERROR, "no query was sent", []
 
@@ -185,6 +192,7 @@ class _UdpCollector(asyncio.DatagramProtocol):
         self.query = query
         self.responses: list[dns.message.Message] = []
         self.strays = 0
+        self.truncated_bytes: int | None = None
         self.first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
@@ -195,6 +203,8 @@ class _UdpCollector(asyncio.DatagramProtocol):
         if not self.query.is_response(msg):
             self.strays += 1
             return
+        if msg.flags & dns.flags.TC and self.truncated_bytes is None:
+            self.truncated_bytes = len(data)
         if len(self.responses) >= MAX_RESPONSES:
             return  # two differing ones already prove injection; a flood costs no memory
         self.responses.append(msg)
@@ -242,7 +252,9 @@ async def _udp(
     try:
         # Keep listening: a forged answer may arrive before or after the genuine one.
         await asyncio.sleep(window)
-        return QueryOutcome(list(proto.responses), strays=proto.strays)
+        return QueryOutcome(
+            list(proto.responses), strays=proto.strays, truncated_bytes=proto.truncated_bytes
+        )
     finally:
         transport.close()
 
@@ -315,8 +327,10 @@ class DnsClient:
         return [_parse_doh(body, query)]
 
     async def _query_once(
-        self, query: dns.message.Message, server: tuple[str, int] | None
+        self, query: dns.message.Message, server: tuple[str, int] | None, note: QueryOutcome
     ) -> QueryOutcome:
+        """One server's answer; a truncated UDP answer is noted in `note` before its TCP
+        retry, so that it is kept when the retry fails."""
         kind = self.resolver.type
         if kind not in ("udp", "system"):
             async with self.limiter:
@@ -324,6 +338,7 @@ class DnsClient:
         assert server is not None
         outcome = await _udp(query, server, self.timeout, self.injection_window, self.limiter)
         if any(m.flags & dns.flags.TC for m in outcome.responses):
+            note.truncated_bytes = outcome.truncated_bytes
             # A truncated answer is retried over TCP, as resolvers do; answers that were
             # not truncated stay, so a forged UDP answer still shows as injection.
             async with self.limiter:
@@ -368,7 +383,7 @@ class DnsClient:
             outcome.server = self.resolver.url if server is None else format_endpoint(*server)
             try:
                 async with asyncio.timeout(self.per_server):
-                    answered = await self._query_once(query, server)
+                    answered = await self._query_once(query, server, outcome)
                 answered.server = outcome.server
                 return answered
             except (
@@ -395,7 +410,14 @@ class DnsClient:
             strays = sum(r.strays for r in results)
             own = self.resolver.type == "system"  # the volunteer's own network's server
             queries = tuple(query_facts(q, r, own) for q, r in zip(QTYPES, results, strict=True))
-            facts = DnsFacts(self.resolver.type, tuple(addresses), strays, queries)
+            cut = max((r.truncated_bytes or 0 for r in results), default=0) or None
+            facts = DnsFacts(
+                self.resolver.type,
+                tuple(addresses),
+                strays,
+                queries=queries,
+                truncated_udp_bytes=cut,
+            )
             return Outcome(code, detail, facts)
 
         return await measure(Step.DNS, None, self.step_timeout, work)

@@ -48,6 +48,8 @@ class DnsFacts:
     addresses: tuple[str, ...] = ()
     stray_responses: int = 0
     queries: tuple[DnsQuery, ...] = field(default=(), metadata=ARCHIVE_ONLY)
+    # The size of a truncated UDP answer, when one came (the full one is asked over TCP).
+    truncated_udp_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +68,14 @@ class TlsFacts:
 class HttpFacts:
     """What the HTTP exchange returned: the last hop's status, size and title. `redirects`
     are the hops followed after the first URL; `redirect` is one that could not be followed
-    (its host did not resolve, or no resolver was given)."""
+    (its host did not resolve, or no resolver was given).
 
-    status: int
+    How the last hop's answer arrived: `received_bytes` off the wire (ciphertext under TLS,
+    in `tls_records` records), the time from the request to its first byte, and the longest
+    silence between reads (for an answer the deadline cut, the silence it was cut in).
+    `status` is None when the deadline came before the response head was complete."""
+
+    status: int | None
     body_bytes: int
     bytes_per_second: float | None
     truncated: bool = False
@@ -79,6 +86,10 @@ class HttpFacts:
     # most BODY_SAMPLE characters: `body_bytes` says whether there was more).
     headers: tuple[tuple[str, str], ...] = field(default=(), metadata=ARCHIVE_ONLY)
     body: str = field(default="", metadata=ARCHIVE_ONLY)
+    received_bytes: int = 0
+    tls_records: int | None = None
+    first_byte_seconds: float | None = None
+    longest_gap_seconds: float | None = None
 
 
 Facts = DnsFacts | TlsFacts | HttpFacts
