@@ -4,7 +4,8 @@ r"""The raw lab: a client four routers away from its servers, with a censor on o
     .2     .1   .6 .5  .10 .9  .14 .13 .18 .17  198.18.100.53 DNS        (198.19.100.x)
 
 Routers answer time-exceeded from their client-facing address (`router_address(k)`), without
-ICMP rate limits (the kernel's default one per second would make traces flaky). A censor is
+ICMP rate limits unless a test sets them (`icmp_ratelimit(ms)`: the kernel's default is 1000,
+one error a second per destination after a burst of six). A censor is
 installed on router 2 or 3 with `censor(hop, kind)`, acting on the prerouting hook: it sees a
 packet before the router checks its TTL, as an in-path box in front of the router would, so
 it stops exactly the probes with TTL >= hop.
@@ -203,23 +204,54 @@ class RawPath:
             netns.run(["nft", "delete", "table", "inet", "rawcensor"], ns=ns)
             netns.run(["iptables", "-t", "mangle", "-F", "PREROUTING"], ns=ns)
 
-    def probe(self, args: Sequence[str], *, user: str | None = None) -> dict:
-        """Run `python -m probes.raw ARGS` in the client namespace; its JSON.
+    @contextlib.contextmanager
+    def icmp_ratelimit(self, milliseconds: int) -> Iterator[None]:
+        """Every router rate-limits its ICMP errors to one per `milliseconds` per destination
+        (after the kernel's burst) for the with-block."""
+        for role in ROUTERS:
+            netns.sysctl(self.ns(role), "net.ipv4.icmp_ratelimit", str(milliseconds))
+        try:
+            yield
+        finally:
+            for role in ROUTERS:
+                netns.sysctl(self.ns(role), "net.ipv4.icmp_ratelimit", "0")
 
-        With `user`, the probe runs as that user with no capabilities at all (setpriv).
-        """
-        argv = [
+    def _probe_argv(self, args: Sequence[str], user: str | None) -> list[str]:
+        return [
             *netns.ns_prefix(self.ns(CLIENT)),
             *(unprivileged(user) if user else []),
             *python_argv("-m", "probes.raw", "--rate", "200", "--global-rate", "400",
                          "--timeout", "1", *args),
         ]  # fmt: skip
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, env=lab_env(), timeout=PROBE_TIMEOUT_SECONDS
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr}")
-        return json.loads(proc.stdout)
+
+    def probe(self, args: Sequence[str], *, user: str | None = None) -> dict:
+        """Run `python -m probes.raw ARGS` in the client namespace; its JSON.
+
+        With `user`, the probe runs as that user with no capabilities at all (setpriv).
+        """
+        return self.probe_all([args], user=user)[0]
+
+    def probe_all(self, probes: Sequence[Sequence[str]], *, user: str | None = None) -> list[dict]:
+        """Run several `python -m probes.raw` at once in the client namespace; their JSON."""
+        argvs = [self._probe_argv(args, user) for args in probes]
+        procs = [
+            subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lab_env()
+            )
+            for argv in argvs
+        ]
+        results = []
+        try:
+            for argv, proc in zip(argvs, procs, strict=True):
+                out, err = proc.communicate(timeout=PROBE_TIMEOUT_SECONDS)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{' '.join(argv)}: exit {proc.returncode}: {err}")
+                results.append(json.loads(out))
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+        return results
 
     def stop(self) -> None:
         """Stop the servers and delete every namespace; safe to call twice."""
