@@ -10,6 +10,7 @@ and asks it, per target, for the follow-ups that the verdict and result codes ca
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from probes.raw import packets
@@ -73,13 +74,19 @@ class RawOptions:
 
 
 class RawProber:
-    """The raw probes of one agent config, sharing one set of rate limits."""
+    """The raw probes of one agent config, sharing one set of rate limits.
+
+    Its traces run one at a time: every trace asks the same routers for time-exceeded errors,
+    which they rate-limit per destination (Linux: one a second after a burst of six), so
+    traces at once would spend each other's answers and read the routers' silence as a
+    censor's (docs/raw.md)."""
 
     def __init__(self, options: RawOptions) -> None:
         self.options = options
         self.limits = RateLimits(
             global_rate=options.global_rate_per_second, target_rate=options.rate_per_second
         )
+        self._tracing = asyncio.Lock()
 
     async def trace(
         self,
@@ -92,19 +99,20 @@ class RawProber:
     ) -> Trace:
         """`probes.raw.trace` with the configured options."""
         o = self.options
-        return await trace(
-            address,
-            port,
-            method,
-            sni=sni,
-            host=host,
-            control_sni=o.control_sni,
-            control_host=o.control_host,
-            max_ttl=o.max_ttl,
-            repeats=o.repeats,
-            timeout=o.timeout,
-            limits=self.limits,
-        )
+        async with self._tracing:
+            return await trace(
+                address,
+                port,
+                method,
+                sni=sni,
+                host=host,
+                control_sni=o.control_sni,
+                control_host=o.control_host,
+                max_ttl=o.max_ttl,
+                repeats=o.repeats,
+                timeout=o.timeout,
+                limits=self.limits,
+            )
 
     async def reset(
         self, address: str, port: int, result: str, *, sni: str | None, host: str | None

@@ -216,42 +216,23 @@ class RawPath:
             for role in ROUTERS:
                 netns.sysctl(self.ns(role), "net.ipv4.icmp_ratelimit", "0")
 
-    def _probe_argv(self, args: Sequence[str], user: str | None) -> list[str]:
-        return [
-            *netns.ns_prefix(self.ns(CLIENT)),
-            *(unprivileged(user) if user else []),
-            *python_argv("-m", "probes.raw", "--rate", "200", "--global-rate", "400",
-                         "--timeout", "1", *args),
-        ]  # fmt: skip
-
     def probe(self, args: Sequence[str], *, user: str | None = None) -> dict:
         """Run `python -m probes.raw ARGS` in the client namespace; its JSON.
 
         With `user`, the probe runs as that user with no capabilities at all (setpriv).
         """
-        return self.probe_all([args], user=user)[0]
-
-    def probe_all(self, probes: Sequence[Sequence[str]], *, user: str | None = None) -> list[dict]:
-        """Run several `python -m probes.raw` at once in the client namespace; their JSON."""
-        argvs = [self._probe_argv(args, user) for args in probes]
-        procs = [
-            subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lab_env()
-            )
-            for argv in argvs
-        ]
-        results = []
-        try:
-            for argv, proc in zip(argvs, procs, strict=True):
-                out, err = proc.communicate(timeout=PROBE_TIMEOUT_SECONDS)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"{' '.join(argv)}: exit {proc.returncode}: {err}")
-                results.append(json.loads(out))
-        finally:
-            for proc in procs:
-                proc.kill()
-                proc.wait()
-        return results
+        argv = [
+            *netns.ns_prefix(self.ns(CLIENT)),
+            *(unprivileged(user) if user else []),
+            *python_argv("-m", "probes.raw", "--rate", "200", "--global-rate", "400",
+                         "--timeout", "1", *args),
+        ]  # fmt: skip
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, env=lab_env(), timeout=PROBE_TIMEOUT_SECONDS
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr}")
+        return json.loads(proc.stdout)
 
     def stop(self) -> None:
         """Stop the servers and delete every namespace; safe to call twice."""
