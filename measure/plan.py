@@ -13,8 +13,10 @@ from typing import Literal, Protocol
 from urllib.parse import SplitResult
 
 from probes.blockpages import Fingerprint
-from probes.dns import Resolver
+from probes.browser import CONTROL_NAME
+from probes.dns import INJECTION_WINDOW, Resolver
 from probes.exchange import Exchange
+from probes.raw.options import RawOptions
 from probes.taxonomy import Step
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -128,14 +130,14 @@ class RawPlan:
     """The raw follow-ups to run (docs/raw.md). `options` is `probes.raw.RawOptions`, kept
     untyped here so that planning never imports scapy; `forced` traces every target."""
 
-    options: object
+    options: RawOptions
     trace: bool = True
     fingerprint: bool = True
     forced: bool = False
     echo: bool = False
     # The test resolver, when it is asked over UDP (the DNS fingerprint repeats its query).
     resolver: tuple[str, int] | None = None
-    window: float = 0.5
+    window: float = INJECTION_WINDOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +152,9 @@ class ProbePlan:
     max_addresses: int = 4
     address_limit: int = 8
     max_body_bytes: int = 1 << 20
-    injection_window: float = 0.5
+    injection_window: float = INJECTION_WINDOW
+    # The SNI re-check's innocuous name (config `raw.control_sni`).
+    control_sni: str = CONTROL_NAME
     bogon_exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     ca_file: str | None = None
     fingerprints: tuple[Fingerprint, ...] = field(default=())

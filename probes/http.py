@@ -27,6 +27,7 @@ import h11
 
 from probes import tcp, tls
 from probes.blockpages import BlockpageMatcher
+from probes.browser import request_headers
 from probes.connection import Connection, Stream
 from probes.errors import Outcome, PeerProtocolError, measure
 from probes.errors import deadline as step_deadline
@@ -37,17 +38,6 @@ DEFAULT_MAX_BODY = 1 << 20
 MAX_REDIRECTS = 10
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 SCHEME_PORTS = {"https": 443, "http": 80}
-# An ordinary browser's request: the agent must not stand out on the wire (README: Risks).
-BROWSER_HEADERS = (
-    (
-        "User-Agent",
-        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-        "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-    ),
-    ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
-    ("Accept-Language", "en-US,en;q=0.9"),
-    ("Accept-Encoding", "gzip, deflate"),
-)
 # The most header bytes accepted (h11 stops buffering an incomplete head past it too).
 MAX_HEADER_BYTES = 32 * 1024
 
@@ -173,7 +163,7 @@ async def _exchange(
     target = parts.path or "/"
     if parts.query:
         target += f"?{parts.query}"
-    headers = [("Host", parts.netloc.rpartition("@")[2]), *BROWSER_HEADERS, ("Connection", "close")]
+    headers = request_headers(parts.netloc.rpartition("@")[2])
     request = h11.Request(method="GET", target=target, headers=headers)
     await stream.send(conn.send(request) + (conn.send(h11.EndOfMessage()) or b""))
     event = await _next_event(conn, stream)

@@ -23,10 +23,10 @@ import pytest
 from agent.config import parse_config
 from agent.planner import make_plan
 from agent.sinks.prometheus import PrometheusSink
-from measure.followups.sni import CONTROL_SNI
 from measure.prober import Prober, interleave
 from measure.report import TargetReport
 from measure.verdict import family_outcomes
+from probes.browser import CONTROL_NAME as CONTROL_SNI
 from probes.results import StepResult, skipped
 from probes.taxonomy import Code, Step
 from simlab import (

@@ -21,26 +21,27 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConfigError, parse_config
+from measure.followups.raw import TRACE_BY_VERDICT, trace_method
+from measure.verdict import Verdict
 from probes.raw import (
     Hop,
     PacketEvidence,
     RateLimits,
     RawOptions,
     RawProber,
-    echo,
     fingerprint_dns,
     fingerprint_reset,
     has_cap_net_raw,
     packets,
     reset_trigger,
-    trace,
-    trace_method,
     wants_reset_fingerprint,
 )
 from probes.raw.capture import attach_source_filter
+from probes.raw.echo import echo
 from probes.raw.fingerprint import compare
 from probes.raw.ratelimit import TokenBucket
-from probes.raw.trace import _stream_verdict, _syn_verdict
+from probes.raw.trace import _stream_verdict, _syn_verdict, trace
+from probes.taxonomy import Code
 from simlab.loopback import FORGED_ADDRESS, HOST, LoopbackLab
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,19 +257,27 @@ def test_raw_config_is_off_by_default_and_checked() -> None:
 
 
 def test_follow_ups_chosen_from_verdict_and_result() -> None:
-    assert trace_method("tcp_ip_blocking", "https") == "syn"
-    assert trace_method("tls_blocking", "https") == "tls"
-    assert trace_method("http_blocking", "http") == "http"
-    for verdict in ("reachable", "dns_blocking", "inconclusive"):
+    assert trace_method(Verdict.TCP_IP_BLOCKING, "https") == "syn"
+    assert trace_method(Verdict.TLS_BLOCKING, "https") == "tls"
+    assert trace_method(Verdict.HTTP_BLOCKING, "http") == "http"
+    untraced = set(Verdict) - {Verdict.TCP_IP_BLOCKING, Verdict.TLS_BLOCKING, Verdict.HTTP_BLOCKING}
+    for verdict in untraced:
         assert trace_method(verdict, "https") is None
-    assert trace_method("reachable", "https", forced=True) == "tls"
-    assert trace_method("reachable", "tcp", forced=True) == "syn"
-    assert trace_method("dns_blocking", "http", forced=True) == "http"
-    resets = ["tcp_reset", "tcp_refused", "tls_reset", "http_reset"]
-    assert [r for r in [*resets, "tls_eof", "ok"] if wants_reset_fingerprint(r)] == resets
-    assert b"a.example" in (reset_trigger("tls_reset", sni="a.example", host=None) or b"")
-    assert (reset_trigger("http_reset", sni=None, host="a.example") or b"").startswith(b"GET ")
-    assert reset_trigger("tcp_refused", sni="a.example", host="a.example") is None
+    assert trace_method(Verdict.REACHABLE, "https", forced=True) == "tls"
+    assert trace_method(Verdict.REACHABLE, "tcp", forced=True) == "syn"
+    assert trace_method(Verdict.DNS_BLOCKING, "http", forced=True) == "http"
+    resets = [Code.TCP_RESET, Code.TCP_REFUSED, Code.TLS_RESET, Code.HTTP_RESET]
+    others = [Code.TLS_EOF, Code.OK]
+    assert [r for r in [*resets, *others] if wants_reset_fingerprint(r)] == resets
+    assert b"a.example" in (reset_trigger(Code.TLS_RESET, sni="a.example", host=None) or b"")
+    request = reset_trigger(Code.HTTP_RESET, sni=None, host="a.example") or b""
+    assert request.startswith(b"GET ")
+    assert reset_trigger(Code.TCP_REFUSED, sni="a.example", host="a.example") is None
+
+
+def test_every_verdict_has_a_trace_row() -> None:
+    """Adding a verdict without deciding its trace fails here (issue 24: every table once)."""
+    assert set(TRACE_BY_VERDICT) == set(Verdict)
 
 
 def test_raw_options_mirror_the_config_section() -> None:
@@ -280,7 +289,9 @@ def test_raw_options_mirror_the_config_section() -> None:
 @needs_raw
 async def test_raw_prober_fingerprints_a_server_reset(lab: LoopbackLab) -> None:
     prober = RawProber(RawOptions(rate_per_second=100, global_rate_per_second=100, timeout=1))
-    result = await prober.reset(HOST, lab.port("reset"), "tls_reset", sni="valid.test", host=None)
+    result = await prober.reset(
+        HOST, lab.port("reset"), Code.TLS_RESET, sni="valid.test", host=None
+    )
     assert result.verdict == "genuine", result
     assert (await prober.echo(HOST)).received == 3
 

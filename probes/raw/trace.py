@@ -32,9 +32,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from probes.browser import CONTROL_NAME
+from probes.errors import attempt, describe
 from probes.raw import packets
 from probes.raw.capability import SKIPPED_NO_CAP, has_cap_net_raw
 from probes.raw.capture import Capture
+from probes.raw.options import DEFAULT_MAX_TTL, DEFAULT_TIMEOUT
 from probes.raw.ratelimit import RateLimits
 from probes.raw.results import (
     DATA,
@@ -50,11 +53,8 @@ from probes.raw.results import (
     Trace,
 )
 from probes.raw.syn import SynSender
+from probes.taxonomy import Failure
 
-DEFAULT_MAX_TTL = 16
-# The control trace's SNI and Host: a name no censor blocks (the agent's own control SNI).
-CONTROL_NAME = "www.example.org"
-DEFAULT_TIMEOUT = 2.0
 DEFAULT_BUDGET = 120.0
 # Silent TTLs in a row after which a syn trace stops (the packet is not getting through).
 SILENT_STOP = 3
@@ -127,7 +127,7 @@ async def trace(
                 capture, method, address, port, test, control, max_ttl, *probe_options
             )
     except OSError as exc:
-        return Trace("error", method, address, port, detail=f"trace failed: {exc}")
+        return Trace("error", method, address, port, detail=f"trace failed: {describe(exc)}")
 
 
 def _check_arguments(
@@ -506,19 +506,17 @@ async def _stream_probe(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
-        try:
-            await asyncio.wait_for(loop.sock_connect(sock, (address, port)), timeout)
-        except (OSError, TimeoutError):
+        _, failed = await attempt(loop.sock_connect(sock, (address, port)), timeout)
+        if failed is not None:
             return Observation(HANDSHAKE_FAILED, None)
         sport = sock.getsockname()[1]
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
         await limits.acquire(address)
         sent = time.monotonic()
-        try:
-            await asyncio.wait_for(loop.sock_sendall(sock, payload), timeout)
-        except ConnectionResetError:
+        _, failed = await attempt(loop.sock_sendall(sock, payload), timeout)
+        if failed is Failure.RESET:
             return Observation(RST, address)  # reset between the handshake and the trigger
-        except (OSError, TimeoutError):
+        if failed is not None:
             return Observation(HANDSHAKE_FAILED, None)
         icmp = asyncio.ensure_future(
             capture.wait(
@@ -552,12 +550,9 @@ async def _stream_probe(
 async def _read(
     loop: asyncio.AbstractEventLoop, sock: socket.socket, address: str, timeout: float
 ) -> Observation:
-    try:
-        data = await asyncio.wait_for(loop.sock_recv(sock, RECV_BYTES), timeout)
-    except TimeoutError:
-        return Observation(TIMEOUT, None)
-    except ConnectionResetError:
+    data, failed = await attempt(loop.sock_recv(sock, RECV_BYTES), timeout)
+    if failed is Failure.RESET:
         return Observation(RST, address)
-    except OSError:
+    if failed is not None:
         return Observation(TIMEOUT, None)
     return Observation(DATA if data else FIN, address)
