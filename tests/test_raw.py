@@ -36,11 +36,19 @@ from probes.raw import (
     reset_trigger,
     wants_reset_fingerprint,
 )
+from probes.raw import trace as trace_module
 from probes.raw.capture import attach_source_filter
 from probes.raw.echo import echo
 from probes.raw.fingerprint import compare
 from probes.raw.ratelimit import TokenBucket
-from probes.raw.trace import _stream_verdict, _syn_verdict, trace
+from probes.raw.trace import (
+    Observation,
+    _confirm_silence,
+    _stream_verdict,
+    _syn_verdict,
+    _tally,
+    trace,
+)
 from probes.taxonomy import Code
 from simlab.loopback import FORGED_ADDRESS, HOST, LoopbackLab
 
@@ -145,6 +153,66 @@ def test_stream_verdict_is_the_first_difference_from_the_control() -> None:
         "agreeing": 3,
         "probes": 3,
     }
+
+
+def test_an_answer_outvotes_silence() -> None:
+    """A rate-limited router drops some of its ICMP errors; nothing makes one up."""
+    observed = [Observation("timeout", None)] * 2 + [Observation("time_exceeded", "r1")]
+    assert _tally(1, observed) == Hop(1, "r1", "time_exceeded", 1, 3)
+    assert _tally(2, [Observation("timeout", None)] * 3) == Hop(2, None, "timeout", 3, 3)
+
+
+def test_a_silence_the_trigger_got_past_is_no_divergence() -> None:
+    te = "time_exceeded"
+    control = _hops((te, "r1"), (te, "r2"), (te, "r3"), ("data", "x"))
+    # Router 2 kept its error to itself, yet the trigger got time-exceeded from router 3.
+    quiet = _hops((te, "r1"), ("timeout", None), (te, "r3"), ("data", "x"))
+    assert _stream_verdict("tls", "x", 443, quiet, control).blocking_hop is None
+    # Reaching the destination as the control did clears an earlier silence too.
+    late = _hops((te, "r1"), ("timeout", None), ("timeout", None), ("data", "x"))
+    assert _stream_verdict("tls", "x", 443, late, control).blocking_hop is None
+    # An answer where the control got time-exceeded is a divergence, silence or not before it.
+    injected = _hops((te, "r1"), ("timeout", None), ("data", "x"), ("data", "x"))
+    assert _stream_verdict("http", "x", 80, injected, control).blocking_hop == 3
+
+
+def scripted(script: dict[int, list[str]], address: str = "r") -> trace_module.Probe:
+    """A probe answering TTL t with the next response of script[t] (its last one repeated)."""
+    asked: dict[int, int] = {}
+
+    async def probe(ttl: int) -> Observation:
+        responses = script[ttl]
+        index = min(asked.get(ttl, 0), len(responses) - 1)
+        asked[ttl] = asked.get(ttl, 0) + 1
+        response = responses[index]
+        return Observation(response, None if response == "timeout" else f"{address}{ttl}")
+
+    return probe
+
+
+async def test_a_deciding_silence_is_asked_again_before_it_is_believed(monkeypatch) -> None:
+    monkeypatch.setattr(trace_module, "REPROBE_PAUSE", 0.0)
+    te, silent = "time_exceeded", "timeout"
+    control = list(_hops((te, "r1"), (te, "r2"), (te, "r3"), ("data", "x")))
+    control_probe = scripted({1: [te], 2: [te], 3: [te], 4: ["data"]})
+    # Router 2 was rate-limiting when first asked; the censor at hop 3 drops the trigger.
+    test = list(_hops((te, "r1"), (silent, None), (silent, None), (silent, None)))
+    probe = scripted({1: [te], 2: [silent] * 3 + [te], 3: [silent], 4: [silent]})
+    undecided = await _confirm_silence(test, control, probe, control_probe, 3, float("inf"))
+    assert undecided is None
+    assert test[1].response == te
+    found = _stream_verdict("tls", "x", 443, tuple(test), tuple(control))
+    assert (found.blocking_hop, found.router) == (3, "r3")
+
+
+async def test_a_silence_the_control_shares_when_asked_again_decides_nothing(monkeypatch) -> None:
+    monkeypatch.setattr(trace_module, "REPROBE_PAUSE", 0.0)
+    te, silent = "time_exceeded", "timeout"
+    control = list(_hops((te, "r1"), (te, "r2"), ("data", "x")))
+    control_probe = scripted({1: [te], 2: [silent], 3: ["data"]})
+    test = list(_hops((te, "r1"), (silent, None), (silent, None)))
+    probe = scripted({1: [te], 2: [silent], 3: [silent]})
+    assert await _confirm_silence(test, control, probe, control_probe, 3, float("inf")) == 2
 
 
 async def test_bad_input_is_an_error_result_not_an_exception() -> None:
