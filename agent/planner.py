@@ -160,10 +160,7 @@ def plan_raw(config: Config, forced_trace: bool) -> RawPlan | None:
     section = config.raw
     if not (section.enabled or forced_trace):
         return None
-    from probes.raw import RawOptions  # scapy loads only for an agent that uses it
-
-    fields = set(RawOptions.__dataclass_fields__)
-    options = RawOptions(**section.model_dump(include=fields))
+    options = section.options()
     test = config.resolvers.test
     udp = test.endpoints()[0] if test.type == "udp" and test.servers else None
     return RawPlan(
@@ -198,7 +195,7 @@ def plan_prefixes(config: Config) -> tuple[Prefix, ...]:
 
 def syn_scan_allowed() -> bool:
     """True if this process may send raw SYNs (CAP_NET_RAW)."""
-    from probes.raw.capability import has_cap_net_raw  # scapy loads only when asked for
+    from probes.raw.capability import has_cap_net_raw
 
     return has_cap_net_raw()
 
@@ -220,6 +217,7 @@ def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
         # Every target's latest report stays in memory: keep bodies only for the log.
         body_sample=LOG_BODY_SAMPLE if config.measurement_log is not None else 0,
         injection_window=resolvers.injection_window,
+        control_sni=config.raw.control_sni,
         bogon_exempt=tuple(resolvers.bogon_exempt),
         ca_file=str(config.tls.ca_file) if config.tls.ca_file else None,
         fingerprints=http_fingerprints,

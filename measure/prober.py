@@ -113,7 +113,9 @@ class Prober:
         handshake = next((s for s in chain if s.step == Step.TLS), None)
         if handshake is not None and sni.needs_recheck(handshake):
             evidence = await sni.recheck(
-                handshake, lambda name: self._connect(target, address, sni.HANDSHAKE, name)
+                handshake,
+                lambda name: self._connect(target, address, sni.HANDSHAKE, name),
+                self.plan.control_sni,
             )
             chain[chain.index(handshake)] = handshake.with_evidence(evidence)
         return tuple(chain)

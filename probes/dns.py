@@ -43,6 +43,10 @@ DOH_MAX_BYTES = 65535
 MAX_RESPONSES = 16
 TRANSPORTS = ("system", "udp", "tcp", "dot", "doh")
 DEFAULT_PORTS = {"udp": 53, "tcp": 53, "dot": 853}
+# How long a UDP query keeps listening after its first answer for a competing one (an
+# injector's forged answer and the resolver's real one both arrive): the default of
+# `resolvers.injection_window`, and the DNS fingerprint's.
+INJECTION_WINDOW = 0.5
 _RCODE_RESULTS = {
     dns.rcode.NXDOMAIN: Code.DNS_NXDOMAIN,
     dns.rcode.SERVFAIL: Code.DNS_SERVFAIL,
@@ -281,7 +285,7 @@ class DnsClient:
         resolver: Resolver,
         *,
         timeout: float,
-        injection_window: float = 0.5,
+        injection_window: float = INJECTION_WINDOW,
         ssl_context: object | None = None,
         limiter: AbstractAsyncContextManager[object] | None = None,
         fingerprints: DnsFingerprints | None = None,

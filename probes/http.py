@@ -26,6 +26,7 @@ import h11
 
 from probes import tcp, tls
 from probes.blockpages import BlockpageMatcher
+from probes.browser import request_headers
 from probes.connection import Connection, Stream
 from probes.errors import Outcome, PeerProtocolError, measure
 from probes.errors import deadline as step_deadline
@@ -40,17 +41,6 @@ DEFAULT_VOLUME_BYTES = 64 * 1024
 MAX_REDIRECTS = 10
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 SCHEME_PORTS = {"https": 443, "http": 80}
-# An ordinary browser's request: the agent must not stand out on the wire (README: Risks).
-BROWSER_HEADERS = (
-    (
-        "User-Agent",
-        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-        "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-    ),
-    ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
-    ("Accept-Language", "en-US,en;q=0.9"),
-    ("Accept-Encoding", "gzip, deflate"),
-)
 # A response cut by the deadline after this much silence stalled; one that was still
 # getting data more recently than that was slow (issue 22). TCP's own retransmission
 # timeouts (1 s and up) sit inside it, so a lossy but moving path is not a freeze.
@@ -198,7 +188,7 @@ async def _exchange(
     target = parts.path or "/"
     if parts.query:
         target += f"?{parts.query}"
-    headers = request_headers(parts.netloc)
+    headers = request_headers(parts.netloc.rpartition("@")[2])
     if expect.ranged and expect.min_bytes:
         headers.append(("Range", f"bytes=0-{expect.min_bytes - 1}"))
     request = h11.Request(method="GET", target=target, headers=headers)
@@ -236,11 +226,6 @@ async def _exchange(
         cut=cut,
         transfer=transfer,
     )
-
-
-def request_headers(netloc: str) -> list[tuple[str, str]]:
-    """The headers of the GET the step sends to `netloc` (a URL's host[:port])."""
-    return [("Host", netloc.rpartition("@")[2]), *BROWSER_HEADERS, ("Connection", "close")]
 
 
 async def _head(conn: h11.Connection, stream: Stream) -> h11.Response:

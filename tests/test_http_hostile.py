@@ -303,3 +303,24 @@ def test_a_fingerprint_looks_only_where_it_says() -> None:
     assert named(ok, {"via": "proxy"}, "") == "via-header"
     assert named(ok, {"server": "proxy"}, "") is None
     assert named("HTTP/1.1 451 Unavailable", {}, "") == "anywhere"
+
+
+async def test_the_raw_http_trigger_is_the_http_steps_own_request(serve) -> None:
+    """One browser identity (probes/browser.py): the request the HTTP step puts on the wire
+    is byte for byte the trigger the raw probes send for the same Host."""
+    from probes.raw import packets  # scapy loads here only
+
+    received: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(OK_HEAD + b"Content-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    port = await serve(record)
+    result = await probe(port)
+    assert result.ok, result
+    assert received == [packets.http_request(f"site.test:{port}")]
+    assert b"Chrome/131" in received[0]
+    assert b"reachprobe" not in received[0].lower()

@@ -21,7 +21,7 @@ from agent import __version__
 from agent.config import AgentSection
 from measure.report import CycleReport, TargetReport
 from measure.verdict import OONI_BLOCKING, Verdict, first_failure
-from probes.http import request_headers
+from probes.browser import request_headers
 from probes.results import DnsFacts, DnsQuery, HttpFacts, StepResult, TlsFacts
 from probes.taxonomy import SKIPPED, Code, Step
 
@@ -196,7 +196,7 @@ def _request(step: StepResult, url: str, clock: _Clock) -> dict[str, Any]:
             "method": "GET",
             "body": "",
             "body_is_truncated": False,
-            **_headers(request_headers(urlsplit(last).netloc)),
+            **_headers(request_headers(urlsplit(last).netloc.rpartition("@")[2])),
             "tor": {"is_tor": False, "exit_ip": None, "exit_name": None},
             "x_transport": "tcp",
         },
