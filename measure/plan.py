@@ -14,6 +14,7 @@ from probes.blockpages import Fingerprint
 from probes.dns import Resolver
 from probes.exchange import Exchange
 from probes.prefix import DEFAULT_SEED, DEFAULT_SYN_RATE, Prefix
+from probes.quic import QuicRequest
 from probes.taxonomy import Step
 
 
@@ -37,6 +38,8 @@ class TargetPlan:
     port: int
     http: HttpPlan | None = None
     exchange: Exchange | None = None
+    # `http3: true`: the QUIC step's request, sent to UDP `port` of each address tried.
+    quic: QuicRequest | None = None
 
     @property
     def uses_tls(self) -> bool:

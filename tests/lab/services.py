@@ -128,6 +128,12 @@ def server_specs(pki: LabPki, zone_file: Path) -> list[ServerSpec]:
         # The dual-stack hosts over IPv6 (simlab binds an IPv6 wildcard IPv6-only).
         ServerSpec("web-https6", world.WEB, ("web", "--listen", "[::]:443", *page, *web_tls)),
         ServerSpec("web-http", world.WEB, ("web", "--listen", "0.0.0.0:80", *page)),
+        # HTTP/3 on UDP 443 of every web host, with the same certificate and page.
+        ServerSpec(
+            "web-h3",
+            world.WEB,
+            ("h3", "--listen", "0.0.0.0:443", "--body", world.PAGE_BODY, *web_tls),
+        ),
         ServerSpec(
             "cloud-https", world.CLOUD, ("web", "--listen", "0.0.0.0:443", *page, *cloud_tls)
         ),
