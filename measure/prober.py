@@ -14,7 +14,7 @@ from measure.plan import ProbePlan, TargetPlan, VantagePlan
 from measure.report import TargetReport
 from measure.vantage import VantageChecks, random_name
 from measure.verdict import REACHABLE, chain_verdict, deciding, first_failure, representative
-from probes import exchange, http, tcp, tls
+from probes import exchange, http, quic, tcp, tls
 from probes.blockpages import BlockpageMatcher
 from probes.bogons import BogonFilter
 from probes.connection import Connection
@@ -40,6 +40,7 @@ class Prober:
     def __init__(self, plan: ProbePlan) -> None:
         self.plan = plan
         self.ssl_context = tls.make_context(plan.ca_file)
+        self.quic_trust = quic.make_trust(plan.ca_file)
         self.bogons = BogonFilter(plan.bogon_exempt)
         self.blockpages = BlockpageMatcher(plan.fingerprints)
         self.semaphore = asyncio.Semaphore(plan.concurrency)
@@ -168,6 +169,25 @@ class Prober:
                 break
         return tuple(chains)
 
+    async def _quic_steps(
+        self, target: TargetPlan, addresses: Sequence[str]
+    ) -> tuple[StepResult, ...]:
+        """The QUIC step to each address of the first batch the chains try, beside them (one
+        slot each): browsers fall back to TCP when HTTP/3 fails, so it never decides the
+        verdict (docs/taxonomy.md)."""
+        request = target.quic
+        if request is None:
+            return ()
+        batch = interleave(addresses, min(self.plan.max_addresses, self.plan.address_limit))
+
+        async def one(address: str) -> StepResult:
+            async with self.semaphore:
+                return await quic.run(
+                    address, target.port, request, self.quic_trust, self.plan.timeout
+                )
+
+        return tuple(await asyncio.gather(*(one(a) for a in batch)))
+
     async def _resolve(self, name: str) -> tuple[StepResult, StepResult | None]:
         """The test resolver's DNS result and the control resolver's, asked at once; a
         transient test failure is asked once more before it is reported."""
@@ -206,22 +226,31 @@ class Prober:
     async def probe(self, target: TargetPlan) -> TargetReport:
         """Run the whole chain for one target and assemble its report."""
         if target.is_address:
-            chains = (await self._address_chain(target, target.host),)
-            return TargetReport(target, chain_verdict(deciding(None, chains)), chains=chains)
+            chain, quic_steps = await asyncio.gather(
+                self._address_chain(target, target.host), self._quic_steps(target, [target.host])
+            )
+            chains = (chain,)
+            verdict = chain_verdict(deciding(None, chains))
+            return TargetReport(target, verdict, chains=chains, quic=quic_steps)
         dns, control = await self._resolve(target.host)
         addresses = consistency.addresses_of(dns) if dns.ok else ()
         if not addresses:
             chains: tuple[Chain, ...] = (
                 tuple(skipped(s, None, "dns failed") for s in target.steps),
             )
+            quic_steps = (skipped(Step.QUIC, None, "dns failed"),) if target.quic else ()
         else:
-            chains = await self._chains(target, addresses)
+            chains, quic_steps = await asyncio.gather(
+                self._chains(target, addresses), self._quic_steps(target, addresses)
+            )
         page = None
         if consistency.needs_page(dns, control):
             page = await self._control_page(target, control, chains)
         shown = consistency.decide(dns, control, chains, page)
         verdict = chain_verdict(deciding(shown, chains))
-        return TargetReport(target, verdict, dns=shown, control=control, chains=chains)
+        return TargetReport(
+            target, verdict, dns=shown, control=control, chains=chains, quic=quic_steps
+        )
 
     async def vantage_checks(self, plan: VantagePlan) -> VantageChecks:
         """The cycle's own checks: a name that cannot exist through the test resolver, and
