@@ -1,6 +1,7 @@
 """`check` and `validate` load only what they use: the server, prometheus_client,
 remote-write (protobuf, cramjam), bcrypt, the simulated world, aiohttp (DoH only) and aioquic
-(`http3` targets only) load in the commands and steps that need them (docs/performance.md has the start-up figures)."""
+(`http3` targets only) load in the commands and steps that need them (docs/performance.md
+has the start-up figures)."""
 
 from __future__ import annotations
 
