@@ -27,8 +27,9 @@ from agent.resources import shipped_file
 from measure.plan import HttpPlan, ProbePlan, RawPlan, TargetPlan, VantagePlan
 from probes.blockpages import Fingerprint
 from probes.exchange import MTPROTO, Exchange
-from probes.http import SCHEME_PORTS
+from probes.http import DEFAULT_MAX_BODY, SCHEME_PORTS
 from probes.prefix import Prefix
+from probes.quic import request_for
 
 log = logging.getLogger("reachprobe")
 
@@ -71,8 +72,9 @@ def plan_vantage(section: VantageSection) -> VantagePlan:
     return VantagePlan(section.canary_group, canary, section.nxdomain_probe_suffix)
 
 
-def plan_target(target: TargetConfig) -> TargetPlan:
-    """One target's plan: scheme, host, port and HTTP expectations, parsed once."""
+def plan_target(target: TargetConfig, max_body: int = DEFAULT_MAX_BODY) -> TargetPlan:
+    """One target's plan: scheme, host, port, HTTP expectations and the HTTP/3 request (with
+    `http3`, reading at most `max_body` bytes of its body), parsed once."""
     group = target.group
     if target.url is not None:
         parts = urlsplit(target.url)
@@ -82,7 +84,9 @@ def plan_target(target: TargetConfig) -> TargetPlan:
             expect_body=re.compile(target.expect_body) if target.expect_body else None,
         )
         port = parts.port or SCHEME_PORTS[parts.scheme]
-        return TargetPlan(target.name, group, parts.scheme, parts.hostname or "", port, http)
+        quic = request_for(target.url, max_body) if target.http3 else None
+        host = parts.hostname or ""
+        return TargetPlan(target.name, group, parts.scheme, host, port, http, quic=quic)
     exchange = plan_exchange(target.exchange)
     if target.host is not None and target.port is not None:
         scheme = "tls" if target.tls else "tcp"
@@ -144,7 +148,7 @@ def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
     agent, resolvers = config.agent, config.resolvers
     control = resolvers.control
     return ProbePlan(
-        targets=tuple(plan_target(t) for t in config.targets),
+        targets=tuple(plan_target(t, agent.max_body_bytes) for t in config.targets),
         test_resolver=resolvers.test.resolver(),
         control_resolver=control.resolver() if control is not None else None,
         timeout=agent.timeout,
