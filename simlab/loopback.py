@@ -96,8 +96,9 @@ class LoopbackLab:
 
     `quic` maps a role to a UDP server: `https` and `untrusted` are HTTP/3 servers on the UDP
     port of the web server of that role (one URL reaches both, as on a real site that serves
-    HTTP/3), and the `UDP_MODES` `silent`, `garbage` and `version` misbehave; nothing listens
-    on UDP `closed_udp_port`.
+    HTTP/3), `sni` is silent on the `sni` web server's UDP port (a site whose UDP 443 is
+    dropped, its TCP path fine), and the `UDP_MODES` `silent`, `garbage` and `version`
+    misbehave on ports of their own; nothing listens on UDP `closed_udp_port`.
     """
 
     directory: Path
@@ -150,6 +151,7 @@ class LoopbackLab:
         }
         for role, (cert, key) in leaves.items():
             self.quic[role] = await H3Server(cert, key, HOST, self.port(role)).start()
+        self.quic["sni"] = await UdpServer("silent", HOST, self.port("sni")).start()
         for mode in UDP_MODES:
             self.quic[mode] = await UdpServer(mode, HOST).start()
         self.closed_udp_port = closed_port(HOST, socket.SOCK_DGRAM)

@@ -13,6 +13,7 @@ from probes.errors import QuicClosedError, classify
 from probes.results import QuicFacts
 from probes.taxonomy import Code, Step
 from simlab.loopback import HOST, LoopbackLab
+from tests.test_check_loopback import check_json
 
 TIMEOUT = 1.0
 
@@ -136,3 +137,38 @@ def test_closes_are_classified_by_their_error_code(
 def test_a_stream_reset_is_quic_reset() -> None:
     code, _ = classify(Step.QUIC, ConnectionResetError("request stream reset (error 0x10c)"))
     assert code == Code.QUIC_RESET
+
+
+def test_check_reports_http3_beside_the_chain(lab: LoopbackLab, write_config) -> None:
+    """End to end through `check --format json`: a site that serves HTTP/3, one whose UDP is
+    silent (reachable, with the HTTP/3-blocked note), and one whose certificate fails on both."""
+    targets = [
+        {"name": "h3-ok", "url": lab.url("https", "valid.test"), "http3": True},
+        {"name": "h3-dropped", "url": lab.url("sni", "valid.test", "https"), "http3": True},
+        {"name": "h3-untrusted", "url": lab.url("untrusted", "untrusted.test"), "http3": True},
+        {"name": "no-h3", "url": lab.url("https", "valid.test")},
+    ]
+    exit_code, out = check_json(write_config(targets))
+    by_name = {t["name"]: t for t in out["targets"]}
+
+    def quic_step(name: str) -> dict:
+        (step,) = [s for s in by_name[name]["steps"] if s["step"] == "quic"]
+        return step
+
+    assert by_name["h3-ok"]["verdict"] == "reachable"
+    assert by_name["h3-ok"]["quic"] == {"result": "ok"}
+    assert quic_step("h3-ok")["data"]["status"] == 200
+
+    dropped = by_name["h3-dropped"]
+    assert dropped["verdict"] == "reachable", dropped
+    assert dropped["quic"]["result"] == "quic_timeout"
+    assert "HTTP/3 blocked" in dropped["quic"]["note"]
+    assert quic_step("h3-dropped")["ooni_failure"] == "generic_timeout_error"
+
+    untrusted = by_name["h3-untrusted"]
+    assert untrusted["verdict"] == "tls_blocking"
+    assert untrusted["quic"] == {"result": "quic_cert_invalid"}, untrusted
+
+    assert "quic" not in by_name["no-h3"]
+    assert not [s for s in by_name["no-h3"]["steps"] if s["step"] == "quic"]
+    assert exit_code == 1  # h3-untrusted is not reachable; QUIC alone never fails a check
