@@ -24,11 +24,10 @@ from agent.config import (
     split_host_port,
 )
 from agent.resources import shipped_file
-from measure.plan import HttpPlan, ProbePlan, RawPlan, TargetPlan, VantagePlan
+from measure.plan import HttpPlan, Prefix, ProbePlan, RawPlan, TargetPlan, VantagePlan
 from probes.blockpages import Fingerprint
 from probes.exchange import MTPROTO, Exchange
 from probes.http import DEFAULT_MAX_BODY, SCHEME_PORTS
-from probes.prefix import Prefix
 from probes.quic import request_for
 
 log = logging.getLogger("reachprobe")
@@ -80,11 +79,12 @@ def plan_target(target: TargetConfig, max_body: int = DEFAULT_MAX_BODY) -> Targe
         parts = urlsplit(target.url)
         http = HttpPlan(
             url=target.url,
+            parts=parts,
             expect_status=tuple(target.expect_status),
             expect_body=re.compile(target.expect_body) if target.expect_body else None,
         )
         port = parts.port or SCHEME_PORTS[parts.scheme]
-        quic = request_for(target.url, max_body) if target.http3 else None
+        quic = request_for(parts, max_body) if target.http3 else None
         host = parts.hostname or ""
         return TargetPlan(target.name, group, parts.scheme, host, port, http, quic=quic)
     exchange = plan_exchange(target.exchange)

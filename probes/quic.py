@@ -12,15 +12,11 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult
 
 from probes.errors import Outcome, measure
-from probes.results import QuicFacts, StepResult, format_endpoint
+from probes.results import Endpoint, QuicFacts, StepResult
 from probes.taxonomy import Step
-
-# The client's own deadline describes a timeout (what arrived, in which phase); `measure`'s
-# bound is the backstop a little later, so that the described one is the one that fires.
-BACKSTOP = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +47,8 @@ class QuicRequest:
     max_body: int = 1 << 20
 
 
-def request_for(url: str, max_body: int = 1 << 20) -> QuicRequest:
-    """The QUIC step's request for an https URL (its host is the SNI)."""
-    parts = urlsplit(url)
+def request_for(parts: SplitResult, max_body: int = 1 << 20) -> QuicRequest:
+    """The QUIC step's request for an https URL, parsed (its host is the SNI)."""
     host = parts.hostname or ""
     path = parts.path or "/"
     if parts.query:
@@ -75,8 +70,7 @@ async def run(
     async def work() -> Outcome:
         from probes.quic_client import exchange  # aioquic loads with the first QUIC step
 
-        facts = await exchange(address, port, request, trust, timeout)
+        facts = await exchange(address, port, request, trust)
         return Outcome(detail=_describe(facts, request.server_name), facts=facts)
 
-    endpoint = format_endpoint(address, port)
-    return await measure(Step.QUIC, endpoint, timeout + BACKSTOP, work)
+    return await measure(Step.QUIC, Endpoint(address, port), timeout, work)

@@ -29,8 +29,9 @@ from aioquic.quic.events import (
 )
 
 from probes.errors import QuicClosedError
+from probes.errors import deadline as step_deadline
 from probes.http import BROWSER_HEADERS
-from probes.quic import BACKSTOP, QuicRequest, QuicTrust
+from probes.quic import QuicRequest, QuicTrust
 from probes.results import QuicFacts
 
 # aioquic logs every close it sees as a warning ("quic" logger): each one is a classified
@@ -51,7 +52,7 @@ def _configuration(server_name: str, trust: QuicTrust, timeout: float) -> QuicCo
         verify_mode=ssl.CERT_REQUIRED,
         # A connection left behind must not outlive the step by aioquic's 60 s default; a
         # little beyond the step's deadline, so that the step's own (described) one fires.
-        idle_timeout=timeout + 2 * BACKSTOP,
+        idle_timeout=timeout + 1.0,
     )
     config.load_verify_locations(cafile=trust.cafile, capath=trust.capath, cadata=trust.cadata)
     return config
@@ -225,13 +226,13 @@ class _Client(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-async def exchange(
-    address: str, port: int, request: QuicRequest, trust: QuicTrust, timeout: float
-) -> QuicFacts:
-    """Handshake and GET over QUIC to `address:port`, within `timeout`; raises on failure (the
-    caller's boundary classifies)."""
+async def exchange(address: str, port: int, request: QuicRequest, trust: QuicTrust) -> QuicFacts:
+    """Handshake and GET over QUIC to `address:port` within the step's deadline (stopping a
+    little before it, to say what did arrive); raises on failure (the caller's boundary
+    classifies)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    step = step_deadline()
+    deadline, timeout = step.reading_until, step.timeout
     start = time.perf_counter()
     family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
     quic = QuicConnection(configuration=_configuration(request.server_name, trust, timeout))

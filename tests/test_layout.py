@@ -102,3 +102,25 @@ def test_only_the_boundary_maps_exceptions_to_codes() -> None:
         if "classify(" in path.read_text(encoding="utf-8")
     }
     assert callers == {"probes/errors.py", "probes/dns.py"}
+
+
+def defined_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    return {node.name for node in tree.body if isinstance(node, kinds)}
+
+
+def test_prefix_sampling_lives_in_the_measurement_layer() -> None:
+    """Sampling, statistics, the sweep, its plan and its result are measurement policy
+    (measure/prefixes.py, measure/plan.py, measure/report.py); the step layer keeps only the
+    connect each sampled address gets."""
+    sampling = defined_names(ROOT / "measure" / "prefixes.py") - {"main"}
+    concept = sampling | {"Prefix", "PrefixLike", "PrefixResult", "AddressOutcome"}
+    assert {"sample", "wilson", "sweep", "probe_prefixes"} <= sampling
+    assert not list((ROOT / "probes").rglob("prefix*.py"))
+    leaked = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in files("probes")
+        for name in defined_names(path) & concept
+    }
+    assert leaked == set()

@@ -5,6 +5,7 @@ offer no common version. Each case is a code of the taxonomy, with OONI's string
 from __future__ import annotations
 
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -83,7 +84,8 @@ async def test_a_silent_udp_listener_is_a_timeout_saying_nothing_came_back(
     assert "none received" in result.detail
     # The Initial was sent again while waiting (aioquic's probe timeouts), all unanswered.
     assert server.datagrams - before >= 2
-    assert TIMEOUT <= result.duration_seconds < TIMEOUT + 0.5
+    # It stops a little before the deadline (reading_until) to say what arrived.
+    assert TIMEOUT - 0.2 <= result.duration_seconds <= TIMEOUT
 
 
 async def test_a_garbage_responder_is_a_timeout_counting_what_came_back(
@@ -103,9 +105,9 @@ async def test_a_version_negotiation_without_a_common_version_is_quic_version(
 
 
 def test_request_for_takes_the_sni_authority_and_path_from_the_url() -> None:
-    request = quic.request_for("https://user@web.test:8443/a/b?c=d#frag", max_body=10)
+    request = quic.request_for(urlsplit("https://user@web.test:8443/a/b?c=d#frag"), max_body=10)
     assert request == quic.QuicRequest("web.test", "web.test:8443", "/a/b?c=d", 10)
-    assert quic.request_for("https://web.test").path == "/"
+    assert quic.request_for(urlsplit("https://web.test")).path == "/"
 
 
 @pytest.mark.parametrize(

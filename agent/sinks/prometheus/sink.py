@@ -22,8 +22,7 @@ from agent.sinks.prometheus.raw import RawMetrics
 from agent.sinks.prometheus.target_series import TargetSeries
 from measure.followups.raw import RawEvidence
 from measure.plan import ProbePlan
-from measure.report import CycleReport, TargetReport
-from probes.prefix import PrefixResult
+from measure.report import CycleReport, PrefixResult, TargetReport
 from probes.results import DnsFacts
 from probes.taxonomy import SKIPPED
 
