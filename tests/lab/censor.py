@@ -161,7 +161,7 @@ def quic_initial_drop(name: str, address: str, port: int = 443) -> Scenario:
     return Scenario(
         name,
         f"QUIC Initial packets dropped to {address}:{port}",
-        forward=(f"{_daddr(address)} udp dport {port} {QUIC_INITIAL_MATCH} drop",),
+        forward=(f"{_daddr(address)} udp dport {port} {QUIC_INITIAL_MATCH} counter drop",),
     )
 
 

@@ -222,9 +222,9 @@ HOSTS = {
     # Two names the `dns-blockpage` resolver answers with the blockpage server's address.
     "dns-blockpage": _web("dns-blockpage", 24),
     "dns-blockpage-tls": _web("dns-blockpage-tls", 25),
-    # HTTP/3 (the web namespace serves it on UDP 443 for every host; these two probe it): one
-    # whose UDP 443 the `quic-udp` censor drops, one whose QUIC Initial alone `quic-initial`
-    # drops. Each is the other's unblocked neighbour.
+    # HTTP/3 (the web namespace serves it on UDP 443 of these two): one whose UDP 443 the
+    # `quic-udp` censor drops, one whose QUIC Initial alone `quic-initial` drops. Each is the
+    # other's unblocked neighbour.
     "quic-udp": _web("quic-udp", 26),
     "quic-initial": _web("quic-initial", 27),
     # Dual-stack: one left alone, one whose IPv6 path and one whose IPv4 path is blocked.
