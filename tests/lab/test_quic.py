@@ -4,7 +4,8 @@ address (an nftables payload match on the long header's type and version).
 
 Each time the blocked target stays `reachable` (its TCP/TLS path works, and browsers fall
 back to it) with its QUIC step `quic_timeout` and the "HTTP/3 blocked" note, in the JSON and
-in Prometheus (`reachprobe_probe_success{step="quic"}` 0 beside `reachprobe_target_up` 1); the
+in Prometheus (`reachprobe_probe_success{step="quic"}` 0 beside `reachprobe_target_up` 1, and
+the rule `reachprobe:quic_blocked_at_vantage` 1 while `target_blocked_at_vantage` is 0); the
 other HTTP/3 target, on another address, keeps its QUIC; the control vantage sees both work;
 and once the rule is removed the QUIC step works again within one interval.
 """
@@ -41,6 +42,13 @@ def wait_quic(prom: Prometheus, agent: Agent, target: str, up: bool, timeout: fl
     observe.wait_true(
         prom, f"{expr} == {int(up)}", timeout, f"{agent.vantage.vantage}: {target} QUIC {state}"
     )
+
+
+def wait_quic_blocked(prom: Prometheus, target: str, blocked: bool, timeout: float) -> None:
+    """Wait until the rule marks `target`'s HTTP/3 as blocked at the test vantage (or not)."""
+    expr = observe.selector("reachprobe:quic_blocked_at_vantage", target=target)
+    state = int(blocked)
+    observe.wait_true(prom, f"{expr} == {state}", timeout, f"rule: {target} QUIC blocked {state}")
 
 
 def assert_quic_works(check: CheckResult, names: tuple[str, ...]) -> None:
@@ -80,6 +88,9 @@ def test_quic_blocking_leaves_the_target_reachable_with_a_note(
     observe.wait_blocked_at_vantage(prom, blocked, False, observe.RECOVERY_SECONDS)
     wait_quic(prom, lab.censored, other, True, observe.RECOVERY_SECONDS)
     wait_quic(prom, lab.control, blocked, True, observe.RECOVERY_SECONDS)
+    # The rules: HTTP/3 blocked at the test vantage, the target itself not.
+    wait_quic_blocked(prom, blocked, True, observe.RECOVERY_SECONDS)
+    wait_quic_blocked(prom, other, False, observe.RECOVERY_SECONDS)
 
     # check --format json at both vantages.
     censored, control = (p.result() for p in pending)
@@ -101,3 +112,4 @@ def test_quic_blocking_leaves_the_target_reachable_with_a_note(
     censor.remove(applied)
     assert_quic_works(lab.censored.check(*TARGETS), TARGETS)
     wait_quic(prom, lab.censored, blocked, True, observe.RECOVERY_SECONDS)
+    wait_quic_blocked(prom, blocked, False, observe.RECOVERY_SECONDS)
