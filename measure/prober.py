@@ -130,13 +130,8 @@ class Prober:
         if target.quic is None:
             return ()
         batch = interleave(addresses, min(self.plan.max_addresses, self.plan.address_limit))
-
-        async def one(address: str) -> StepResult:
-            async with self.semaphore:
-                (result,) = await connect(self, target, address, self.plan.timeout, QUIC_STEP)
-                return result
-
-        return tuple(await asyncio.gather(*(one(a) for a in batch)))
+        steps = await asyncio.gather(*(self._connect(target, a, QUIC_STEP) for a in batch))
+        return tuple(result for (result,) in steps)
 
     async def _resolve(self, name: str) -> tuple[StepResult, StepResult | None]:
         """The test resolver's DNS result and the control resolver's, asked at once; a
