@@ -4,10 +4,14 @@
 
 from __future__ import annotations
 
+from rich.console import Console
+
 from agent.config import parse_config
 from agent.planner import make_plan
+from agent.sinks.console import rich_table, to_table
 from agent.sinks.prometheus import PrometheusSink
-from measure.report import TargetReport
+from agent.sinks.status import StatusSink
+from measure.report import CycleReport, TargetReport
 from measure.verdict import Verdict
 from probes.results import QuicFacts, StepResult
 from probes.taxonomy import Code, Step
@@ -91,3 +95,16 @@ def test_both_blocked_is_the_chain_verdict_without_a_quic_note() -> None:
 
 def test_a_target_without_http3_has_no_quic_object() -> None:
     assert "quic" not in _report(Verdict.REACHABLE, WORKING_CHAIN).to_json()
+
+
+def test_the_tables_and_the_status_page_show_the_quic_note() -> None:
+    report = _report(Verdict.REACHABLE, WORKING_CHAIN, QUIC_TIMEOUT)
+    plain = to_table([report])
+    assert "reachable" in plain
+    assert "HTTP/3 blocked" in plain
+    console = Console(width=200, record=True)
+    console.print(rich_table([report]))
+    assert "HTTP/3 blocked" in console.export_text()
+    sink = StatusSink()
+    sink.publish(CycleReport(1, 0.0, 0.1, (report,)))
+    assert "HTTP/3 blocked" in sink.render()
