@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 
 from measure.followups import confirm, consistency, sni
 from measure.followups.raw import RawFollowups
@@ -121,14 +121,28 @@ class Prober:
                 break
         return tuple(chains)
 
+    async def _single_chain(self, target: TargetPlan, address: str) -> tuple[Chain, ...]:
+        return (await self._address_chain(target, address),)
+
+    async def _beside_quic(
+        self,
+        target: TargetPlan,
+        addresses: Sequence[str],
+        chains: Coroutine[object, object, tuple[Chain, ...]],
+    ) -> tuple[tuple[Chain, ...], tuple[StepResult, ...]]:
+        """The `chains`, and for an `http3` target its QUIC steps at the same time (a target
+        without costs no extra task)."""
+        if target.quic is None:
+            return await chains, ()
+        done, quic_steps = await asyncio.gather(chains, self._quic_steps(target, addresses))
+        return done, quic_steps
+
     async def _quic_steps(
         self, target: TargetPlan, addresses: Sequence[str]
     ) -> tuple[StepResult, ...]:
         """The QUIC step to each address of the first batch the chains try, beside them (one
         slot each): browsers fall back to TCP when HTTP/3 fails, so it never decides the
         verdict (docs/taxonomy.md)."""
-        if target.quic is None:
-            return ()
         batch = interleave(addresses, min(self.plan.max_addresses, self.plan.address_limit))
         steps = await asyncio.gather(*(self._connect(target, a, QUIC_STEP) for a in batch))
         return tuple(result for (result,) in steps)
@@ -166,10 +180,9 @@ class Prober:
     async def probe(self, target: TargetPlan) -> TargetReport:
         """Run the whole chain for one target and assemble its report."""
         if target.is_address:
-            chain, quic_steps = await asyncio.gather(
-                self._address_chain(target, target.host), self._quic_steps(target, [target.host])
+            chains, quic_steps = await self._beside_quic(
+                target, [target.host], self._single_chain(target, target.host)
             )
-            chains = (chain,)
             verdict = chain_verdict(deciding(None, chains))
             return TargetReport(target, verdict, chains=chains, quic=quic_steps)
         dns, control = await self._resolve(target.host)
@@ -180,8 +193,8 @@ class Prober:
             )
             quic_steps = (skipped(Step.QUIC, None, "dns failed"),) if target.quic else ()
         else:
-            chains, quic_steps = await asyncio.gather(
-                self._chains(target, addresses), self._quic_steps(target, addresses)
+            chains, quic_steps = await self._beside_quic(
+                target, addresses, self._chains(target, addresses)
             )
         page = None
         if consistency.needs_page(dns, control):
