@@ -28,9 +28,9 @@ log = logging.getLogger("reachprobe")
 
 NOTICE = (
     "reachprobe sends ordinary DNS queries, TCP connections, TLS handshakes and HTTP requests "
-    "to the %d configured targets every %gs. Anyone watching this network (your ISP, the "
-    "censor) can see those connections; in some countries testing blocked sites carries risk. "
-    "See the README's 'Risks' section."
+    "(and QUIC, over UDP, to `http3` targets) to the %d configured targets every %gs. Anyone "
+    "watching this network (your ISP, the censor) can see those connections; in some "
+    "countries testing blocked sites carries risk. See the README's 'Risks' section."
 )
 
 

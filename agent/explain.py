@@ -92,6 +92,28 @@ EXPLANATIONS: dict[Code, str] = {
     Code.HTTP_STATUS_MISMATCH: "{host} answered with an unexpected status code",
     Code.HTTP_BODY_MISMATCH: "the page from {host} is not the one expected",
     Code.HTTP_ERROR: "asking {host} for the page failed in an unexpected way",
+    # HTTP/3 failures: browsers then fall back to TCP, so these say "slower", not "blocked".
+    Code.QUIC_TIMEOUT: (
+        "HTTP/3 (QUIC, over UDP) to {host} got no answer: UDP may be blocked; browsers fall "
+        "back to an ordinary connection"
+    ),
+    Code.QUIC_REFUSED: "HTTP/3 (QUIC, over UDP) to {host} was refused: nothing listens on UDP",
+    Code.QUIC_RESET: "{host} cut the HTTP/3 request off (a stream reset)",
+    Code.QUIC_HOST_UNREACHABLE: "the network says {host} cannot be reached over UDP",
+    Code.QUIC_NET_UNREACHABLE: "there is no route to {host} over UDP from here",
+    Code.QUIC_ALERT: "the other side refused the HTTP/3 (QUIC) connection to {host}",
+    Code.QUIC_CERT_INVALID: (
+        "the certificate presented over HTTP/3 for {host} is not trusted: someone may be "
+        "intercepting"
+    ),
+    Code.QUIC_CERT_EXPIRED: (
+        "the certificate presented over HTTP/3 for {host} is expired or not yet valid"
+    ),
+    Code.QUIC_HOSTNAME_MISMATCH: (
+        "the certificate presented over HTTP/3 is for another name than {host}"
+    ),
+    Code.QUIC_VERSION: "{host} speaks no QUIC version this agent knows",
+    Code.QUIC_ERROR: "HTTP/3 (QUIC) to {host} failed in an unexpected way",
 }
 
 VERDICT_WORDS: dict[Verdict, str] = {

@@ -39,7 +39,8 @@ from measure.plan import HttpPlan, Prefix, ProbePlan, RawPlan, TargetPlan, Vanta
 from probes.blockpages import Fingerprint
 from probes.dns_fingerprints import DnsFingerprint
 from probes.exchange import MTPROTO, Exchange
-from probes.http import DEFAULT_VOLUME_BYTES, SCHEME_PORTS
+from probes.http import DEFAULT_MAX_BODY, DEFAULT_VOLUME_BYTES, SCHEME_PORTS
+from probes.quic import request_for
 
 log = logging.getLogger("reachprobe")
 # How much of each page's decoded body the measurement log keeps (docs/measurement-log.md):
@@ -131,8 +132,14 @@ def plan_volume(
     return size, options.range
 
 
-def plan_target(target: TargetConfig, groups: Mapping[str, VolumeOptions]) -> TargetPlan:
-    """One target's plan: scheme, host, port and HTTP expectations, parsed once."""
+def plan_target(
+    target: TargetConfig,
+    groups: Mapping[str, VolumeOptions],
+    max_body: int = DEFAULT_MAX_BODY,
+) -> TargetPlan:
+    """One target's plan: scheme, host, port, HTTP expectations (with the volume probe's
+    bytes, the target's own or its group's) and the HTTP/3 request (with `http3`, reading at
+    most `max_body` bytes of its body), parsed once."""
     group = target.group
     if target.url is not None:
         parts = urlsplit(target.url)
@@ -146,7 +153,9 @@ def plan_target(target: TargetConfig, groups: Mapping[str, VolumeOptions]) -> Ta
             ranged=ranged,
         )
         port = parts.port or SCHEME_PORTS[parts.scheme]
-        return TargetPlan(target.name, group, parts.scheme, parts.hostname or "", port, http)
+        quic = request_for(parts, max_body) if target.http3 else None
+        host = parts.hostname or ""
+        return TargetPlan(target.name, group, parts.scheme, host, port, http, quic=quic)
     exchange = plan_exchange(target.exchange)
     if target.host is not None and target.port is not None:
         scheme = "tls" if target.tls else "tcp"
@@ -206,7 +215,7 @@ def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
     control = resolvers.control
     http_fingerprints, dns_fingerprints = plan_fingerprints(config)
     return ProbePlan(
-        targets=tuple(plan_target(t, config.groups) for t in config.targets),
+        targets=tuple(plan_target(t, config.groups, agent.max_body_bytes) for t in config.targets),
         test_resolver=resolvers.test.resolver(),
         control_resolver=control.resolver() if control is not None else None,
         timeout=agent.timeout,

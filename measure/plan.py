@@ -17,6 +17,7 @@ from probes.browser import CONTROL_NAME
 from probes.dns import INJECTION_WINDOW, Resolver
 from probes.dns_fingerprints import DnsFingerprint
 from probes.exchange import Exchange
+from probes.quic import QuicRequest
 from probes.raw.options import RawOptions
 from probes.taxonomy import Step
 
@@ -89,6 +90,8 @@ class TargetPlan:
     port: int
     http: HttpPlan | None = None
     exchange: Exchange | None = None
+    # `http3: true`: the QUIC step's request, sent to UDP `port` of each address tried.
+    quic: QuicRequest | None = None
 
     @property
     def uses_tls(self) -> bool:

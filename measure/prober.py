@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 
 from measure.followups import confirm, consistency, sni
 from measure.followups.raw import RawFollowups
 from measure.plan import ProbePlan, TargetPlan, VantagePlan
 from measure.report import TargetReport
-from measure.steps import connect
+from measure.steps import QUIC_STEP, connect
 from measure.vantage import VantageChecks, random_name
 from measure.verdict import REACHABLE, chain_verdict, deciding, first_failure, representative
-from probes import http, tls
+from probes import http, quic, tls
 from probes.blockpages import BlockpageMatcher
 from probes.bogons import BogonFilter
 from probes.dns import DnsClient, Resolver
@@ -42,6 +42,7 @@ class Prober:
     def __init__(self, plan: ProbePlan) -> None:
         self.plan = plan
         self.ssl_context = tls.make_context(plan.ca_file)
+        self.quic_trust = quic.make_trust(plan.ca_file)
         self.bogons = BogonFilter(plan.bogon_exempt)
         self.blockpages = BlockpageMatcher(plan.fingerprints)
         self.dns_fingerprints = DnsFingerprints(plan.dns_fingerprints)
@@ -134,6 +135,32 @@ class Prober:
                 break
         return tuple(chains)
 
+    async def _single_chain(self, target: TargetPlan, address: str) -> tuple[Chain, ...]:
+        return (await self._address_chain(target, address),)
+
+    async def _beside_quic(
+        self,
+        target: TargetPlan,
+        addresses: Sequence[str],
+        chains: Coroutine[object, object, tuple[Chain, ...]],
+    ) -> tuple[tuple[Chain, ...], tuple[StepResult, ...]]:
+        """The `chains`, and for an `http3` target its QUIC steps at the same time (a target
+        without costs no extra task)."""
+        if target.quic is None:
+            return await chains, ()
+        done, quic_steps = await asyncio.gather(chains, self._quic_steps(target, addresses))
+        return done, quic_steps
+
+    async def _quic_steps(
+        self, target: TargetPlan, addresses: Sequence[str]
+    ) -> tuple[StepResult, ...]:
+        """The QUIC step to each address of the first batch the chains try, beside them (one
+        slot each): browsers fall back to TCP when HTTP/3 fails, so it never decides the
+        verdict (docs/taxonomy.md)."""
+        batch = interleave(addresses, min(self.plan.max_addresses, self.plan.address_limit))
+        steps = await asyncio.gather(*(self._connect(target, a, QUIC_STEP) for a in batch))
+        return tuple(result for (result,) in steps)
+
     async def _resolve(self, name: str) -> tuple[StepResult, StepResult | None]:
         """The test resolver's DNS result and the control resolver's, asked at once; a
         transient test failure is asked once more before it is reported."""
@@ -167,22 +194,30 @@ class Prober:
     async def probe(self, target: TargetPlan) -> TargetReport:
         """Run the whole chain for one target and assemble its report."""
         if target.is_address:
-            chains = (await self._address_chain(target, target.host),)
-            return TargetReport(target, chain_verdict(deciding(None, chains)), chains=chains)
+            chains, quic_steps = await self._beside_quic(
+                target, [target.host], self._single_chain(target, target.host)
+            )
+            verdict = chain_verdict(deciding(None, chains))
+            return TargetReport(target, verdict, chains=chains, quic=quic_steps)
         dns, control = await self._resolve(target.host)
         addresses = consistency.addresses_of(dns) if dns.ok else ()
         if not addresses:
             chains: tuple[Chain, ...] = (
                 tuple(skipped(s, None, "dns failed") for s in target.steps),
             )
+            quic_steps = (skipped(Step.QUIC, None, "dns failed"),) if target.quic else ()
         else:
-            chains = await self._chains(target, addresses)
+            chains, quic_steps = await self._beside_quic(
+                target, addresses, self._chains(target, addresses)
+            )
         page = None
         if consistency.needs_page(dns, control):
             page = await self._control_page(target, control, chains)
         shown = consistency.decide(dns, control, chains, page)
         verdict = chain_verdict(deciding(shown, chains))
-        return TargetReport(target, verdict, dns=shown, control=control, chains=chains)
+        return TargetReport(
+            target, verdict, dns=shown, control=control, chains=chains, quic=quic_steps
+        )
 
     async def vantage_checks(self, plan: VantagePlan) -> VantageChecks:
         """The cycle's own checks: a name that cannot exist through the test resolver, and

@@ -1,7 +1,7 @@
 """Typed, immutable results shared by every probe step.
 
-A step's facts are typed per step (`DnsFacts`, `TlsFacts`, `HttpFacts`), so that what later
-layers read (addresses, throughput ...) is a field, not a key in a dict.
+A step's facts are typed per step (`DnsFacts`, `TlsFacts`, `HttpFacts`, `QuicFacts`), so that
+what later layers read (addresses, throughput ...) is a field, not a key in a dict.
 """
 
 from __future__ import annotations
@@ -92,7 +92,19 @@ class HttpFacts:
     longest_gap_seconds: float | None = None
 
 
-Facts = DnsFacts | TlsFacts | HttpFacts
+@dataclass(frozen=True, slots=True)
+class QuicFacts:
+    """What the QUIC step got: the negotiated ALPN, the HTTP/3 answer's status and body bytes
+    (`truncated` when the read stopped at the cap), and how long the handshake took."""
+
+    alpn: str | None
+    status: int | None
+    body_bytes: int
+    handshake_seconds: float
+    truncated: bool = False
+
+
+Facts = DnsFacts | TlsFacts | HttpFacts | QuicFacts
 
 
 class Evidence(Protocol):

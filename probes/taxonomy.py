@@ -21,6 +21,9 @@ class Step(StrEnum):
     EXCHANGE = "exchange"
     TLS = "tls"
     HTTP = "http"
+    # A QUIC handshake and an HTTP/3 GET to the same address (targets with `http3`): browsers
+    # fall back to TCP when it fails, so it is evidence beside the chain, never its verdict.
+    QUIC = "quic"
 
 
 class Failure(StrEnum):
@@ -38,6 +41,8 @@ class Failure(StrEnum):
     MISMATCH = "mismatch"
     HOST_UNREACHABLE = "host_unreachable"
     NET_UNREACHABLE = "net_unreachable"
+    # No QUIC version in common: the peer's Version Negotiation lists none we speak.
+    VERSION = "version"
     ERROR = "error"
 
 
@@ -85,6 +90,17 @@ class Code(StrEnum):
     HTTP_STATUS_MISMATCH = "http_status_mismatch"
     HTTP_BODY_MISMATCH = "http_body_mismatch"
     HTTP_ERROR = "http_error"
+    QUIC_TIMEOUT = "quic_timeout"
+    QUIC_REFUSED = "quic_refused"
+    QUIC_RESET = "quic_reset"
+    QUIC_HOST_UNREACHABLE = "quic_host_unreachable"
+    QUIC_NET_UNREACHABLE = "quic_net_unreachable"
+    QUIC_ALERT = "quic_alert"
+    QUIC_CERT_INVALID = "quic_cert_invalid"
+    QUIC_CERT_EXPIRED = "quic_cert_expired"
+    QUIC_HOSTNAME_MISMATCH = "quic_hostname_mismatch"
+    QUIC_VERSION = "quic_version"
+    QUIC_ERROR = "quic_error"
 
     @property
     def step(self) -> Step | None:
@@ -148,6 +164,18 @@ OONI_FAILURE: dict[Code, str | None] = {
     Code.HTTP_STATUS_MISMATCH: "http_unexpected_status_code",
     Code.HTTP_BODY_MISMATCH: "http_unexpected_body",
     Code.HTTP_ERROR: "unknown_failure: http",
+    # OONI's ClassifyQUICHandshakeError (probe-cli internal/netxlite/classify.go).
+    Code.QUIC_TIMEOUT: "generic_timeout_error",
+    Code.QUIC_REFUSED: "connection_refused",
+    Code.QUIC_RESET: "connection_reset",
+    Code.QUIC_HOST_UNREACHABLE: "host_unreachable",
+    Code.QUIC_NET_UNREACHABLE: "network_unreachable",
+    Code.QUIC_ALERT: "ssl_failed_handshake",
+    Code.QUIC_CERT_INVALID: "ssl_unknown_authority",
+    Code.QUIC_CERT_EXPIRED: "ssl_invalid_certificate",
+    Code.QUIC_HOSTNAME_MISMATCH: "ssl_invalid_hostname",
+    Code.QUIC_VERSION: "quic_incompatible_version",
+    Code.QUIC_ERROR: "unknown_failure: quic",
 }
 
 

@@ -60,6 +60,8 @@ class TargetConfig(VolumeOptions):
     expect_body: str | None = None
     # `mtproto` proves a Telegram data centre answers; or a send/expect pair.
     exchange: Literal["mtproto"] | ExchangeConfig | None = None
+    # A QUIC handshake and an HTTP/3 GET beside the chain (https URLs; docs/taxonomy.md).
+    http3: bool = False
 
     @field_validator("url")
     @classmethod
@@ -103,4 +105,6 @@ class TargetConfig(VolumeOptions):
             raise ValueError("min_bytes needs a url target")
         if self.exchange is not None and (self.url is not None or self.tls):
             raise ValueError("exchange goes with a tcp: target or a host without tls")
+        if self.http3 and (self.url is None or urlsplit(self.url).scheme != "https"):
+            raise ValueError("http3 goes with an https:// url target")
         return self

@@ -127,6 +127,9 @@ def rich_table(reports: Sequence[TargetReport]) -> Table:
             meaning = explain(failure.result, report.target.host)
             if failure.full_detail:
                 meaning += f"\n({failure.full_detail})"
+        quic = report.quic_note()
+        if quic is not None:
+            meaning = f"{meaning}\n{quic}" if meaning else quic
         timings = " ".join(f"{step} {ms:.0f}ms" for step, ms in step_timings(report))
         rate = download_rate(report)
         if rate is not None:

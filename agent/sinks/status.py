@@ -145,6 +145,9 @@ class StatusSink(Sink):
             )
             if failure.full_detail:
                 what += f"<p class=detail>{escape(failure.full_detail)}</p>"
+        quic = report.quic_note()
+        if quic is not None:
+            what += f"<p class=detail>{escape(quic)}</p>"
         timings = ", ".join(f"{step}\u00a0{ms:.0f}\u00a0ms" for step, ms in step_timings(report))
         rate = download_rate(report)
         if rate is not None:
