@@ -28,9 +28,9 @@ from aioquic.quic.events import (
     StreamReset,
 )
 
+from probes.browser import HEADERS as BROWSER_HEADERS
 from probes.errors import QuicClosedError
 from probes.errors import deadline as step_deadline
-from probes.http import BROWSER_HEADERS
 from probes.quic import QuicRequest, QuicTrust
 from probes.results import QuicFacts
 

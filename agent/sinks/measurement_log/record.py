@@ -41,6 +41,9 @@ FAILED_OPERATIONS: dict[Step, str] = {
     Step.EXCHANGE: "exchange",
     Step.TLS: "tls_handshake",
     Step.HTTP: "http_transaction",
+    # Never a target's deciding failure (the QUIC step runs beside the chain), named as
+    # OONI's urlgetter names it for HTTP/3.
+    Step.QUIC: "quic_handshake",
 }
 # urlgetter's input scheme by the target's scheme (non-URL targets).
 URLGETTER_SCHEMES = {"tls": "tlshandshake", "tcp": "tcpconnect"}
