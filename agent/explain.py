@@ -108,6 +108,12 @@ def health_problems(health: VantageHealth) -> list[str]:
             f"no canary got through ({codes}): this connection is down, "
             "so failures like theirs are not counted as blocking"
         )
+    if health.resolver_down:
+        codes = ", ".join(c.value for c in health.resolver_failures)
+        problems.append(
+            f"the test resolver refused or could not be reached for every name ({codes}): "
+            "its failures are not counted as blocking"
+        )
     if health.nxdomain_hijacked:
         problems.append("the resolver answers names that do not exist (NXDOMAIN hijacking)")
     if health.tcp_intercepted:
