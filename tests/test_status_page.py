@@ -153,3 +153,15 @@ async def test_the_agent_serves_the_page_at_root(tmp_path: Path) -> None:
             assert 'reachprobe_target_up{target="news"} 1.0' in await scrape.text()
     finally:
         await scheduler.prober.aclose()
+
+
+async def test_before_the_first_cycle_the_page_names_the_configured_canary(
+    tmp_path: Path,
+) -> None:
+    sink = StatusSink()
+    async with demo_agent(tmp_path) as (config, prober):
+        sink.configure(config, prober.plan)
+    page = sink.render()
+    assert "no canary configured" not in page
+    assert "canary canary" not in page
+    assert "canary (canary.test), a canary that should always work: not probed yet" in page
