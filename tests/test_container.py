@@ -323,15 +323,20 @@ def test_compose_stack_starts_scrapes_and_records(
     the agent with the stack's own agent section (no registry here, so Prometheus is Debian's
     binary in the Dockerfile's base image, with compose.yaml's command and mounts). The
     agent's network namespace is shared with Prometheus in place of the compose network, and
-    has no other interface, so nothing leaves it; `agent` names it as compose's DNS would."""
+    has no other interface, so nothing leaves it; `agent` names it (/etc/hosts) as compose's
+    DNS would."""
     agent = compose_service("agent")
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(stack_agent_config()))
     config.chmod(0o644)
     caps = [f"--cap-drop={c}" for c in agent["cap_drop"]]
     caps += [f"--cap-add={c}" for c in agent.get("cap_add", [])]
+    # The name compose's DNS would give the agent's container, for Prometheus' scrape target.
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost agent\n")
+    hosts.chmod(0o644)
     agent_id = podman.run(
-        "run", "--detach", "--network", "none", "--add-host", "agent:127.0.0.1", *caps,
+        "run", "--detach", "--network", "none", *caps,
         "-v", f"{config}:{CONFIG_IN_IMAGE}:ro", image,
     ).stdout.strip()  # fmt: skip
     ids = [agent_id]
@@ -340,6 +345,7 @@ def test_compose_stack_starts_scrapes_and_records(
         ids.append(
             podman.run(
                 "run", "--detach", "--network", f"container:{agent_id}",
+                "-v", f"{hosts}:/etc/hosts:ro",
                 "-v", f"{PROMETHEUS_BINARY}:/bin/prometheus:ro", *prometheus_mounts(tmp_path),
                 "--entrypoint", "/bin/prometheus", base_image(), *command,
             ).stdout.strip()
