@@ -14,10 +14,10 @@ from pydantic import ValidationError
 
 from agent import __version__, eventloop, exits
 from agent.config import DEFAULT_LISTEN, AgentSection, Config, ConfigError, load_config
+from agent.config.web import WebConfig, listen_policy
 from agent.demo import DEMO_LISTEN, demo_config
 from agent.planner import make_plan
 from agent.sinks.console import ConsoleSink, live_progress
-from agent.webconfig import WebConfig, listen_policy
 from measure.cycle import run_cycle
 from measure.prober import Prober
 from measure.verdict import REACHABLE

@@ -1,7 +1,8 @@
 """The agent's HTTP endpoints: /metrics (Prometheus text or OpenMetrics), /healthz and the
 status page at /.
 
-With a web config (agent/webconfig.py) every endpoint is behind its TLS and basic auth.
+With a web config (agent/config/web.py) every endpoint is behind its TLS and basic auth
+(agent/webauth.py).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from agent.exposition import encode
+from agent.config.web import WebConfig, ssl_context
 from agent.scheduler import Scheduler
-from agent.webconfig import PasswordChecker, WebConfig, basic_auth_middleware, ssl_context
+from agent.sinks.prometheus.exposition import encode
+from agent.webauth import PasswordChecker, basic_auth_middleware
 
 log = logging.getLogger("reachprobe")
 
@@ -66,7 +68,7 @@ async def start_server(
     `await runner.cleanup()`."""
     secured = web_config is not None and web_config.secures
     if not ipaddress.ip_address(host).is_loopback and not secured:
-        # Only reachable with agent.insecure_listen (webconfig.listen_policy refuses otherwise).
+        # Only reachable with agent.insecure_listen (web.listen_policy refuses otherwise).
         log.warning(
             "serving metrics on %s, beyond loopback, without TLS or authentication: "
             "anyone who can reach it can read what this vantage measures",

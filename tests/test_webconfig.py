@@ -18,7 +18,8 @@ import bcrypt
 import pytest
 
 from agent.config import ConfigError, parse_config
-from agent.webconfig import PasswordChecker, listen_policy, load_web_config
+from agent.config.web import listen_policy, load_web_config
+from agent.webauth import PasswordChecker
 from simlab import Pki, client_context, closed_port
 from tests.agent_process import RunningAgent, run_cli, start_agent, write_yaml
 

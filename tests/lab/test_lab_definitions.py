@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from agent.config import parse_config
-from agent.webconfig import listen_policy
+from agent.config.web import listen_policy
 from tests.lab import world
 from tests.lab.agents import CENSORED_VANTAGE, CONTROL_VANTAGE, agent_config
 from tests.lab.censor import SCENARIOS, VANTAGE_WIDE, Scenario

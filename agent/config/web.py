@@ -12,34 +12,23 @@ the same format (https://github.com/prometheus/exporter-toolkit/blob/master/docs
     basic_auth_users:
       prometheus: $2y$10$...              # bcrypt hash (htpasswd -nBC 10 "" | tr -d ':')
 
-Relative paths are relative to the web-config file, as in the toolkit. Password checks run
-bcrypt in a worker thread (bcrypt is CPU work by design: on the event loop one request would
-stall every probe) and their outcome is cached per (user, stored hash, presented password),
-as the toolkit does, so that a scraper does not pay one bcrypt per scrape.
+Relative paths are relative to the web-config file, as in the toolkit. The basic auth checks
+themselves are agent/webauth.py's.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import ipaddress
-import logging
 import re
 import ssl
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from agent.config import AgentSection, ConfigError, _path, _reason
-
-if TYPE_CHECKING:
-    from aiohttp import web
-
-log = logging.getLogger("reachprobe")
+from agent.config.agent_section import AgentSection
+from agent.config.loader import ConfigError, read_yaml, validate
+from agent.config.types import Strict
 
 ClientAuthType = Literal[
     "NoClientCert",
@@ -64,20 +53,11 @@ _TLS_VERSIONS = {
     "TLS12": ssl.TLSVersion.TLSv1_2,
     "TLS13": ssl.TLSVersion.TLSv1_3,
 }
-# Compared against when the user is unknown, so that a wrong user name costs as much time as
-# a wrong password and response times do not reveal which users exist (the toolkit does this).
-_DUMMY_HASH = b"$2b$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi"
-CACHE_SIZE = 100
 _BCRYPT = re.compile(r"\$2[aby]\$(?P<cost>0[4-9]|[12]\d|3[01])\$[./A-Za-z0-9]{53}")
 MAX_COST = 16
-REALM = "reachprobe"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TlsServerConfig(_Strict):
+class TlsServerConfig(Strict):
     """`tls_server_config`: the server certificate and who may connect."""
 
     cert_file: Path
@@ -105,7 +85,7 @@ class TlsServerConfig(_Strict):
         return self
 
 
-class WebConfig(_Strict):
+class WebConfig(Strict):
     """A whole web-config file: TLS, basic auth users, or both."""
 
     tls_server_config: TlsServerConfig | None = None
@@ -137,12 +117,6 @@ class WebConfig(_Strict):
         return self.tls_server_config is not None or bool(self.basic_auth_users)
 
 
-def _bcrypt_hash(text: str) -> bytes:
-    # htpasswd writes $2y$, which the Python bcrypt package reads as $2b$ (same algorithm).
-    data = text.encode()
-    return b"$2b$" + data[4:] if data.startswith(b"$2y$") else data
-
-
 def _resolve(path: Path, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
@@ -154,23 +128,7 @@ def load_web_config(path: Path) -> WebConfig:
     into a TLS context, so that a mistake shows at start (or in `reachprobe validate`).
     """
     source = str(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(source, [("", f"cannot read: {exc.strerror or exc}")]) from None
-    except UnicodeDecodeError:
-        raise ConfigError(source, [("", "not UTF-8 text")]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [("", f"invalid YAML: {exc}")]) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(source, [("", "the top level must be a mapping")])
-    try:
-        config = WebConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = [(_path(e["loc"]), _reason(e)) for e in exc.errors()]
-        raise ConfigError(source, list(dict.fromkeys(problems))) from None
+    config = validate(WebConfig, read_yaml(path), source, "a mapping")
     tls = config.tls_server_config
     if tls is not None:
         base = path.parent
@@ -212,70 +170,6 @@ def ssl_context(config: WebConfig, source: str = "web config") -> ssl.SSLContext
 
 def _ssl_reason(exc: OSError | ssl.SSLError) -> str:
     return str(getattr(exc, "reason", None) or exc.strerror or exc)
-
-
-class PasswordChecker:
-    """Checks basic auth pairs against bcrypt hashes, off the event loop and cached.
-
-    The cache maps a digest of (user, stored hash, presented password) to the outcome, so a
-    changed hash or password never hits a stale entry and no password is kept in memory. One
-    check runs at a time: a flood of wrong passwords costs one core, never the probes' loop.
-    """
-
-    def __init__(self, users: dict[str, str], cache_size: int = CACHE_SIZE) -> None:
-        self._users = {user: _bcrypt_hash(hashed) for user, hashed in users.items()}
-        self._cache: OrderedDict[bytes, bool] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = asyncio.Lock()
-
-    async def check(self, user: str, password: str) -> bool:
-        """Whether `user` with `password` is allowed."""
-        known = user in self._users
-        stored = self._users.get(user, _DUMMY_HASH)
-        key = hashlib.sha256(b"\0".join((user.encode(), stored, password.encode()))).digest()
-        cached = self._cache.get(key)
-        if cached is None:
-            async with self._lock:
-                cached = await asyncio.to_thread(_checkpw, password.encode(), stored)
-            self._cache[key] = cached
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(key)
-        return cached and known
-
-
-def _checkpw(password: bytes, stored: bytes) -> bool:
-    """bcrypt's check, imported on the first login: `validate` and `check` never need it."""
-    import bcrypt
-
-    return bool(bcrypt.checkpw(password, stored))
-
-
-Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
-
-
-def basic_auth_middleware(checker: PasswordChecker) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """An aiohttp middleware answering 401 unless the request carries an allowed user."""
-    # Here, not at the top: `check` and `validate` read web configs but never serve.
-    from aiohttp import BasicAuth, hdrs, web
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        header = request.headers.get(hdrs.AUTHORIZATION, "")
-        try:
-            auth = BasicAuth.decode(header) if header else None
-        except ValueError:
-            auth = None
-        if auth is None or not await checker.check(auth.login, auth.password):
-            return web.Response(
-                status=401,
-                text="Unauthorized\n",
-                headers={hdrs.WWW_AUTHENTICATE: f'Basic realm="{REALM}"'},
-            )
-        return await handler(request)
-
-    return middleware
 
 
 def listen_policy(agent: AgentSection, source: str) -> WebConfig | None:
