@@ -24,7 +24,7 @@ from agent.config import (
     RemoteWriteTlsSection,
     load_config,
 )
-from agent.webconfig import listen_policy
+from agent.config.web import listen_policy
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 COMPOSE = yaml.safe_load((DEPLOY / "compose.yaml").read_text())

@@ -68,8 +68,14 @@ def stop(process: subprocess.Popen[str], sig: signal.Signals) -> tuple[int, str,
 
 
 def sockets_of(pid: int) -> int:
-    fds = Path(f"/proc/{pid}/fd")
-    return sum(os.readlink(fd).startswith("socket:") for fd in fds.iterdir())
+    """How many sockets the process has open now."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            count += os.readlink(fd).startswith("socket:")
+        except FileNotFoundError:  # closed while we looked
+            continue
+    return count
 
 
 def wait_until(condition: Callable[[], object], process: subprocess.Popen[str]) -> None:
@@ -178,4 +184,6 @@ def test_check_json_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
 def test_demo_once_json_into_a_closed_pipe_ends_quietly() -> None:
     code, err = read_then_close(["demo", "--once", "--format", "json"], lines=2)
     assert err == ""
-    assert code == 128 + signal.SIGPIPE
+    # The demo's document may fit in the pipe's buffer before the reader closes it: then
+    # nothing failed and it exits 0.
+    assert code in (0, 128 + signal.SIGPIPE)
