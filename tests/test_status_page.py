@@ -87,6 +87,10 @@ async def test_the_page_shows_each_demo_target_with_its_verdict_and_why(tmp_path
     assert "reset right after the TLS greeting that named messenger.test" in why
     assert "SNI-based" in why
     assert "dns_bogon" in page.rows["poisoned"][1]
+    # The throttled download is reachable, and shown as slow beside the full-speed one.
+    assert page.rows["video"][1].startswith("slow: the page came at")
+    assert "times slower than the other downloads here" in page.rows["video"][1]
+    assert page.rows["news"][1] == "every step worked"
 
 
 async def test_the_page_is_self_contained_and_refreshes_itself(tmp_path: Path) -> None:

@@ -16,7 +16,15 @@ from html import escape
 
 from agent import __version__
 from agent.config import Config
-from agent.explain import download_rate, explain, health_problems, step_timings, verdict_words
+from agent.explain import (
+    download_rate,
+    explain,
+    health_problems,
+    rate_size,
+    slow_downloads,
+    step_timings,
+    verdict_words,
+)
 from agent.sinks import Sink
 from measure.plan import ProbePlan, TargetPlan
 from measure.report import CycleReport, TargetReport
@@ -120,14 +128,15 @@ class StatusSink(Sink):
     def _targets(self, reports: Sequence[TargetReport]) -> str:
         if not reports:
             return ""
-        rows = "\n".join(self._row(r) for r in reports)
+        slow = slow_downloads(reports)
+        rows = "\n".join(self._row(r, slow.get(r.target.name)) for r in reports)
         head = "".join(f"<th scope=col>{escape(c)}</th>" for c in COLUMNS)
         return (
             f"<section><h2>Targets</h2><table><thead><tr>{head}</tr></thead>"
             f"<tbody>\n{rows}\n</tbody></table></section>"
         )
 
-    def _row(self, report: TargetReport) -> str:
+    def _row(self, report: TargetReport, slow: str | None) -> str:
         target = report.target
         kind = _kind(report.verdict)
         verdict = (
@@ -138,7 +147,7 @@ class StatusSink(Sink):
         if report.error is not None:
             what = f"<p>{escape(report.error)}</p>"
         elif failure is None:
-            what = "<p>every step worked</p>"
+            what = f"<p class=slow>{escape(slow)}</p>" if slow else "<p>every step worked</p>"
         else:
             where = f" at {escape(failure.address)}" if failure.address else ""
             what = (
@@ -151,7 +160,7 @@ class StatusSink(Sink):
         timings = ", ".join(f"{step}\u00a0{ms:.0f}\u00a0ms" for step, ms in step_timings(report))
         rate = download_rate(report)
         if rate is not None:
-            timings += f"<br>download {rate:.1f}\u00a0KiB/s"
+            timings += f"<br>download {escape(rate_size(rate * 1024))}"
         cells = zip(COLUMNS[1:], (verdict, what, timings, self._strip(target.name)), strict=True)
         tds = "".join(
             f"<td data-label='{escape(label)}'"
@@ -260,7 +269,7 @@ table{border-collapse:collapse;width:100%}
 th,td{text-align:left;vertical-align:top;padding:.45rem .5rem;border-bottom:1px solid #c8c8c8}
 thead th{background:#f0f0f0}tbody th{white-space:nowrap}td p{margin:0 0 .2rem}
 .host,.detail,.count,.timings{color:#404040;font-size:.85rem}
-.detail{overflow-wrap:anywhere}
+.detail{overflow-wrap:anywhere}.slow{color:#6b4f00;font-weight:600}
 .verdict{display:inline-block;padding:.1rem .5rem;border-radius:.3rem;font-weight:600;
 white-space:nowrap;color:#fff}
 .verdict.ok{background:#1a6e2e}.verdict.blocked{background:#b01c1c}
