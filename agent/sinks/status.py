@@ -161,6 +161,8 @@ class StatusSink(Sink):
         rate = download_rate(report)
         if rate is not None:
             timings += f"<br>download {escape(rate_size(rate * 1024))}"
+        # The group shows a test list's category (NEWS, HUMR, ...): what kind of site this is.
+        group = f"<div class=group>{escape(target.group)}</div>" if target.group else ""
         cells = zip(COLUMNS[1:], (verdict, what, timings, self._strip(target.name)), strict=True)
         tds = "".join(
             f"<td data-label='{escape(label)}'"
@@ -169,7 +171,7 @@ class StatusSink(Sink):
         )
         return (
             f"<tr class={kind}><th scope=row>{escape(target.name)}"
-            f"<div class=host>{escape(target.host)}</div></th>{tds}</tr>"
+            f"<div class=host>{escape(target.host)}</div>{group}</th>{tds}</tr>"
         )
 
     def _strip(self, name: str) -> str:
@@ -268,7 +270,7 @@ h1{font-size:1.5rem;margin:.2rem 0}h2{font-size:1.2rem;margin-top:1.5rem}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;vertical-align:top;padding:.45rem .5rem;border-bottom:1px solid #c8c8c8}
 thead th{background:#f0f0f0}tbody th{white-space:nowrap}td p{margin:0 0 .2rem}
-.host,.detail,.count,.timings{color:#404040;font-size:.85rem}
+.host,.group,.detail,.count,.timings{color:#404040;font-size:.85rem}
 .detail{overflow-wrap:anywhere}.slow{color:#6b4f00;font-weight:600}
 .verdict{display:inline-block;padding:.1rem .5rem;border-radius:.3rem;font-weight:600;
 white-space:nowrap;color:#fff}
