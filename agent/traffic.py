@@ -52,7 +52,8 @@ DESCRIBED = frozenset(
 NOT_TRAFFIC = frozenset(
     {
         "timeout", "concurrency", "max_addresses", "address_limit", "max_body_bytes",
-        "injection_window", "bogon_exempt", "ca_file", "fingerprints", "jitter",
+        "injection_window", "bogon_exempt", "ca_file", "fingerprints", "dns_fingerprints",
+        "jitter",
         "prefix_seed", "prefix_syn_rate", "interval",
     }
 )  # fmt: skip
