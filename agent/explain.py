@@ -6,6 +6,8 @@ engineers: the status page and the `check` table read them from here, and only h
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
 from enum import StrEnum
 
 from measure.report import TargetReport, VantageHealth
@@ -14,6 +16,8 @@ from probes.taxonomy import SKIPPED, Code
 
 # Below this size a transfer rate measures the round trip, not the bandwidth: not shown.
 RATE_MIN_BYTES = 16384
+# A download this many times slower than the cycle's typical (median) download reads as slow.
+SLOW_FACTOR = 4
 
 EXPLANATIONS: dict[Code, str] = {
     Code.OK: "this step worked",
@@ -159,6 +163,12 @@ def health_problems(health: VantageHealth) -> list[str]:
             f"no canary got through ({codes}): this connection is down, "
             "so failures like theirs are not counted as blocking"
         )
+    if health.resolver_down:
+        codes = ", ".join(c.value for c in health.resolver_failures)
+        problems.append(
+            f"the test resolver refused or could not be reached for every name ({codes}): "
+            "its failures are not counted as blocking"
+        )
     if health.nxdomain_hijacked:
         problems.append("the resolver answers names that do not exist (NXDOMAIN hijacking)")
     if health.tcp_intercepted:
@@ -176,6 +186,10 @@ def explain(code: Code | str, host: str) -> str:
 def verdict_words(verdict: Verdict | str) -> str:
     """A verdict as a person reads it: "blocked (TLS)" rather than `tls_blocking`."""
     return VERDICT_WORDS[Verdict(verdict)]
+
+
+# How each tone is marked for people, on the status page and in the `check` table.
+SYMBOLS: dict[Tone, str] = {Tone.OK: "\u2713", Tone.BLOCKED: "\u2717", Tone.UNKNOWN: "?"}
 
 
 def verdict_tone(verdict: Verdict | str) -> Tone:
@@ -199,3 +213,39 @@ def step_timings(report: TargetReport) -> list[tuple[str, float]]:
         for s in report.deciding_steps
         if s.result != SKIPPED
     ]
+
+
+def rate_size(bytes_per_second: float) -> str:
+    """A transfer rate in bytes: `24 KiB/s`, `3.1 MiB/s`."""
+    if bytes_per_second >= 1024 * 1024:
+        return f"{bytes_per_second / 1024 / 1024:.1f} MiB/s"
+    return f"{bytes_per_second / 1024:.0f} KiB/s"
+
+
+def rate_words(bytes_per_second: float) -> str:
+    """A transfer rate as people read it: `24 KiB/s (about 200 kbit/s)`."""
+    bits = bytes_per_second * 8
+    line = f"{bits / 1e6:.0f} Mbit/s" if bits >= 1e7 else f"{bits / 1e3:.0f} kbit/s"
+    return f"{rate_size(bytes_per_second)} (about {line})"
+
+
+def slow_downloads(reports: Sequence[TargetReport]) -> dict[str, str]:
+    """For each target whose page came `SLOW_FACTOR` times slower than the cycle's typical
+    download (the median of the pages big enough to measure, two at least): why it is slow,
+    in words. Throttling has no single-run verdict; this is how it shows beside the rest."""
+    rates = {r.target.name: rate for r in reports if (rate := download_rate(r)) is not None}
+    if len(rates) < 2:
+        return {}
+    typical = statistics.median(rates.values())
+    slow = {name: rate for name, rate in rates.items() if rate * SLOW_FACTOR <= typical}
+    if not slow:
+        return {}
+    others = statistics.median(r for n, r in rates.items() if n not in slow)
+    return {
+        name: (
+            f"slow: the page came at {rate_words(rate * 1024)}, {others / rate:.0f} times "
+            f"slower than the other downloads here, {rate_words(others * 1024)}: "
+            "throttling looks like this"
+        )
+        for name, rate in slow.items()
+    }

@@ -151,6 +151,16 @@ class VantageHealth:
     nxdomain_hijacked: bool | None = None
     nxdomain_answer: tuple[str, ...] = ()
     tcp_intercepted: bool | None = None
+    # Set when the test resolver refused, or could not be reached, for every name looked up
+    # this cycle (two at least): the codes it failed with. Empty when it answered any name.
+    resolver_failures: tuple[Code, ...] = ()
+    resolver_detail: str = ""
+
+    @property
+    def resolver_down(self) -> bool:
+        """True when the test resolver failed every lookup of the cycle by refusing or
+        being unreachable: the vantage's resolver is down, not the names blocked."""
+        return bool(self.resolver_failures)
 
     @property
     def connectivity_up(self) -> bool | None:
@@ -168,6 +178,8 @@ class VantageHealth:
             "nxdomain_hijacked": self.nxdomain_hijacked,
             "nxdomain_answer": list(self.nxdomain_answer),
             "tcp_intercepted": self.tcp_intercepted,
+            "resolver_down": self.resolver_down,
+            "resolver_failures": [c.value for c in self.resolver_failures],
         }
 
 

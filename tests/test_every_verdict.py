@@ -14,9 +14,9 @@ from prometheus_client import generate_latest
 from rich.console import Console
 
 from agent.config import AgentSection, Config, MeasurementLogSection, parse_config
-from agent.explain import VERDICT_TONES, VERDICT_WORDS, Tone, verdict_words
+from agent.explain import SYMBOLS, VERDICT_TONES, VERDICT_WORDS, Tone, verdict_words
 from agent.planner import make_plan
-from agent.sinks import console, status
+from agent.sinks import console
 from agent.sinks.console import rich_table, to_json, to_table
 from agent.sinks.measurement_log import MeasurementLogSink, record, sink
 from agent.sinks.measurement_log.record import FAILED_OPERATIONS
@@ -89,7 +89,7 @@ def every_verdict_cycle() -> tuple[Config, ProbePlan, CycleReport]:
         (OONI_BLOCKING, Verdict),
         (VERDICT_WORDS, Verdict),
         (VERDICT_TONES, Verdict),
-        (status.SYMBOLS, Tone),
+        (SYMBOLS, Tone),
         (console.STYLES, Tone),
         (FAILED_OPERATIONS, Step),
     ],
@@ -156,7 +156,7 @@ def test_the_status_page_carries_every_verdict() -> None:
     page = sink.render()
     for verdict in Verdict:
         tone = VERDICT_TONES[verdict]
-        shown = f"<span aria-hidden=true>{status.SYMBOLS[tone]}</span> {verdict_words(verdict)}"
+        shown = f"<span aria-hidden=true>{SYMBOLS[tone]}</span> {verdict_words(verdict)}"
         assert f"<span class='verdict {tone}'>{shown}</span>" in page
 
 

@@ -87,6 +87,10 @@ async def test_the_page_shows_each_demo_target_with_its_verdict_and_why(tmp_path
     assert "reset right after the TLS greeting that named messenger.test" in why
     assert "SNI-based" in why
     assert "dns_bogon" in page.rows["poisoned"][1]
+    # The throttled download is reachable, and shown as slow beside the full-speed one.
+    assert page.rows["video"][1].startswith("slow: the page came at")
+    assert "times slower than the other downloads here" in page.rows["video"][1]
+    assert page.rows["news"][1] == "every step worked"
 
 
 async def test_the_page_is_self_contained_and_refreshes_itself(tmp_path: Path) -> None:
@@ -165,3 +169,15 @@ async def test_the_agent_serves_the_page_at_root(tmp_path: Path) -> None:
             assert 'reachprobe_target_up{target="news"} 1.0' in await scrape.text()
     finally:
         await scheduler.prober.aclose()
+
+
+async def test_before_the_first_cycle_the_page_names_the_configured_canary(
+    tmp_path: Path,
+) -> None:
+    sink = StatusSink()
+    async with demo_agent(tmp_path) as (config, prober):
+        sink.configure(config, prober.plan)
+    page = sink.render()
+    assert "no canary configured" not in page
+    assert "canary canary" not in page
+    assert "canary (canary.test), a canary that should always work: not probed yet" in page
