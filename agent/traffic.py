@@ -15,7 +15,6 @@ from pathlib import Path
 
 from agent.config import Config, load_config
 from agent.planner import make_plan
-from measure.followups.sni import CONTROL_SNI
 from measure.plan import ProbePlan, TargetPlan
 from probes.http import MAX_REDIRECTS
 from probes.taxonomy import Step
@@ -47,13 +46,13 @@ RESOLVER_WORDS: dict[str, str] = {
 # change how often or how long, never what or where. A new field fails the test until it is
 # sorted into one of the two.
 DESCRIBED = frozenset(
-    {"targets", "test_resolver", "control_resolver", "vantage", "prefixes", "raw"}
+    {"targets", "test_resolver", "control_resolver", "vantage", "prefixes", "raw", "control_sni"}
 )
 NOT_TRAFFIC = frozenset(
     {
         "timeout", "concurrency", "max_addresses", "address_limit", "max_body_bytes",
         "injection_window", "bogon_exempt", "ca_file", "fingerprints", "dns_fingerprints",
-        "jitter",
+        "jitter", "body_sample",
         "prefix_seed", "prefix_syn_rate", "interval",
     }
 )  # fmt: skip
@@ -122,8 +121,16 @@ def traffic(config: Config, plan: ProbePlan) -> list[str]:
     if any(t.uses_tls for t in plan.targets):
         out.append(
             "**To the same address, when a TLS handshake is reset, times out or is cut**: the "
-            f"handshake repeated naming {CONTROL_SNI} instead, to tell whether the name made "
-            "the difference. Any failure that packet loss could explain is repeated once."
+            f"handshake repeated naming {plan.control_sni} (`raw.control_sni`) instead, to "
+            "tell whether the name made the difference. Any failure that packet loss could "
+            "explain is repeated once."
+        )
+    quic = [t for t in plan.targets if t.quic is not None]
+    if quic:
+        where = ", ".join(f"{t.host}:{t.port}" for t in quic)
+        out.append(
+            f"**To the same addresses over UDP** ({where}), {every}: a QUIC handshake naming "
+            "the site and an HTTP/3 `GET` (`http3: true`), beside the TCP connection."
         )
     web = [t for t in plan.targets if t.http is not None]
     if web:

@@ -17,7 +17,7 @@ from agent.config import AgentSection, Config, MeasurementLogSection, parse_conf
 from agent.explain import SYMBOLS, VERDICT_TONES, VERDICT_WORDS, Tone, verdict_words
 from agent.planner import make_plan
 from agent.sinks import console
-from agent.sinks.console import rich_table, to_json, to_table
+from agent.sinks.console import rich_tables, to_json, to_table
 from agent.sinks.measurement_log import MeasurementLogSink, record, sink
 from agent.sinks.measurement_log.record import FAILED_OPERATIONS
 from agent.sinks.prometheus import PrometheusSink
@@ -143,7 +143,8 @@ def test_the_console_json_and_tables_carry_every_verdict() -> None:
     for verdict in Verdict:
         assert rows[verdict.value] == verdict.value
     out = io.StringIO()
-    Console(file=out, width=200).print(rich_table(cycle.reports))
+    for table in rich_tables(cycle.reports, width=200):
+        Console(file=out, width=200).print(table)
     for verdict in Verdict:
         assert verdict_words(verdict) in out.getvalue()
 

@@ -46,7 +46,7 @@ TARGETS = "\0targets\0"
 # The table for people: at most this many targets per piece drawn (10,000 targets draw as
 # they go, not after seconds of nothing), and its columns' widths.
 ROWS_PER_TABLE = 100
-TARGET_MAX_WIDTH, VERDICT_MAX_WIDTH = 20, 16
+TARGET_MAX_WIDTH, VERDICT_MAX_WIDTH = 20, 25
 TIMINGS_MIN_WIDTH, TIMINGS_WIDTH = 120, 30
 
 
