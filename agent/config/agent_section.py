@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from agent.config.types import (
+    AsNumber,
+    CountryCode,
     Duration,
     ExistingFile,
     LabelName,
@@ -27,8 +29,8 @@ class AgentSection(Strict):
 
     vantage: LabelName = "unnamed"
     role: Literal["test", "control"] = "test"
-    country: Annotated[str, Field(pattern=r"^([A-Z]{2})?$")] = ""
-    asn: Annotated[str, Field(pattern=r"^(AS\d{1,10})?$")] = ""
+    country: CountryCode = ""
+    asn: AsNumber = ""
     listen: str | None = DEFAULT_LISTEN
     interval: Duration = 60.0
     timeout: Duration = 5.0

@@ -5,9 +5,22 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
-from agent.config.types import LabelName, Strict, check_ip, check_regex, split_host_port
+from agent.config.types import (
+    GroupName,
+    LabelName,
+    Strict,
+    check_ip,
+    check_regex,
+    split_host_port,
+)
 
 
 class ExchangeConfig(Strict):
@@ -35,11 +48,27 @@ class TargetConfig(Strict):
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     tls: bool | None = None
     tcp: str | None = None
-    group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{0,64}$")] = ""
+    group: GroupName = ""
     expect_status: list[Annotated[int, Field(ge=100, le=599)]] = []
     expect_body: str | None = None
     # `mtproto` proves a Telegram data centre answers; or a send/expect pair.
     exchange: Literal["mtproto"] | ExchangeConfig | None = None
+
+    @field_validator("exchange", mode="wrap")
+    @classmethod
+    def _exchange(
+        cls, value: object, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> ExchangeConfig | str | None:
+        # Validated by hand, not as the union it is: pydantic would report the failure of each
+        # alternative, in its type names (`literal['mtproto']`, `ExchangeConfig`).
+        if isinstance(value, dict):
+            return ExchangeConfig.model_validate(value, context=info.context)
+        if value is None or value == "mtproto":
+            return handler(value)
+        raise ValueError(
+            f"{value!r} is not an exchange: use `mtproto`, or a mapping with send, expect "
+            "and max_reply"
+        )
 
     @field_validator("url")
     @classmethod
