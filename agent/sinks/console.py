@@ -2,7 +2,7 @@
 
 On a terminal the table is drawn by rich, verdicts in colour (and words), with the failing
 step, its code, a plain-language explanation and the timings; when the output is not a
-terminal, or NO_COLOR is set, it is the plain table that scripts and tests read.
+terminal it is the plain table that scripts and tests read; NO_COLOR takes only the colour away.
 """
 
 from __future__ import annotations
@@ -83,8 +83,9 @@ def to_table(reports: Sequence[TargetReport]) -> str:
 
 
 def for_people(stream: TextIO) -> bool:
-    """True when `stream` is a terminal and colour is not switched off (no-color.org)."""
-    return stream.isatty() and not os.environ.get("NO_COLOR")
+    """True when `stream` is a terminal. NO_COLOR (no-color.org) takes only the colour away:
+    rich reads it, and the table keeps its words."""
+    return stream.isatty()
 
 
 def _style(report: TargetReport) -> str:
@@ -93,12 +94,12 @@ def _style(report: TargetReport) -> str:
     return "bold yellow" if report.verdict == INCONCLUSIVE else "bold red"
 
 
-def rich_table(reports: Sequence[TargetReport]) -> Table:
+def rich_table(reports: Sequence[TargetReport], title: str = "reachprobe check") -> Table:
     """The table for people: verdict in words and colour, failing step and code, the
     explanation and the step timings."""
     reachable = sum(r.verdict == REACHABLE for r in reports)
     table = Table(
-        title="reachprobe check",
+        title=title,
         caption=f"{reachable}/{len(reports)} targets reachable",
         show_lines=True,
     )
@@ -154,9 +155,12 @@ def live_progress(
 class ConsoleSink(Sink):
     """Prints each cycle as the JSON document (`json`) or the table (`table`)."""
 
-    def __init__(self, fmt: str, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, fmt: str, stream: TextIO | None = None, title: str = "reachprobe check"
+    ) -> None:
         self.fmt = fmt
         self.stream = stream
+        self.title = title
         self.agent = AgentSection()
 
     def configure(self, config: Config, plan: ProbePlan) -> None:
@@ -170,7 +174,8 @@ class ConsoleSink(Sink):
             stream.write("\n")
             return
         if for_people(stream):
-            Console(file=stream).print(rich_table(cycle.reports))
+            no_color = bool(os.environ.get("NO_COLOR"))
+            Console(file=stream, no_color=no_color).print(rich_table(cycle.reports, self.title))
         else:
             print(to_table(cycle.reports), file=stream)
         health = vantage_line(cycle)
