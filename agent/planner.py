@@ -24,11 +24,10 @@ from agent.config import (
     split_host_port,
 )
 from agent.resources import shipped_file
-from measure.plan import HttpPlan, ProbePlan, RawPlan, TargetPlan, VantagePlan
+from measure.plan import HttpPlan, Prefix, ProbePlan, RawPlan, TargetPlan, VantagePlan
 from probes.blockpages import Fingerprint
 from probes.exchange import MTPROTO, Exchange
 from probes.http import SCHEME_PORTS
-from probes.prefix import Prefix
 
 log = logging.getLogger("reachprobe")
 
@@ -78,6 +77,7 @@ def plan_target(target: TargetConfig) -> TargetPlan:
         parts = urlsplit(target.url)
         http = HttpPlan(
             url=target.url,
+            parts=parts,
             expect_status=tuple(target.expect_status),
             expect_body=re.compile(target.expect_body) if target.expect_body else None,
         )

@@ -15,8 +15,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from agent.config.web import WebConfig, ssl_context
-from agent.exposition import encode
 from agent.scheduler import Scheduler
+from agent.sinks.prometheus.exposition import encode
 from agent.webauth import PasswordChecker, basic_auth_middleware
 
 log = logging.getLogger("reachprobe")

@@ -3,7 +3,7 @@
 One responder process (its CPU is not charged to the sweep) listens on 0.0.0.0:PORT, which
 answers every address of 127.0.0.0/8, and accepts and closes connections in a blocking loop; the
 benchmark then samples `--sample` addresses of `--cidr` (default 127.0.0.0/16) and probes all
-of them with `probes.prefix.sweep`, `--rounds` times (a fresh sample each round, as in
+of them with `measure.prefixes.sweep`, `--rounds` times (a fresh sample each round, as in
 successive cycles), and prints wall time, CPU time and addresses per second per round: by TCP
 connect, then by SYN scan (`--method syn`, raw sockets; the kernel answers the SYNs itself and
 its RSTs to the SYN-ACKs never reach the accept loop) at `--rate` SYNs per second, by default
@@ -40,7 +40,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from probes.prefix import METHODS, sample, sweep  # noqa: E402
+from measure.plan import METHODS  # noqa: E402
+from measure.prefixes import sample, sweep  # noqa: E402
 
 INSIDE = "REACHPROBE_BENCH_PRIVATE_NETNS"
 

@@ -1,9 +1,9 @@
 """Benchmark: memory per buffered sample in push mode, and what an outage of a day costs.
 
-Fills the remote-write buffer (agent/remote_write.py) as a receiver that is down would: one
-snapshot of a registry per cycle, the series set unchanged between cycles. Memory is measured
-with tracemalloc (Python allocations: the values, the per-snapshot bookkeeping), and the time to
-take and encode the snapshots for sending. Run: `python bench/remote_write_buffer.py`.
+Fills the remote-write buffer (agent/sinks/remote_write/buffer.py) as a receiver that is down
+would: one snapshot of a registry per cycle, the series set unchanged between cycles. Memory is
+measured with tracemalloc (Python allocations: the values, the per-snapshot bookkeeping), and the
+time to take and encode the snapshots for sending. Run: `python bench/remote_write_buffer.py`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import tracemalloc
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from agent.remote_write import SampleBuffer, encode_write_request, snapshot_registry
+from agent.sinks.remote_write.buffer import SampleBuffer
+from agent.sinks.remote_write.snapshot import snapshot_registry
+from agent.sinks.remote_write.wire import encode_write_request
 
 IDENTITY = {"job": "reachprobe", "instance": "bench"}
 TIMED_SNAPSHOTS = 50

@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable, Sequence
 
 from measure.followups.raw import RawFollowups
-from measure.plan import ProbePlan, TargetPlan
+from measure.plan import TargetPlan
 from measure.pool import map_bounded
+from measure.prefixes import cycle_number, probe_prefixes
 from measure.prober import Prober
-from measure.report import CycleReport, TargetReport
+from measure.report import CycleReport, PrefixResult, TargetReport
 from measure.vantage import VantageChecks, adjust, assess
 from measure.verdict import INCONCLUSIVE
-from probes.prefix import PrefixResult, cycle_number, probe_prefixes
 
 log = logging.getLogger("reachprobe")
 
@@ -83,7 +83,7 @@ async def run_cycle(
     if prober.raw is not None:
         raw = prober.raw
         adjusted = tuple(await map_bounded(lambda r: with_raw(raw, r), adjusted, limit))
-    prefixes = await sample_prefixes(prober.plan, started_at)
+    prefixes = await sample_prefixes(prober, started_at)
     return CycleReport(number, started_at, time.monotonic() - start, adjusted, health, prefixes)
 
 
@@ -96,14 +96,22 @@ async def with_raw(raw: RawFollowups, report: TargetReport) -> TargetReport:
         return report
 
 
-async def sample_prefixes(plan: ProbePlan, started_at: float) -> tuple[PrefixResult, ...]:
-    """The cycle's prefix samples. They run after the targets, so that `concurrency` keeps
-    bounding the agent's open sockets; the sample is the one every vantage sharing the seed
-    draws for this interval (docs/prefixes.md)."""
+async def sample_prefixes(prober: Prober, started_at: float) -> tuple[PrefixResult, ...]:
+    """The cycle's prefix samples, each connect under the prober's concurrency bound (and
+    after the targets), so that `concurrency` keeps bounding the agent's open sockets; the
+    sample is the one every vantage sharing the seed draws for this interval
+    (docs/prefixes.md)."""
+    plan = prober.plan
     if not plan.prefixes:
         return ()
     cycle = cycle_number(started_at, plan.interval)
     results = await probe_prefixes(
-        plan.prefixes, plan.prefix_seed, cycle, plan.timeout, plan.concurrency, plan.prefix_syn_rate
+        plan.prefixes,
+        plan.prefix_seed,
+        cycle,
+        plan.timeout,
+        plan.concurrency,
+        plan.prefix_syn_rate,
+        limiter=prober.semaphore,
     )
     return tuple(results)

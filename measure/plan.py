@@ -9,19 +9,64 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import Literal, Protocol
+from urllib.parse import SplitResult
 
 from probes.blockpages import Fingerprint
 from probes.dns import Resolver
 from probes.exchange import Exchange
-from probes.prefix import DEFAULT_SEED, DEFAULT_SYN_RATE, Prefix
 from probes.taxonomy import Step
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# How a sampled prefix address is probed: a TCP connect, or one SYN of a stateless scan (raw
+# socket).
+Method = Literal["connect", "syn"]
+METHODS: tuple[Method, ...] = ("connect", "syn")
+
+# The prefix-sampling seed every vantage uses unless its operator sets another one. Vantages
+# compared with each other must share a seed; a private seed makes a vantage's samples
+# unpredictable to anyone who reads this file.
+DEFAULT_SEED = "reachprobe-prefix-sampling-v1"
+# The largest sample a prefix may ask for per cycle: 4,096 connects already give +-1.6% at 95%.
+MAX_SAMPLE = 4096
+# SYNs per second of the syn method: conservative, what a home line bears without notice.
+DEFAULT_SYN_RATE = 1000.0
+
+
+class PrefixLike(Protocol):
+    """A prefix to sample each cycle; `Prefix` and the agent's `PrefixConfig` are ones."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def cidr(self) -> IPNetwork | str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def sample(self) -> int: ...
+    @property
+    def method(self) -> Method: ...
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """A prefix to sample each cycle (docs/prefixes.md): a label, the network, the port, the
+    sample size and how each address is probed."""
+
+    name: str
+    cidr: IPNetwork | str
+    port: int = 443
+    sample: int = 16
+    method: Method = "connect"
 
 
 @dataclass(frozen=True, slots=True)
 class HttpPlan:
-    """The HTTP step of a URL target: the URL and what a genuine answer looks like."""
+    """The HTTP step of a URL target: the URL (`parts`: parsed once, when the plan is made)
+    and what a genuine answer looks like."""
 
     url: str
+    parts: SplitResult
     expect_status: tuple[int, ...] = ()
     expect_body: re.Pattern[str] | None = None
 

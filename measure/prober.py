@@ -1,6 +1,7 @@
-"""Runs one target's chain of steps (dns -> tcp -> exchange or tls -> http) and the
-follow-ups, and assembles its report. Holds what the steps share under one plan: the
-resolvers, the TLS context, the fingerprints and the global concurrency bound."""
+"""Runs one target's chain of steps (dns, then per address the steps of the step table,
+measure/steps.py) and the follow-ups, and assembles its report. Holds what the steps share
+under one plan: the resolvers, the TLS context, the fingerprints and the global concurrency
+bound."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from measure.followups import confirm, consistency, sni
 from measure.followups.raw import RawFollowups
 from measure.plan import ProbePlan, TargetPlan, VantagePlan
 from measure.report import TargetReport
+from measure.steps import connect
 from measure.vantage import VantageChecks, random_name
 from measure.verdict import REACHABLE, chain_verdict, deciding, first_failure, representative
-from probes import exchange, http, tcp, tls
+from probes import http, tls
 from probes.blockpages import BlockpageMatcher
 from probes.bogons import BogonFilter
-from probes.connection import Connection
 from probes.dns import DnsClient, Resolver
 from probes.results import HttpFacts, StepResult, skipped
 from probes.taxonomy import Step
@@ -58,7 +59,7 @@ class Prober:
             limiter=self.semaphore,
         )
 
-    def _expect(self, target: TargetPlan) -> http.HttpExpectations:
+    def expectations(self, target: TargetPlan) -> http.HttpExpectations:
         """The target's HTTP expectations, built once per plan."""
         assert target.http is not None
         if target.name not in self._expectations:
@@ -70,89 +71,40 @@ class Prober:
             )
         return self._expectations[target.name]
 
-    async def _usable_addresses(self, host: str) -> Sequence[str]:
+    async def usable_addresses(self, host: str) -> Sequence[str]:
         """A redirect's host through the test resolver: its addresses, none on failure
         (a bogon answer is a failure: never connected to)."""
         result = await self.test_dns.resolve(host, self.bogons)
         return consistency.addresses_of(result) if result.ok else ()
 
-    async def _http(self, target: TargetPlan, conn: Connection) -> StepResult:
-        """The HTTP step over `conn`: the connection the earlier steps opened, or a fresh
-        one it opens itself (a control fetch). The caller holds the concurrency slot."""
-        assert target.http is not None
-        return await http.run(
-            conn,
-            target.http.url,
-            ssl_context=self.ssl_context,
-            timeout=self.plan.timeout,
-            expect=self._expect(target),
-            resolve=self._usable_addresses,
-        )
-
-    async def _handshake(
-        self, address: str, port: int, server_name: str | None
-    ) -> tuple[StepResult, StepResult | None]:
-        """Connect, and with `server_name` run a TLS handshake; the socket is closed after."""
-        conn = Connection(address, port)
-        try:
-            connected = await tcp.run(conn, self.plan.timeout)
-            if not connected.ok or server_name is None:
-                return connected, None
-            return connected, await tls.run(conn, server_name, self.ssl_context, self.plan.timeout)
-        finally:
-            conn.close()
-
-    async def _connection_steps(self, target: TargetPlan, address: str) -> list[StepResult]:
-        """The tcp step, then the exchange or tls, then http, all on one connection. They
-        hold one slot of the concurrency bound for as long as they hold the socket, so
-        `concurrency` also bounds open sockets."""
-        timeout = self.plan.timeout
+    async def _connect(
+        self,
+        target: TargetPlan,
+        address: str,
+        steps: Sequence[Step] | None = None,
+        sni: str | None = None,
+    ) -> list[StepResult]:
+        """The connection path (measure/steps.py) under one slot of the concurrency bound,
+        held for as long as the socket is, so that `concurrency` also bounds open sockets."""
         async with self.semaphore:
-            conn = Connection(address, target.port)
-            try:
-                steps = [await tcp.run(conn, timeout)]
-                if steps[-1].ok and target.exchange is not None:
-                    steps.append(await exchange.run(conn, target.exchange, timeout))
-                elif steps[-1].ok and target.sni is not None:
-                    steps.append(await tls.run(conn, target.sni, self.ssl_context, timeout))
-                if steps[-1].ok and target.http is not None:
-                    steps.append(await self._http(target, conn))
-            finally:
-                conn.close()
-        return steps
-
-    async def _attempt(self, target: TargetPlan, address: str) -> list[StepResult]:
-        """One try of the chain to one address, on a fresh connection."""
-        chain = await self._connection_steps(target, address)
-        failed = first_failure(chain)
-        rest = target.steps[len(chain) :]
-        if failed is not None:
-            endpoint = Connection(address, target.port).endpoint
-            chain += [skipped(s, endpoint, f"{failed.step.value} failed") for s in rest]
-        return chain
+            return await connect(self, target, address, self.plan.timeout, steps, sni)
 
     async def _address_chain(self, target: TargetPlan, address: str) -> Chain:
         """The chain to one address: a transient failure is confirmed once on a fresh
         connection, and a handshake failure is re-checked with an innocuous SNI."""
-        chain = await self._attempt(target, address)
+        chain = await self._connect(target, address)
         failed = first_failure(chain)
         if failed is not None and confirm.worth_confirming(failed):
             at = chain.index(failed)
-            chain = await self._attempt(target, address)
+            chain = await self._connect(target, address)
             chain[at] = chain[at].with_evidence(confirm.first_attempt(failed))
         handshake = next((s for s in chain if s.step == Step.TLS), None)
         if handshake is not None and sni.needs_recheck(handshake):
             evidence = await sni.recheck(
-                handshake, lambda name: self._bounded_handshake(address, target.port, name)
+                handshake, lambda name: self._connect(target, address, sni.HANDSHAKE, name)
             )
             chain[chain.index(handshake)] = handshake.with_evidence(evidence)
         return tuple(chain)
-
-    async def _bounded_handshake(
-        self, address: str, port: int, server_name: str | None
-    ) -> tuple[StepResult, StepResult | None]:
-        async with self.semaphore:
-            return await self._handshake(address, port, server_name)
 
     async def _chains(self, target: TargetPlan, addresses: Sequence[str]) -> tuple[Chain, ...]:
         """Chains to the addresses, `max_addresses` at a time, until one works or
@@ -195,12 +147,7 @@ class Prober:
         truth = consistency.addresses_of(control)
         if not truth:
             return None
-        async with self.semaphore:
-            conn = Connection(truth[0], target.port)
-            try:
-                fetched = await self._http(target, conn)
-            finally:
-                conn.close()
+        [fetched] = await self._connect(target, truth[0], (Step.HTTP,))
         return consistency.compare(shown.facts, fetched)
 
     async def probe(self, target: TargetPlan) -> TargetReport:
@@ -235,7 +182,9 @@ class Prober:
         async def tcp_canary() -> StepResult | None:
             if plan.tcp_canary is None:
                 return None
-            connected, _ = await self._bounded_handshake(*plan.tcp_canary, None)
+            address, port = plan.tcp_canary
+            canary = TargetPlan("tcp canary", "", "tcp", address, port)
+            [connected] = await self._connect(canary, address)
             return connected
 
         nx, tcp_result = await asyncio.gather(nxdomain(), tcp_canary())

@@ -5,16 +5,15 @@ Sinks (metrics, JSON, the status page ...) read these fields; none reads a step'
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from measure.followups.consistency import addresses_of
-from measure.plan import TargetPlan
+from measure.plan import Method, TargetPlan
 from measure.verdict import REACHABLE, Verdict, deciding, family_outcomes, first_failure
-from probes.prefix import PrefixResult
 from probes.results import HttpFacts, StepResult
-from probes.taxonomy import Code, Step
+from probes.taxonomy import OK, Code, Step
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +132,61 @@ class VantageHealth:
             "nxdomain_answer": list(self.nxdomain_answer),
             "tcp_intercepted": self.tcp_intercepted,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class AddressOutcome:
+    """How one sampled address answered a TCP connect: a taxonomy code (`ok`, `tcp_*`)."""
+
+    address: str
+    result: str
+    duration_seconds: float
+
+    @property
+    def reachable(self) -> bool:
+        """True if the connect completed."""
+        return self.result == OK
+
+
+@dataclass(frozen=True)
+class PrefixResult:
+    """One prefix's sample in one cycle: counts, the reachable ratio and its 95% interval.
+
+    `results` counts the sampled addresses by result code; `outcomes` keeps every address's
+    own outcome, in sample order, so that a test vantage's sample can be joined with a control
+    vantage's (`among_responsive`).
+    """
+
+    name: str
+    cidr: str
+    sampled: int
+    reachable: int
+    ratio: float
+    ci_low: float
+    ci_high: float
+    results: Mapping[str, int]
+    outcomes: tuple[AddressOutcome, ...] = field(default=(), repr=False)
+    method: Method = "connect"
+
+    def to_json(self, outcomes: bool = False) -> dict[str, object]:
+        """The `prefixes[]` entry of `check --format json` (with per-address outcomes if asked)."""
+        out: dict[str, object] = {
+            "name": self.name,
+            "cidr": self.cidr,
+            "sampled": self.sampled,
+            "reachable": self.reachable,
+            "ratio": round(self.ratio, 6),
+            "ci_low": round(self.ci_low, 6),
+            "ci_high": round(self.ci_high, 6),
+            "results": dict(self.results),
+            "method": self.method,
+        }
+        if outcomes:
+            out["outcomes"] = [
+                {"address": o.address, "result": o.result, "duration_seconds": o.duration_seconds}
+                for o in self.outcomes
+            ]
+        return out
 
 
 @dataclass(frozen=True, slots=True)

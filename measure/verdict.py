@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import StrEnum
 
-from probes.results import StepResult, endpoint_family
+from probes.results import StepResult
 from probes.taxonomy import OK, SKIPPED, Step
 
 
@@ -89,8 +89,8 @@ def family_outcomes(chains: Sequence[Sequence[StepResult]]) -> dict[str, str]:
     """
     by_family: dict[str, list[Sequence[StepResult]]] = {}
     for chain in chains:
-        if chain and chain[0].address is not None:
-            by_family.setdefault(endpoint_family(chain[0].address), []).append(chain)
+        if chain and chain[0].endpoint is not None:
+            by_family.setdefault(chain[0].endpoint.family, []).append(chain)
     outcomes: dict[str, str] = {}
     for family in sorted(by_family):
         shown = representative(by_family[family])

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from probes.results import format_endpoint
+from probes.results import Endpoint
 
 READ_SIZE = 65536
 
@@ -47,10 +47,10 @@ class Connection:
     sock: socket.socket | None = None
     stream: Stream | None = None
     tls: ssl.SSLObject | None = None
+    endpoint: Endpoint = field(init=False)
 
-    @property
-    def endpoint(self) -> str:
-        return format_endpoint(self.address, self.port)
+    def __post_init__(self) -> None:
+        self.endpoint = Endpoint(self.address, self.port)
 
     def close(self) -> None:
         """Close the socket (a TLS session over a MemoryBIO needs no closing of its own)."""

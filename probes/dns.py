@@ -208,6 +208,10 @@ def _parse_doh(body: bytes, query: dns.message.Message) -> dns.message.Message:
     return msg
 
 
+# The system resolver's servers asked at most, as the C library's stub resolver asks.
+MAXNS = 3
+
+
 class DnsClient:
     """Sends A/AAAA queries through one configured resolver."""
 
@@ -225,13 +229,18 @@ class DnsClient:
         self.resolver = resolver
         self.timeout = timeout
         self.injection_window = injection_window
+        # One server's share of the step: the query's own timeout, a TCP retry after
+        # truncation, the injection window. The step's deadline is one share per server.
+        self.per_server = 2 * timeout + injection_window + 0.5
+        count = MAXNS if resolver.type == "system" else max(1, len(resolver.servers))
+        self.step_timeout = count * self.per_server
         self.ssl_context = ssl_context
         self._session: aiohttp.ClientSession | None = None
 
     def _servers(self) -> Sequence[tuple[str, int]]:
         if self.resolver.type == "system":
             conf = dns.resolver.Resolver(filename=RESOLV_CONF)
-            return [(str(ns), SYSTEM_PORT) for ns in conf.nameservers]
+            return [(str(ns), SYSTEM_PORT) for ns in conf.nameservers[:MAXNS]]
         return self.resolver.servers
 
     async def _doh(self, query: dns.message.Message) -> list[dns.message.Message]:
@@ -303,11 +312,9 @@ class DnsClient:
             [None] if self.resolver.type == "doh" else self._servers()
         )
         outcome = QueryOutcome()
-        # Per server: the query's own timeout, a TCP retry after truncation, the window.
-        bound = 2 * self.timeout + self.injection_window + 0.5
         for server in servers:
             try:
-                async with asyncio.timeout(bound):
+                async with asyncio.timeout(self.per_server):
                     return await self._query_once(query, server)
             except (
                 OSError,
@@ -323,7 +330,7 @@ class DnsClient:
 
     async def resolve(self, name: str, bogons: BogonFilter) -> StepResult:
         """The DNS step: A and AAAA for `name`, classified; the usable addresses are in the
-        result's `DnsFacts`. Each query bounds itself (per server, and the injection window)."""
+        result's `DnsFacts`. The step's deadline gives every server its share in turn."""
 
         async def work() -> Outcome:
             results = await asyncio.gather(*(self.query(name, q) for q in QTYPES))
@@ -332,7 +339,7 @@ class DnsClient:
             facts = DnsFacts(self.resolver.type, tuple(addresses), strays)
             return Outcome(code, detail, facts)
 
-        return await measure(Step.DNS, None, None, work)
+        return await measure(Step.DNS, None, self.step_timeout, work)
 
     async def aclose(self) -> None:
         """Release the DoH connection pool."""

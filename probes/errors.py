@@ -1,7 +1,8 @@
 """The one place where exceptions become result codes.
 
 Every step runs its network work through `measure(step, endpoint, timeout, work)`: the step's
-only boundary, where it is timed, bounded by its timeout and classified. A step never catches
+only boundary, where it is timed, bounded by its timeout (the step's one `Deadline`, which the
+work reads through `deadline()` instead of deriving its own) and classified. A step never catches
 exceptions itself. The mapping goes through a step-independent failure kind (`Failure`), the
 way OONI's netxlite classifier and httpcore's `map_exceptions` work: one table from errno,
 `ssl` and timeout errors to kinds, and `taxonomy.step_code` to turn a kind into the step's code
@@ -18,12 +19,13 @@ import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import dns.exception
 
-from probes.results import Facts, StepResult
+from probes.results import Endpoint, Facts, StepResult
 from probes.taxonomy import Code, Failure, Step, step_code
 
 log = logging.getLogger("reachprobe")
@@ -223,19 +225,52 @@ class Outcome:
     facts: Facts | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """When the running step's boundary gives up on it (event-loop time), set once by
+    `measure`."""
+
+    at: float
+    timeout: float
+
+    @property
+    def reading_until(self) -> float:
+        """When a step that reads for as long as data comes stops reading: a little before
+        `at`, so that it reports what it got (a stalled or dripping body) instead of being
+        cancelled by the boundary."""
+        return self.at - max(0.1, self.timeout / 10)
+
+    def remaining(self) -> float:
+        """Seconds left (negative once passed)."""
+        return self.at - asyncio.get_running_loop().time()
+
+
+_DEADLINE: ContextVar[Deadline | None] = ContextVar("reachprobe_step_deadline", default=None)
+
+
+def deadline() -> Deadline:
+    """The deadline of the step whose work is running (inside `measure`)."""
+    current = _DEADLINE.get()
+    if current is None:
+        raise RuntimeError("deadline() is for a step's work, inside measure() with a timeout")
+    return current
+
+
 async def measure(
     step: Step,
-    endpoint: str | None,
-    timeout: float | None,
+    endpoint: Endpoint | str | None,
+    timeout: float,
     work: Callable[[], Awaitable[Outcome]],
 ) -> StepResult:
     """Run one step's `work`: timed, bounded by `timeout`, its exceptions classified here.
 
-    Any exception a library raises while talking to a peer becomes a code of the step
-    (`*_error` when the table does not know it), so network input never reaches the caller
-    as an exception. Cancellation passes through.
+    The step's one deadline is set here (`deadline()` gives it to the work). Any exception a
+    library raises while talking to a peer becomes a code of the step (`*_error` when the
+    table does not know it), so network input never reaches the caller as an exception.
+    Cancellation passes through.
     """
     start = time.perf_counter()
+    token = _DEADLINE.set(Deadline(asyncio.get_running_loop().time() + timeout, timeout))
     try:
         async with asyncio.timeout(timeout):
             outcome = await work()
@@ -244,5 +279,7 @@ async def measure(
         if code.value.endswith("_error"):
             log.debug("%s %s: unclassified %r", step.value, endpoint, exc, exc_info=exc)
         return StepResult(step, code, endpoint, time.perf_counter() - start, detail)
+    finally:
+        _DEADLINE.reset(token)
     elapsed = time.perf_counter() - start
     return StepResult(step, outcome.code, endpoint, elapsed, outcome.detail, outcome.facts)

@@ -29,6 +29,7 @@ from probes import tcp, tls
 from probes.blockpages import BlockpageMatcher
 from probes.connection import Connection, Stream
 from probes.errors import Outcome, PeerProtocolError, measure
+from probes.errors import deadline as step_deadline
 from probes.results import HttpFacts, StepResult
 from probes.taxonomy import Code, Step
 
@@ -278,8 +279,8 @@ class _Fetcher:
     deadline: float
     pinned: dict[str, str] = field(default_factory=dict)
 
-    async def first(self, url: str) -> _Response:
-        parts = urlsplit(url)
+    async def first(self, parts: SplitResult) -> _Response:
+        url = parts.geturl()
         if self.conn.stream is None:  # a caller with no earlier steps: connect here
             hop, stream = await _open(self.conn.address, parts, self.ssl_context)
             self.conn.sock, self.conn.stream = hop.sock, stream
@@ -294,11 +295,11 @@ class _Fetcher:
         finally:
             conn.close()
 
-    async def follow(self, url: str) -> _Hops:
+    async def follow(self, url: SplitResult) -> _Hops:
         """GET `url` and follow redirects: within a host to its pinned address, to another
         host through `resolve` (no `resolve`: not followed). A hop that matches a blockpage
         fingerprint ends the chain: it has said what it had to."""
-        hops = _Hops(await self.first(url), [url])
+        hops = _Hops(await self.first(url), [url.geturl()])
         for _ in range(MAX_REDIRECTS):
             target = _next_hop(hops.last)
             if target is None or _blockpage(hops.last, self.expect) is not None:
@@ -319,24 +320,23 @@ class _Fetcher:
 
 async def run(
     conn: Connection,
-    url: str,
+    url: SplitResult,
     *,
     ssl_context: ssl.SSLContext,
     timeout: float,
     expect: HttpExpectations,
     resolve: Resolve | None = None,
 ) -> StepResult:
-    """GET `url` over `conn` (its stream from the earlier steps, or a connection of its own
-    when it has none) and judge the answer against `expect`, blockpage fingerprints first, on
-    every hop. Redirects to another host are followed through `resolve`; without it they are
-    reported and not followed. `conn` stays the caller's to close."""
-    host = (urlsplit(url).hostname or "").lower()
+    """GET `url` (parsed once, in the plan) over `conn` (its stream from the earlier steps,
+    or a connection of its own when it has none) and judge the answer against `expect`,
+    blockpage fingerprints first, on every hop. Redirects to another host are followed
+    through `resolve`; without it they are reported and not followed. `conn` stays the
+    caller's to close."""
+    host = (url.hostname or "").lower()
 
     async def work() -> Outcome:
-        loop = asyncio.get_running_loop()
-        # Stop reading a dripping body a little before the step's own timeout fires.
-        deadline = loop.time() + timeout - max(0.1, timeout / 10)
-        fetcher = _Fetcher(conn, ssl_context, expect, resolve, deadline, {host: conn.address})
+        until = step_deadline().reading_until
+        fetcher = _Fetcher(conn, ssl_context, expect, resolve, until, {host: conn.address})
         started = time.perf_counter()
         hops = await fetcher.follow(url)
         elapsed = time.perf_counter() - started

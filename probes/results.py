@@ -79,25 +79,63 @@ def facts_json(facts: object) -> dict[str, object]:
     }
 
 
+# The address families a target's addresses fall in, as reports and metrics name them.
+FAMILIES = ("ipv4", "ipv6")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """The address and port a step ran against. It is text (`ip:port`, IPv6 in brackets)
+    only at output: `str(endpoint)`, the JSON and the sinks."""
+
+    address: str
+    port: int
+
+    @property
+    def family(self) -> str:
+        """`ipv4` or `ipv6`."""
+        return FAMILIES[1] if ":" in self.address else FAMILIES[0]
+
+    def __str__(self) -> str:
+        return format_endpoint(self.address, self.port)
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        """The endpoint `text` (`ip:port` or `[ipv6]:port`) names: for results built from
+        text (fixtures, other tools), never for the product's own results."""
+        host, _, port = text.rpartition(":")
+        return cls(host.removeprefix("[").removesuffix("]"), int(port))
+
+
 @dataclass(frozen=True, slots=True)
 class StepResult:
     """The outcome of one probe step against one address.
 
-    `result` is exactly one code of the taxonomy; `detail` is a short human-readable
-    explanation (never the volunteer's own address); `facts` holds what the step learned.
+    `result` is exactly one code of the taxonomy; `endpoint` is where it ran (None for DNS
+    and for steps that never got an address); `detail` is a short human-readable explanation
+    (never the volunteer's own address); `facts` holds what the step learned.
     """
 
     step: Step
     result: Code
-    address: str | None = None
+    endpoint: Endpoint | None = None
     duration_seconds: float = 0.0
     detail: str = ""
     facts: Facts | None = None
     evidence: tuple[Evidence, ...] = ()
 
+    def __post_init__(self) -> None:
+        if isinstance(self.endpoint, str):  # a result written by hand: `"192.0.2.1:443"`
+            object.__setattr__(self, "endpoint", Endpoint.parse(self.endpoint))
+
     @property
     def ok(self) -> bool:
         return self.result == Code.OK
+
+    @property
+    def address(self) -> str | None:
+        """The endpoint as text (`ip:port`), for output."""
+        return None if self.endpoint is None else str(self.endpoint)
 
     @property
     def ooni_failure(self) -> str | None:
@@ -135,15 +173,6 @@ def format_endpoint(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-# The address families a target's addresses fall in, as reports and metrics name them.
-FAMILIES = ("ipv4", "ipv6")
-
-
-def endpoint_family(endpoint: str) -> str:
-    """`ipv6` or `ipv4`: the address family of a `format_endpoint` string."""
-    return FAMILIES[1] if endpoint.startswith("[") else FAMILIES[0]
-
-
-def skipped(step: Step, address: str | None, why: str) -> StepResult:
+def skipped(step: Step, endpoint: Endpoint | None, why: str) -> StepResult:
     """A step that did not run because an earlier one failed."""
-    return StepResult(step=step, result=SKIPPED, address=address, detail=why)
+    return StepResult(step=step, result=SKIPPED, endpoint=endpoint, detail=why)

@@ -31,3 +31,14 @@ async def run(conn: Connection, timeout: float) -> StepResult:
         return Outcome()
 
     return await measure(Step.TCP, conn.endpoint, timeout, work)
+
+
+async def probe(address: str, port: int, timeout: float) -> StepResult:
+    """The TCP step to `address`:`port` on a connection of its own, closed at once (a prefix
+    sample's connect): the step's boundary classifies any failure, a local one like running
+    out of descriptors too."""
+    conn = Connection(address, port)
+    try:
+        return await run(conn, timeout)
+    finally:
+        conn.close()

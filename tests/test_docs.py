@@ -28,16 +28,16 @@ Labels = frozenset[str]
 def exported_metrics() -> dict[str, tuple[str, Labels]]:
     """Each family a fresh agent registry exports, by the name its samples carry (a counter's
     with `_total`): its type and label names."""
-    from agent.exposition import RowFamily
-    from agent.remote_write import RemoteWriteMetrics
     from agent.sinks.prometheus import PrometheusSink
+    from agent.sinks.prometheus.exposition import RowFamily
+    from agent.sinks.remote_write.metrics import RemoteWriteMetrics
 
     registry = PrometheusSink().registry
     RemoteWriteMetrics.for_registry(registry)  # what push mode adds to the same registry
     families = {family.name: family.type for family in registry.collect()}
     # A labelled metric shows its label names only in its samples, and a fresh one has none;
     # prometheus_client keeps them on the metric object, with no public accessor. The
-    # per-target families (agent/target_series.py) carry theirs on the family.
+    # per-target families (agent/sinks/prometheus/target_series.py) carry theirs on the family.
     label_names = {
         collector._name: frozenset(collector._labelnames)
         for collector in registry._collector_to_names

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from agent.remote_write import decode_write_request
+from agent.sinks.remote_write.wire import decode_write_request
 from simlab.loopback import LoopbackLab
 from tests.agent_process import RunningAgent, run_cli, start_agent, write_yaml
 from tests.identity import Needle, leaks, machine_needles

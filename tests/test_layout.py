@@ -54,12 +54,42 @@ def test_layers_import_only_downwards(package: str, forbidden: tuple[str, ...]) 
     assert violations(package, forbidden) == []
 
 
+def sink_of(path: Path) -> str:
+    """The sink a file belongs to: its module stem, or its package under agent/sinks/."""
+    relative = path.relative_to(SINKS)
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
 def test_sinks_never_import_each_other() -> None:
-    sinks = {p.stem for p in SINKS.glob("*.py") if p.stem != "__init__"}
-    assert sinks
-    for path in SINKS.glob("*.py"):
-        others = {f"agent.sinks.{s}" for s in sinks - {path.stem}}
-        assert not imported_modules(path) & others, path.name
+    sinks = {sink_of(p) for p in SINKS.rglob("*.py")} - {"__init__"}
+    assert {"prometheus", "remote_write"} <= sinks
+    for path in SINKS.rglob("*.py"):
+        others = {f"agent.sinks.{s}" for s in sinks - {sink_of(path)}}
+        imported = {
+            ".".join(m.split(".")[:3]) for m in imported_modules(path) if m.startswith("agent.")
+        }
+        assert not imported & others, path.relative_to(ROOT)
+
+
+# What each sink package holds; a module of a sink found elsewhere in the product fails.
+SINK_PACKAGES = {
+    "prometheus": {"sink", "target_series", "exposition", "raw"},
+    "remote_write": {"sink", "snapshot", "wire", "buffer", "sender", "metrics"},
+}
+
+
+@pytest.mark.parametrize("package", sorted(SINK_PACKAGES))
+def test_sinks_live_in_their_packages(package: str) -> None:
+    home = SINKS / package
+    assert (home / "__init__.py").is_file()
+    modules = SINK_PACKAGES[package]
+    assert {p.stem for p in home.glob("*.py")} - {"__init__"} >= modules
+    strays = [
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "agent").rglob("*.py")
+        if home not in p.parents and (p.stem in modules - {"sink"} or p.stem == package)
+    ]
+    assert strays == []
 
 
 def test_only_the_boundary_maps_exceptions_to_codes() -> None:
@@ -72,3 +102,25 @@ def test_only_the_boundary_maps_exceptions_to_codes() -> None:
         if "classify(" in path.read_text(encoding="utf-8")
     }
     assert callers == {"probes/errors.py", "probes/dns.py"}
+
+
+def defined_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    return {node.name for node in tree.body if isinstance(node, kinds)}
+
+
+def test_prefix_sampling_lives_in_the_measurement_layer() -> None:
+    """Sampling, statistics, the sweep, its plan and its result are measurement policy
+    (measure/prefixes.py, measure/plan.py, measure/report.py); the step layer keeps only the
+    connect each sampled address gets."""
+    sampling = defined_names(ROOT / "measure" / "prefixes.py") - {"main"}
+    concept = sampling | {"Prefix", "PrefixLike", "PrefixResult", "AddressOutcome"}
+    assert {"sample", "wilson", "sweep", "probe_prefixes"} <= sampling
+    assert not list((ROOT / "probes").rglob("prefix*.py"))
+    leaked = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in files("probes")
+        for name in defined_names(path) & concept
+    }
+    assert leaked == set()

@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from agent.config import parse_config
-from agent.exposition import RowFamily, encode
 from agent.planner import make_plan
 from agent.sinks.prometheus import PrometheusSink
+from agent.sinks.prometheus.exposition import RowFamily, encode
 from tests.metric_reports import CONFIG, PLAN, cycles
 
 GOLDEN = Path(__file__).parent / "fixtures" / "metric_series.txt"

@@ -14,10 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probes import prefix
-from probes.prefix import (
-    AddressOutcome,
-    Prefix,
+from measure.plan import DEFAULT_SEED, Prefix
+from measure.prefixes import (
     among_responsive,
     cycle_number,
     host_count,
@@ -27,6 +25,7 @@ from probes.prefix import (
     sweep,
     wilson,
 )
+from measure.report import AddressOutcome
 from simlab.net import closed_port
 from simlab.tcp import RawServer
 
@@ -347,7 +346,15 @@ async def test_probe_prefixes_rejects_a_bad_port_before_connecting() -> None:
 
 def test_command_line_prints_json() -> None:
     closed = closed_port("127.0.0.1")
-    argv = [sys.executable, "-m", "probes.prefix", "--cidr", "127.0.0.0/24", "--port", str(closed)]
+    argv = [
+        sys.executable,
+        "-m",
+        "measure.prefixes",
+        "--cidr",
+        "127.0.0.0/24",
+        "--port",
+        str(closed),
+    ]
     proc = subprocess.run(
         [*argv, "--sample", "5", "--cycle", "9", "--timeout", "2", "--outcomes"],
         capture_output=True,
@@ -359,13 +366,11 @@ def test_command_line_prints_json() -> None:
     assert out["cycle"] == 9
     assert out["sampled"] == 5
     assert out["results"] == {"tcp_refused": 5}
-    assert [o["address"] for o in out["outcomes"]] == sample(
-        "127.0.0.0/24", 5, prefix.DEFAULT_SEED, 9
-    )
+    assert [o["address"] for o in out["outcomes"]] == sample("127.0.0.0/24", 5, DEFAULT_SEED, 9)
 
 
 def test_command_line_rejects_a_bad_prefix() -> None:
-    argv = [sys.executable, "-m", "probes.prefix", "--cidr", "10.0.0.0/33", "--port", "443"]
+    argv = [sys.executable, "-m", "measure.prefixes", "--cidr", "10.0.0.0/33", "--port", "443"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "not a network" in proc.stderr

@@ -7,7 +7,8 @@ import ipaddress
 import pytest
 
 from agent.config import ConfigError, parse_config
-from probes.prefix import DEFAULT_SEED, probe_prefixes, sample
+from measure.plan import DEFAULT_SEED
+from measure.prefixes import probe_prefixes, sample
 from simlab.net import closed_port
 
 

@@ -1,5 +1,5 @@
 """The raw probes in the agent: planned from the config (scapy only when opted in), their
-follow-ups' results in the JSON, and their Prometheus series (agent/raw.py)."""
+follow-ups' results in the JSON, and their Prometheus series (agent/sinks/prometheus/raw.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.config import parse_config
 from agent.planner import make_plan
-from agent.raw import RawMetrics
+from agent.sinks.prometheus.raw import RawMetrics
 from measure.followups.raw import RawFollowups
 from measure.prober import Prober
 from probes.raw import DnsFingerprint, Hop, ResetFingerprint, Trace

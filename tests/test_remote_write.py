@@ -25,14 +25,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agent.config import ConfigError, RemoteWriteConfig, parse_config
-from agent.remote_write import (
-    SampleBuffer,
-    Snapshot,
-    decode_write_request,
-    encode_write_request,
-    snapshot_registry,
-)
 from agent.sinks.remote_write import RemoteWriteSink
+from agent.sinks.remote_write.buffer import SampleBuffer
+from agent.sinks.remote_write.snapshot import Snapshot, snapshot_registry
+from agent.sinks.remote_write.wire import decode_write_request, encode_write_request
 
 
 @dataclass

@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 
 from agent.config import ConfigError, parse_config
 from agent.planner import make_plan
+from measure.plan import Prefix
+from measure.prefixes import probe_prefixes, sweep
 from probes.errors import ERRNO_KINDS
-from probes.prefix import Prefix, probe_prefixes, sweep
 from probes.raw import has_cap_net_raw
 from probes.raw.synscan import (
     ICMP4_UNREACH_ERRNO,
@@ -270,7 +271,7 @@ def test_without_a_route_both_methods_say_net_unreachable(cidr: str) -> None:
     """In a private network namespace with nothing but loopback, so nothing can leave."""
     results = {}
     for method in ("syn", "connect"):
-        argv = [sys.executable, "-m", "probes.prefix", "--cidr", cidr, "--port", "443"]
+        argv = [sys.executable, "-m", "measure.prefixes", "--cidr", cidr, "--port", "443"]
         argv += ["--sample", "2", "--cycle", "1", "--timeout", "1", "--method", method]
         done = subprocess.run(
             ["unshare", "--net", "--", *argv], capture_output=True, text=True, timeout=60

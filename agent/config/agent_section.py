@@ -17,8 +17,8 @@ from agent.config.types import (
     greater_than_zero,
     split_host_port,
 )
+from measure.plan import DEFAULT_SEED, DEFAULT_SYN_RATE
 from probes.http import DEFAULT_MAX_BODY
-from probes.prefix import DEFAULT_SEED, DEFAULT_SYN_RATE
 
 DEFAULT_PORT = 9787
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from agent.config.types import LabelName, Network, Strict
-from probes.prefix import MAX_SAMPLE, Method
+from measure.plan import MAX_SAMPLE, Method
 
 
 class PrefixConfig(Strict):

@@ -49,15 +49,6 @@ def _ooni_time(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at))
 
 
-def _split(endpoint: str | None) -> tuple[str | None, int | None]:
-    if not endpoint:
-        return None, None
-    host, _, port = endpoint.rpartition(":")
-    if not port.isdigit():
-        return endpoint, None
-    return host.strip("[]"), int(port)
-
-
 def _query(step: StepResult, hostname: str) -> dict[str, Any]:
     facts = step.facts if isinstance(step.facts, DnsFacts) else None
     answers = [
@@ -74,10 +65,10 @@ def _query(step: StepResult, hostname: str) -> dict[str, Any]:
 
 
 def _tcp(step: StepResult) -> dict[str, Any]:
-    ip, port = _split(step.address)
+    endpoint = step.endpoint
     return {
-        "ip": ip,
-        "port": port,
+        "ip": endpoint.address if endpoint is not None else None,
+        "port": endpoint.port if endpoint is not None else None,
         "status": {"success": step.ok, "failure": step.ooni_failure},
         "duration_seconds": round(step.duration_seconds, 6),
     }

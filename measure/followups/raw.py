@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,13 +22,8 @@ if TYPE_CHECKING:
 
 def ipv4_of(step: StepResult) -> str | None:
     """The IPv4 address a step ran against (raw probes are IPv4 only), or None."""
-    if step.address is None or step.address.startswith("["):
-        return None
-    address = step.address.rpartition(":")[0]
-    try:
-        return address if ipaddress.ip_address(address).version == 4 else None
-    except ValueError:
-        return None
+    endpoint = step.endpoint
+    return endpoint.address if endpoint is not None and endpoint.family == "ipv4" else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,12 +4,12 @@ the name made the difference."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 from probes.results import StepResult
-from probes.taxonomy import Code
+from probes.taxonomy import Code, Step
 
 # A name no censor targets, whose certificate will not match (so only reset vs. not-reset
 # is read from the repeat).
@@ -38,14 +38,16 @@ def needs_recheck(tls: StepResult) -> bool:
     return tls.result in RECHECKED
 
 
-# Runs tcp (and tls with the given SNI) to the same address: (tcp result, tls result or None).
-Handshake = Callable[[str], Awaitable[tuple[StepResult, StepResult | None]]]
+# The steps of the repeat, on a fresh connection to the same address.
+HANDSHAKE = (Step.TCP, Step.TLS)
+# Runs HANDSHAKE to the same address with the given SNI: the tcp result, then the tls one.
+Handshake = Callable[[str], Awaitable[Sequence[StepResult]]]
 
 
 async def recheck(failed: StepResult, handshake: Handshake) -> SniEvidence:
     """Repeat `failed` with CONTROL_SNI. Any outcome that is not the same kind of failure
     means the name made the difference."""
     connected, again = await handshake(CONTROL_SNI)
-    if again is None:
+    if not connected.ok:
         return SniEvidence(CONTROL_SNI, connected.result, None)
     return SniEvidence(CONTROL_SNI, again.result, again.result != failed.result)

@@ -36,7 +36,7 @@ from probes.raw import packets
 from probes.raw.capture import BPF_JEQ_K, BPF_RET_K, READS_PER_WAKEUP, RECV_BYTES, attach_filter
 from probes.raw.ratelimit import TokenBucket
 from probes.raw.send import sendto
-from probes.results import StepResult, format_endpoint
+from probes.results import Endpoint, StepResult
 from probes.taxonomy import Step
 
 # The largest burst is this share of a second's packets.
@@ -394,7 +394,7 @@ class SynScanner:
             return Outcome()
 
         try:
-            return await measure(Step.TCP, format_endpoint(address, port), timeout, work)
+            return await measure(Step.TCP, Endpoint(address, port), timeout, work)
         finally:
             del self._waiting[key]
             if not future.done():

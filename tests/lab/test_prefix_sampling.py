@@ -2,7 +2,7 @@
 
 The cloud namespace holds all of 10.77.0.0/16 and one responder answers every address of it;
 the `prefix-sample` scenario blackholes a /20 and five /24s of it on the censor. Both clients
-sweep the same per-cycle sample (`python -m probes.prefix`, the same seed and cycle) inside
+sweep the same per-cycle sample (`python -m measure.prefixes`, the same seed and cycle) inside
 their namespaces: the control vantage must see the whole prefix up, and the censored vantage's
 estimate must hold the true reachable share inside its own 95% Wilson interval. The samples are
 fixed by seed and cycle, so the test is deterministic, not right 95% of the time.
@@ -21,14 +21,13 @@ from typing import Any
 
 import pytest
 
-from probes.prefix import (
-    AddressOutcome,
-    PrefixResult,
+from measure.prefixes import (
     among_responsive,
     host_count,
     sample,
     summarize,
 )
+from measure.report import AddressOutcome, PrefixResult
 from tests.lab import netns, world
 from tests.lab.censor import SCENARIOS, Censor, Scenario
 from tests.lab.procs import python_argv, start_one_shot
@@ -75,10 +74,10 @@ def start_sweep(
     size: int = SAMPLE,
     method: str = "connect",
 ) -> subprocess.Popen[str]:
-    """`python -m probes.prefix` over `cidr` (the sampled /16 unless given), run inside
+    """`python -m measure.prefixes` over `cidr` (the sampled /16 unless given), run inside
     `role`'s namespace; the cloud namespace's responder answers on every address it holds."""
     argv = python_argv(
-        "-m", "probes.prefix",
+        "-m", "measure.prefixes",
         "--name", "lab", "--cidr", cidr, "--port", str(world.SAMPLED_PORT),
         "--sample", str(size), "--seed", SEED, "--cycle", str(cycle),
         "--timeout", str(TIMEOUT_SECONDS), "--concurrency", str(CONCURRENCY), "--outcomes",

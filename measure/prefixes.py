@@ -9,9 +9,11 @@ docs/prefixes.md). `cycle_number(now, interval)` gives vantages a cycle number t
 
 Each sampled address is probed by a TCP connect (the `connect` method, the default) or, where
 the volunteer opts in and CAP_NET_RAW is held, by one SYN of a rate-limited stateless scan (the
-`syn` method, probes/raw/synscan.py); both give the TCP step's codes.
+`syn` method, probes/raw/synscan.py); both give the TCP step's codes. The connects go through
+the measurement layer's one pool (`measure.pool.map_bounded`) and, in a cycle, under the
+prober's concurrency bound, so that `concurrency` bounds prefix sockets like target sockets.
 
-`python -m probes.prefix --cidr 198.18.16.0/20 --port 443` samples and sweeps one prefix and
+`python -m measure.prefixes --cidr 198.18.16.0/20 --port 443` samples and sweeps one prefix and
 prints the result as JSON.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import ipaddress
 import itertools
@@ -27,88 +30,27 @@ import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from collections.abc import Iterable, Sequence
 
+from measure.plan import (
+    DEFAULT_SEED,
+    DEFAULT_SYN_RATE,
+    METHODS,
+    IPNetwork,
+    Method,
+    Prefix,
+    PrefixLike,
+)
+from measure.pool import map_bounded
+from measure.report import AddressOutcome, PrefixResult
 from probes import tcp
-from probes.connection import Connection
 from probes.results import StepResult
 from probes.taxonomy import OK
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-# How a sampled address is probed: a TCP connect, or one SYN of a stateless scan (raw socket).
-Method = Literal["connect", "syn"]
-METHODS: tuple[Method, ...] = ("connect", "syn")
-
-# The seed every vantage uses unless its operator sets another one. Vantages compared with
-# each other must share a seed; a private seed makes a vantage's samples unpredictable to
-# anyone who reads this file.
-DEFAULT_SEED = "reachprobe-prefix-sampling-v1"
-# The largest sample a prefix may ask for per cycle: 4,096 connects already give +-1.6% at 95%.
-MAX_SAMPLE = 4096
 # 95% two-sided: the normal quantile of the Wilson score interval.
 Z_95 = 1.959963984540054
 # Domain separation, so that this hash is never reused for anything else by accident.
 _DOMAIN = b"reachprobe/prefix-sample/v1"
-# SYNs per second of the syn method: conservative, what a home line bears without notice.
-DEFAULT_SYN_RATE = 1000.0
-
-
-@dataclass(frozen=True, slots=True)
-class AddressOutcome:
-    """How one sampled address answered a TCP connect: a taxonomy code (`ok`, `tcp_*`)."""
-
-    address: str
-    result: str
-    duration_seconds: float
-
-    @property
-    def reachable(self) -> bool:
-        """True if the connect completed."""
-        return self.result == OK
-
-
-@dataclass(frozen=True)
-class PrefixResult:
-    """One prefix's sample in one cycle: counts, the reachable ratio and its 95% interval.
-
-    `results` counts the sampled addresses by result code; `outcomes` keeps every address's
-    own outcome, in sample order, so that a test vantage's sample can be joined with a control
-    vantage's (`among_responsive`).
-    """
-
-    name: str
-    cidr: str
-    sampled: int
-    reachable: int
-    ratio: float
-    ci_low: float
-    ci_high: float
-    results: Mapping[str, int]
-    outcomes: tuple[AddressOutcome, ...] = field(default=(), repr=False)
-    method: Method = "connect"
-
-    def to_json(self, outcomes: bool = False) -> dict[str, object]:
-        """The `prefixes[]` entry of `check --format json` (with per-address outcomes if asked)."""
-        out: dict[str, object] = {
-            "name": self.name,
-            "cidr": self.cidr,
-            "sampled": self.sampled,
-            "reachable": self.reachable,
-            "ratio": round(self.ratio, 6),
-            "ci_low": round(self.ci_low, 6),
-            "ci_high": round(self.ci_high, 6),
-            "results": dict(self.results),
-            "method": self.method,
-        }
-        if outcomes:
-            out["outcomes"] = [
-                {"address": o.address, "result": o.result, "duration_seconds": o.duration_seconds}
-                for o in self.outcomes
-            ]
-        return out
-
 
 # --- sampling ---------------------------------------------------------------------------------
 
@@ -271,17 +213,6 @@ def summarize(
     )
 
 
-async def _connect(address: str, port: int, timeout: float) -> AddressOutcome:
-    """One connect through the TCP step itself (its boundary classifies any failure, a local
-    one like running out of descriptors too), closed at once."""
-    conn = Connection(address, port)
-    try:
-        result = await tcp.run(conn, timeout)
-    finally:
-        conn.close()
-    return _outcome(address, result)
-
-
 def _outcome(address: str, result: StepResult) -> AddressOutcome:
     return AddressOutcome(address, result.result.value, round(result.duration_seconds, 6))
 
@@ -306,22 +237,20 @@ def _checked(address: str) -> str:
 
 
 async def _connect_all(
-    jobs: Sequence[tuple[str, int]], timeout: float, concurrency: int
+    jobs: Sequence[tuple[str, int]],
+    timeout: float,
+    concurrency: int,
+    limiter: asyncio.Semaphore | None,
 ) -> list[AddressOutcome]:
-    """Connect to every (address, port), `concurrency` workers at once, in job order."""
-    outcomes: list[AddressOutcome | None] = [None] * len(jobs)
-    pending = iter(enumerate(jobs))
+    """Connect to every (address, port), `concurrency` at once (and each under `limiter`,
+    the prober's bound, when given), in job order."""
+    bound = limiter if limiter is not None else contextlib.nullcontext()
 
-    async def worker() -> None:
-        # One iterator shared by every worker: each job is taken exactly once, and no task is
-        # created per address, so a large sample costs no more memory than a small one.
-        for index, (address, port) in pending:
-            outcomes[index] = await _connect(address, port, timeout)
+    async def connect(job: tuple[str, int]) -> AddressOutcome:
+        async with bound:
+            return _outcome(job[0], await tcp.probe(job[0], job[1], timeout))
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(min(concurrency, len(jobs))):
-            group.create_task(worker())
-    return [o for o in outcomes if o is not None]
+    return await map_bounded(connect, jobs, concurrency)
 
 
 async def _syn_scan_all(
@@ -337,7 +266,11 @@ async def _syn_scan_all(
 
 
 async def _probe_all(
-    jobs: Sequence[tuple[str, int, Method]], timeout: float, concurrency: int, syn_rate: float
+    jobs: Sequence[tuple[str, int, Method]],
+    timeout: float,
+    concurrency: int,
+    syn_rate: float,
+    limiter: asyncio.Semaphore | None = None,
 ) -> list[AddressOutcome]:
     """Probe every (address, port, method), the two methods side by side, in job order."""
     split: dict[Method, list[int]] = {m: [] for m in METHODS}
@@ -345,7 +278,8 @@ async def _probe_all(
         split[method].append(index)
     connects, syns = ([jobs[i][:2] for i in split[m]] for m in METHODS)
     by_connect, by_syn = await asyncio.gather(
-        _connect_all(connects, timeout, concurrency), _syn_scan_all(syns, timeout, syn_rate)
+        _connect_all(connects, timeout, concurrency, limiter),
+        _syn_scan_all(syns, timeout, syn_rate),
     )
     outcomes: list[AddressOutcome | None] = [None] * len(jobs)
     for indices, found in ((split["connect"], by_connect), (split["syn"], by_syn)):
@@ -377,33 +311,6 @@ async def sweep(
     return summarize(name, cidr, await _probe_all(jobs, timeout, concurrency, syn_rate), method)
 
 
-class PrefixLike(Protocol):
-    """A prefix to sample each cycle; the agent's `PrefixConfig` is one."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def cidr(self) -> IPNetwork | str: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def sample(self) -> int: ...
-    @property
-    def method(self) -> Method: ...
-
-
-@dataclass(frozen=True)
-class Prefix:
-    """A prefix to sample each cycle: a label, the network, the port, the sample size and
-    how each address is probed."""
-
-    name: str
-    cidr: IPNetwork | str
-    port: int = 443
-    sample: int = 16
-    method: Method = "connect"
-
-
 async def probe_prefixes(
     prefixes: Sequence[PrefixLike],
     seed: bytes | str,
@@ -411,13 +318,14 @@ async def probe_prefixes(
     timeout: float,
     concurrency: int,
     syn_rate: float = DEFAULT_SYN_RATE,
+    limiter: asyncio.Semaphore | None = None,
 ) -> list[PrefixResult]:
     """One cycle of prefix sampling: sample every prefix for `cycle`, sweep, one result each.
 
     All connect-method prefixes share one pool of `concurrency` connects, all syn-method ones
     one scan at `syn_rate` SYNs a second, the two side by side; the samples are interleaved, so
     that a blackholed prefix (every probe a timeout) does not hold the others up and no single
-    network gets the whole burst.
+    network gets the whole burst. In a cycle `limiter` is the prober's concurrency bound.
     """
     per_prefix: list[list[tuple[str, int, Method]]] = []
     for prefix in prefixes:
@@ -428,7 +336,8 @@ async def probe_prefixes(
     # job each one is.
     tagged = [[(owner, job) for job in jobs] for owner, jobs in enumerate(per_prefix)]
     order = [item for column in itertools.zip_longest(*tagged) for item in column if item]
-    outcomes = await _probe_all([job for _, job in order], timeout, concurrency, syn_rate)
+    jobs = [job for _, job in order]
+    outcomes = await _probe_all(jobs, timeout, concurrency, syn_rate, limiter)
     grouped: list[list[AddressOutcome]] = [[] for _ in per_prefix]
     for (owner, _), outcome in zip(order, outcomes, strict=True):
         grouped[owner].append(outcome)
@@ -455,7 +364,7 @@ def among_responsive(test: PrefixResult, control: PrefixResult) -> PrefixResult:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m probes.prefix",
+        prog="python -m measure.prefixes",
         description="Sample one prefix for one cycle, probe the sample, print JSON.",
     )
     parser.add_argument("--cidr", required=True, help="the prefix, e.g. 198.18.16.0/20")

@@ -1,5 +1,5 @@
 """The /metrics body: prometheus_client's own encoders, with a fast path for families made of
-rows (`RowFamily`, the per-target series of agent/target_series.py).
+rows (`RowFamily`, the per-target series of agent/sinks/prometheus/target_series.py).
 
 At 10,000 targets those families hold over 100,000 samples; going through one `Sample` and
 prometheus_client's generic line formatting each costs most of a second of CPU per scrape.

@@ -17,13 +17,12 @@ from prometheus_client import (
 
 from agent import __version__
 from agent.config import Config
-from agent.raw import RawMetrics
 from agent.sinks import Sink
-from agent.target_series import TargetSeries
+from agent.sinks.prometheus.raw import RawMetrics
+from agent.sinks.prometheus.target_series import TargetSeries
 from measure.followups.raw import RawEvidence
 from measure.plan import ProbePlan
-from measure.report import CycleReport, TargetReport
-from probes.prefix import PrefixResult
+from measure.report import CycleReport, PrefixResult, TargetReport
 from probes.results import DnsFacts
 from probes.taxonomy import SKIPPED
 

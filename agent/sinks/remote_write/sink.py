@@ -2,7 +2,7 @@
 
 Push mode for agents nobody can scrape. `publish` is synchronous and never blocks: it takes one
 snapshot of the registry (one timestamp for every sample) and queues it; the sending happens in
-the task that `start` launches (agent/remote_write.py: batching, retries, backoff, the bound).
+the task that `start` launches (sender.py: batching, retries, backoff; buffer.py: the bound).
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import time
 from prometheus_client import CollectorRegistry
 
 from agent.config import RemoteWriteConfig
-from agent.remote_write import RemoteWriteMetrics, RemoteWriter, Snapshot, snapshot_registry
 from agent.sinks import Sink
+from agent.sinks.remote_write.metrics import RemoteWriteMetrics
+from agent.sinks.remote_write.sender import RemoteWriter
+from agent.sinks.remote_write.snapshot import Snapshot, snapshot_registry
 from measure.report import CycleReport
 
 log = logging.getLogger("reachprobe")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from agent.exposition import Row, RowFamily, escape
+from agent.sinks.prometheus.exposition import Row, RowFamily, escape
 from measure.plan import TargetPlan
 from measure.report import TargetReport
 from measure.verdict import REACHABLE, VERDICTS
