@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import re
 from pathlib import Path
 from typing import Any
@@ -199,3 +201,17 @@ def test_no_reason_shows_the_validation_librarys_internals(data: dict[str, Any])
 def test_the_models_listed_for_the_leak_check_are_the_real_ones() -> None:
     assert {"Config", "AgentSection", "TargetConfig", "ExchangeConfig"} <= _model_names()
     assert issubclass(Config, BaseModel)
+
+
+@pytest.mark.parametrize("text", ["targets: []\n", "agent: [\n", ""])
+def test_loading_leaves_the_garbage_collector_as_it_was(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(text)
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        try:
+            with contextlib.suppress(ConfigError):
+                load_config(path)
+            assert gc.isenabled() is enabled
+        finally:
+            gc.enable()
