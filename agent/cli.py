@@ -48,6 +48,17 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 FORMAT_HELP = "table for people (the default), json for programs (README: 'JSON output')"
 
 
+def placeholder_warning(config: Config) -> str | None:
+    """A warning while agent.vantage is still the shipped placeholder name."""
+    if config.agent.vantage != PLACEHOLDER_VANTAGE:
+        return None
+    return (
+        f"agent.vantage is still the placeholder {PLACEHOLDER_VANTAGE!r}: set a name unique to "
+        "this vantage point, or its series mix with every other unnamed agent's "
+        "(docs/operators.md)"
+    )
+
+
 def plural(count: int, noun: str) -> str:
     """`1 target`, `2 targets`."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
@@ -239,12 +250,9 @@ async def _run(
             print(f"reachprobe demo: open {url} in a browser; Ctrl-C stops.", flush=True)
     if not demo:
         log.warning(NOTICE, plural(len(config.targets), "configured target"), config.agent.interval)
-        if config.agent.vantage == PLACEHOLDER_VANTAGE:
-            log.warning(
-                "agent.vantage is still the placeholder %r: set a name unique to this vantage "
-                "point, or its series mix with every other unnamed agent's (docs/operators.md)",
-                PLACEHOLDER_VANTAGE,
-            )
+        placeholder = placeholder_warning(config)
+        if placeholder:
+            log.warning("%s", placeholder)
     try:
         await scheduler.run()
     finally:
@@ -301,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "validate":
         source = args.config or "built-in default config"
         print(f"{source}: ok ({plural(len(config.targets), 'target')})")
+        placeholder = placeholder_warning(config)
+        if placeholder:
+            print(f"reachprobe: warning: {placeholder}", file=sys.stderr)
         return EXIT_OK
     if args.command == "check":
         return eventloop.run(_check(config, args.target, args.format, trace=args.trace))

@@ -98,6 +98,16 @@ def test_validate_counts_in_words(
     assert capsys.readouterr().out.strip() == f"{path}: {said}"
 
 
+def test_validate_warns_about_the_placeholder_vantage_but_passes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", "--config", str(config_file(tmp_path, ["a"]))]) == 0
+    assert "agent.vantage is still the placeholder 'unnamed'" in capsys.readouterr().err
+    named = config_file(tmp_path, ["a"], vantage="lab-1")
+    assert main(["validate", "--config", str(named)]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_an_unknown_target_lists_the_valid_names(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
