@@ -24,6 +24,7 @@ from agent.config import (
 )
 from agent.config.web import WebConfig, listen_policy
 from agent.demo import DEMO_LISTEN, demo_config
+from agent.explain import plural
 from agent.planner import make_plan
 from agent.resources import shipped_file
 from agent.sinks.console import ConsoleSink, live_progress
@@ -57,11 +58,6 @@ def placeholder_warning(config: Config) -> str | None:
         "this vantage point, or its series mix with every other unnamed agent's "
         "(docs/operators.md)"
     )
-
-
-def plural(count: int, noun: str) -> str:
-    """`1 target`, `2 targets`."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -13,6 +13,12 @@ from probes.taxonomy import SKIPPED, Code
 # Below this size a transfer rate measures the round trip, not the bandwidth: not shown.
 RATE_MIN_BYTES = 16384
 
+
+def plural(count: int, noun: str) -> str:
+    """`1 target`, `2 targets`."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 EXPLANATIONS: dict[Code, str] = {
     Code.OK: "this step worked",
     Code.SKIPPED: "not tried, because an earlier step failed",

@@ -130,8 +130,15 @@ def test_among_many_targets_an_unknown_one_gets_the_closest(
     assert "site-3" not in err
 
 
-def _run_until(path: Path, text: str) -> str:
-    """`reachprobe run` on `path` until its log shows `text`; then SIGTERM; the whole log."""
+def _wait_for(log: Path, text: str, proc: subprocess.Popen[bytes]) -> None:
+    end = time.monotonic() + DEADLINE
+    while text not in log.read_text() and proc.poll() is None and time.monotonic() < end:
+        time.sleep(0.1)
+
+
+def _run_until(path: Path, text: str, *, reload_after: str | None = None) -> str:
+    """`reachprobe run` on `path` until its log shows `text` (after a SIGHUP once it shows
+    `reload_after`); then SIGTERM; the whole log."""
     log = path.with_suffix(".log")
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -140,9 +147,10 @@ def _run_until(path: Path, text: str) -> str:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
     try:
-        end = time.monotonic() + DEADLINE
-        while text not in log.read_text() and proc.poll() is None and time.monotonic() < end:
-            time.sleep(0.1)
+        if reload_after is not None:
+            _wait_for(log, reload_after, proc)
+            proc.send_signal(signal.SIGHUP)
+        _wait_for(log, text, proc)
         proc.send_signal(signal.SIGTERM)
         proc.wait(DEADLINE)
     finally:
@@ -165,3 +173,9 @@ def test_a_named_vantage_gets_no_placeholder_warning(tmp_path: Path) -> None:
     log = _run_until(path, "configured targets every")
     assert f"config: {path} (2 targets)" in log
     assert "placeholder" not in log
+
+
+def test_a_reload_names_the_file_and_counts_in_words(tmp_path: Path) -> None:
+    path = config_file(tmp_path, ["a"], vantage="lab-1")
+    log = _run_until(path, "config reloaded", reload_after="configured target every")
+    assert f"config reloaded from {path}: 1 target\n" in log
