@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
 import agent.config
 from agent.config import Config, ConfigError, load_config, parse_config
+from agent.config.loader import read_yaml
 from agent.config.web import load_web_config
 
 TARGET = {"name": "a", "tcp": "192.0.2.1:443"}
@@ -215,3 +217,52 @@ def test_loading_leaves_the_garbage_collector_as_it_was(tmp_path: Path, text: st
             assert gc.isenabled() is enabled
         finally:
             gc.enable()
+
+
+_KEYS = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1,
+                max_size=5)  # fmt: skip
+_TREES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(_KEYS, _TREES, min_size=1, max_size=4))
+def test_a_file_without_duplicates_reads_as_yaml_reads_it(
+    tmp_path_factory: pytest.TempPathFactory, data: dict[str, Any]
+) -> None:
+    path = tmp_path_factory.mktemp("yaml") / "any.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    assert read_yaml(path, "empty") == yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(_KEYS, _TREES, min_size=1, max_size=4),
+    st.lists(st.sampled_from(["mapping", "list"]), max_size=3),
+)
+def test_a_key_written_again_at_any_depth_is_named(
+    tmp_path_factory: pytest.TempPathFactory, data: dict[str, Any], nesting: list[str]
+) -> None:
+    """`data` in block style with its first key written once more at the end, the whole
+    nested in `nesting` (outermost first): under `outer:` or as a list's first item."""
+    key = next(iter(data))
+    lines = yaml.safe_dump(data, allow_unicode=True, width=10**6).splitlines()
+    lines += yaml.safe_dump({key: None}, allow_unicode=True, width=10**6).splitlines()
+    for step in reversed(nesting):
+        if step == "mapping":
+            lines = ["outer:", *("  " + line for line in lines)]
+        else:
+            lines = ["- " + lines[0], *("  " + line for line in lines[1:])]
+    path = ""
+    for step in nesting:
+        path = (f"{path}.outer" if path else "outer") if step == "mapping" else f"{path}[0]"
+    file = tmp_path_factory.mktemp("yaml") / "dup.yaml"
+    file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        read_yaml(file, "empty")
+    [(where, why)] = info.value.problems
+    assert where == (f"{path}.{key}" if path else key), lines
+    assert why.startswith(f"duplicate key on line {len(lines)} "), lines
