@@ -11,9 +11,9 @@ from agent.config.types import (
     CountryCode,
     Duration,
     ExistingFile,
+    IpPort,
     LabelName,
     Strict,
-    check_ip,
     greater_than_zero,
     split_host_port,
 )
@@ -31,7 +31,7 @@ class AgentSection(Strict):
     role: Literal["test", "control"] = "test"
     country: CountryCode = ""
     asn: AsNumber = ""
-    listen: str | None = DEFAULT_LISTEN
+    listen: IpPort | None = DEFAULT_LISTEN
     interval: Duration = 60.0
     timeout: Duration = 5.0
     jitter: Duration | None = None
@@ -47,14 +47,6 @@ class AgentSection(Strict):
     # this explicit opt-out; the rule is enforced at start by web.listen_policy.
     web_config: ExistingFile | None = None
     insecure_listen: bool = False
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str | None) -> str | None:
-        if value is not None:
-            host, _ = split_host_port(value)
-            check_ip(host)
-        return value
 
     @field_validator("interval", "timeout")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import field_validator
 
-from agent.config.types import LabelName, Strict, check_regex
+from agent.config.types import LabelName, Regex, Strict
 from probes.blockpages import check_location
 
 
@@ -12,16 +12,10 @@ class BlockpageConfig(Strict):
     """A blockpage fingerprint: a regex over the status line, headers and body."""
 
     name: LabelName
-    pattern: str
+    pattern: Regex
     location: str = "any"
     country: str | None = None
     source: str | None = None
-
-    @field_validator("pattern")
-    @classmethod
-    def _regex(cls, value: str) -> str:
-        check_regex(value)
-        return value
 
     @field_validator("location")
     @classmethod

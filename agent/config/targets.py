@@ -13,30 +13,15 @@ from pydantic import (
     model_validator,
 )
 
-from agent.config.types import (
-    GroupName,
-    LabelName,
-    Strict,
-    check_ip,
-    check_regex,
-    split_host_port,
-)
+from agent.config.types import BytesRegex, GroupName, IpPort, LabelName, Regex, Strict
 
 
 class ExchangeConfig(Strict):
     """A send/expect exchange over a `tcp:` or `host:` target's connection."""
 
     send: str = ""
-    expect: str | None = None
+    expect: BytesRegex | None = None
     max_reply: Annotated[int, Field(ge=1, le=65536)] = 4096
-
-    @field_validator("expect")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            # Matched against the reply's bytes.
-            check_regex(value.encode())
-        return value
 
 
 class TargetConfig(Strict):
@@ -47,10 +32,10 @@ class TargetConfig(Strict):
     host: str | None = None
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     tls: bool | None = None
-    tcp: str | None = None
+    tcp: IpPort | None = None
     group: GroupName = ""
     expect_status: list[Annotated[int, Field(ge=100, le=599)]] = []
-    expect_body: str | None = None
+    expect_body: Regex | None = None
     # `mtproto` proves a Telegram data centre answers; or a send/expect pair.
     exchange: Literal["mtproto"] | ExchangeConfig | None = None
 
@@ -81,20 +66,6 @@ class TargetConfig(Strict):
                 parts.port  # noqa: B018 - urlsplit validates the port lazily
             except ValueError as exc:
                 raise ValueError(f"{value!r}: {exc}") from None
-        return value
-
-    @field_validator("tcp")
-    @classmethod
-    def _tcp(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_ip(split_host_port(value)[0])
-        return value
-
-    @field_validator("expect_body")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_regex(value)
         return value
 
     @model_validator(mode="after")

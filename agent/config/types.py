@@ -165,3 +165,25 @@ def check_regex(value: str | bytes) -> None:
         re.compile(value)
     except re.error as exc:
         raise ValueError(f"not a valid regular expression: {exc}") from None
+
+
+def _regex(value: str) -> str:
+    check_regex(value)
+    return value
+
+
+def _bytes_regex(value: str) -> str:
+    # Matched against bytes (a reply), so compiled as a bytes pattern.
+    check_regex(value.encode())
+    return value
+
+
+def _ip_port(value: str) -> str:
+    check_ip(split_host_port(value)[0])
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_regex)]
+BytesRegex = Annotated[str, AfterValidator(_bytes_regex)]
+# `ip:port` or `[v6]:port`: an address, never a name (nothing to resolve, nothing to leak).
+IpPort = Annotated[str, AfterValidator(_ip_port)]

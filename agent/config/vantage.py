@@ -6,7 +6,7 @@ import re
 
 from pydantic import field_validator
 
-from agent.config.types import RequiredGroupName, Strict, check_ip, split_host_port
+from agent.config.types import IpPort, RequiredGroupName, Strict
 
 
 class VantageSection(Strict):
@@ -16,17 +16,10 @@ class VantageSection(Strict):
     canary_group: RequiredGroupName = "canary"
     # An address that must never answer (RFC 5737 documentation space in the shipped config):
     # if a connection to it succeeds, a middlebox accepts everything.
-    tcp_canary: str | None = None
+    tcp_canary: IpPort | None = None
     # A domain under which a random name cannot exist: an address back means the test
     # resolver rewrites NXDOMAIN.
     nxdomain_probe_suffix: str | None = None
-
-    @field_validator("tcp_canary")
-    @classmethod
-    def _tcp_canary(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_ip(split_host_port(value)[0])
-        return value
 
     @field_validator("nxdomain_probe_suffix")
     @classmethod
