@@ -8,6 +8,7 @@ Every error names the file, the key path and the reason, e.g.
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ DEFAULT_CONFIG_NAME = "default.yaml"
 # of 1.2 s. The same safe subset of YAML either way.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_LIBRARY_SUBJECT = re.compile(r"^(?:Input|String|List|Dictionary|Value|Tuple|Set) should ")
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -104,11 +106,9 @@ def _reason(err: Any) -> str:
         # that never shows the regular expression.
         return f"{err.get('input')!r} is not in the expected form"
     message = str(err["msg"]).removeprefix("Value error, ")
-    # "Input should be greater than 0" -> "must be greater than 0".
-    for library, ours in (("Input should be ", "must be "), ("Input should ", "must ")):
-        if message.startswith(library):
-            return ours + message.removeprefix(library)
-    return message
+    # "Input should be greater than 0" -> "must be greater than 0", "String should have at
+    # least 1 character" -> "must have at least 1 character".
+    return _LIBRARY_SUBJECT.sub("must ", message, count=1)
 
 
 def validate(
