@@ -38,6 +38,10 @@ EXPLANATIONS: dict[Code, str] = {
     Code.DNS_INJECTED: (
         "two different answers came back for {host}: someone on the path injected a fake one"
     ),
+    Code.DNS_FINGERPRINT: (
+        "the address given for {host} is one that censors are known to answer with (a "
+        "blockpage server or sinkhole): the lookup was tampered with"
+    ),
     Code.DNS_ERROR: "the name lookup for {host} failed in an unexpected way",
     Code.TCP_TIMEOUT: "nobody answered the connection to {host}: the address may be blackholed",
     Code.TCP_RESET: "the connection to {host} was cut (reset) right away",

@@ -14,6 +14,7 @@ from urllib.parse import SplitResult
 
 from probes.blockpages import Fingerprint
 from probes.dns import Resolver
+from probes.dns_fingerprints import DnsFingerprint
 from probes.exchange import Exchange
 from probes.taxonomy import Step
 
@@ -154,6 +155,7 @@ class ProbePlan:
     bogon_exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     ca_file: str | None = None
     fingerprints: tuple[Fingerprint, ...] = field(default=())
+    dns_fingerprints: tuple[DnsFingerprint, ...] = field(default=())
     jitter: float = 0.0
     vantage: VantagePlan = field(default=VantagePlan())
     prefixes: tuple[Prefix, ...] = ()

@@ -183,7 +183,11 @@ async def _exchange(
         raise EOFError("connection closed before a response")
     if sum(len(k) + len(v) for k, v in event.headers) > MAX_HEADER_BYTES:
         raise PeerProtocolError(f"response headers larger than {MAX_HEADER_BYTES} bytes")
-    fields = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+    # The first of repeated headers counts, as OONI's fingerprint matching reads them (h11
+    # already lowercases names).
+    fields: dict[str, str] = {}
+    for k, v in event.headers:
+        fields.setdefault(k.decode("latin-1"), v.decode("latin-1"))
     encoding = fields.get("content-encoding", "")
     raw, truncated, stalled = await _read_body(conn, stream, encoding, cap, deadline)
     version, reason = event.http_version.decode(), event.reason.decode("latin-1")

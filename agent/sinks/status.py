@@ -147,9 +147,11 @@ class StatusSink(Sink):
         rate = download_rate(report)
         if rate is not None:
             timings += f"<br>download {rate:.1f}\u00a0KiB/s"
+        # The group shows a test list's category (NEWS, HUMR, ...): what kind of site this is.
+        group = f"<div class=group>{escape(target.group)}</div>" if target.group else ""
         return (
             f"<tr class={kind}><th scope=row>{escape(target.name)}"
-            f"<div class=host>{escape(target.host)}</div></th><td>{verdict}</td>"
+            f"<div class=host>{escape(target.host)}</div>{group}</th><td>{verdict}</td>"
             f"<td>{what}</td><td class=timings>{timings}</td>"
             f"<td>{self._strip(target.name)}</td></tr>"
         )
@@ -246,7 +248,7 @@ h1{font-size:1.5rem;margin:.2rem 0}h2{font-size:1.2rem;margin-top:1.5rem}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;vertical-align:top;padding:.45rem .5rem;border-bottom:1px solid #c8c8c8}
 thead th{background:#f0f0f0}tbody th{white-space:nowrap}td p{margin:0 0 .2rem}
-.host,.detail,.count,.timings{color:#404040;font-size:.85rem}
+.host,.group,.detail,.count,.timings{color:#404040;font-size:.85rem}
 .detail{overflow-wrap:anywhere}
 .verdict{display:inline-block;padding:.1rem .5rem;border-radius:.3rem;font-weight:600;
 white-space:nowrap;color:#fff}
