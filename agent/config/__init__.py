@@ -5,8 +5,8 @@ Where things are:
 - types.py: the strict base model and the value types the sections share;
 - model.py: `Config`, the whole file, one field per section;
 - one module per section: agent_section.py (`agent`), resolvers.py (`resolvers`, `tls`),
-  vantage.py, targets.py, blockpages.py, prefixes.py, push.py (`remote_write`),
-  measurement_log.py, raw_probes.py (`raw`);
+  vantage.py, targets.py, test_lists.py, blockpages.py, prefixes.py, remote_write.py,
+  measurement_log.py, raw.py;
 - web.py: the exporter-toolkit web config (`agent.web_config`) and the listen policy.
 
 The names below are what the rest of the agent imports from `agent.config`.
@@ -18,8 +18,8 @@ from agent.config.loader import DEFAULT_CONFIG_NAME, ConfigError, load_config, p
 from agent.config.measurement_log import MeasurementLogSection
 from agent.config.model import Config
 from agent.config.prefixes import PrefixConfig
-from agent.config.push import BasicAuthSection, RemoteWriteConfig, RemoteWriteTlsSection
-from agent.config.raw_probes import RawSection
+from agent.config.raw import RawSection
+from agent.config.remote_write import BasicAuthSection, RemoteWriteConfig, RemoteWriteTlsSection
 from agent.config.resolvers import ResolverConfig, ResolversSection, TlsSection
 from agent.config.targets import ExchangeConfig, TargetConfig
 from agent.config.types import split_host_port

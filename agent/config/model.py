@@ -14,8 +14,8 @@ from agent.config.agent_section import AgentSection
 from agent.config.blockpages import BlockpageConfig, FingerprintsSection
 from agent.config.measurement_log import MeasurementLogSection
 from agent.config.prefixes import PrefixConfig
-from agent.config.push import RemoteWriteConfig
-from agent.config.raw_probes import RawSection
+from agent.config.raw import RawSection
+from agent.config.remote_write import RemoteWriteConfig
 from agent.config.resolvers import ResolversSection, TlsSection
 from agent.config.targets import TargetConfig
 from agent.config.test_lists import TestListSource, listed_targets
