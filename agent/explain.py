@@ -6,6 +6,8 @@ engineers: the status page and the `check` table read them from here, and only h
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from measure.report import TargetReport, VantageHealth
 from measure.verdict import Verdict
 from probes.taxonomy import SKIPPED, Code
@@ -88,7 +90,8 @@ EXPLANATIONS: dict[Code, str] = {
         "somewhere else"
     ),
     Code.TLS_ERROR: "the secure connection to {host} failed in an unexpected way",
-    Code.HTTP_TIMEOUT: "the page from {host} did not arrive in time: it may be throttled",
+    Code.HTTP_TIMEOUT: "the page from {host} did not arrive in time, or stopped arriving",
+    Code.HTTP_SLOW: "the page from {host} was still arriving slowly: it may be throttled",
     Code.HTTP_RESET: "the connection was cut while asking {host} for the page",
     Code.HTTP_EOF: "the connection was closed before {host}'s page arrived",
     Code.HTTP_BLOCKPAGE: "instead of {host}, a known blocking page came back",
@@ -106,6 +109,28 @@ VERDICT_WORDS: dict[Verdict, str] = {
     Verdict.HTTP_BLOCKING: "blocked (HTTP)",
     Verdict.VANTAGE_DOWN: "this connection is down",
     Verdict.INCONCLUSIVE: "inconclusive",
+}
+
+
+class Tone(StrEnum):
+    """How a verdict looks to people: its colour and symbol on the status page (the value is
+    the page's CSS class) and its colour in the `check` table."""
+
+    OK = "ok"
+    BLOCKED = "blocked"
+    UNKNOWN = "unknown"
+
+
+# A vantage whose own link is down has learned nothing about the target: not shown as blocked.
+VERDICT_TONES: dict[Verdict, Tone] = {
+    Verdict.REACHABLE: Tone.OK,
+    Verdict.DNS_BLOCKING: Tone.BLOCKED,
+    Verdict.TCP_IP_BLOCKING: Tone.BLOCKED,
+    Verdict.PROTOCOL_BLOCKING: Tone.BLOCKED,
+    Verdict.TLS_BLOCKING: Tone.BLOCKED,
+    Verdict.HTTP_BLOCKING: Tone.BLOCKED,
+    Verdict.VANTAGE_DOWN: Tone.UNKNOWN,
+    Verdict.INCONCLUSIVE: Tone.UNKNOWN,
 }
 
 
@@ -135,6 +160,11 @@ def explain(code: Code | str, host: str) -> str:
 def verdict_words(verdict: Verdict | str) -> str:
     """A verdict as a person reads it: "blocked (TLS)" rather than `tls_blocking`."""
     return VERDICT_WORDS[Verdict(verdict)]
+
+
+def verdict_tone(verdict: Verdict | str) -> Tone:
+    """Whether a verdict is shown as fine, blocked or unknown."""
+    return VERDICT_TONES[Verdict(verdict)]
 
 
 def download_rate(report: TargetReport) -> float | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -21,6 +21,7 @@ from agent.config import (
     ExchangeConfig,
     TargetConfig,
     VantageSection,
+    VolumeOptions,
     split_host_port,
 )
 from agent.fingerprint_db import (
@@ -38,9 +39,12 @@ from measure.plan import HttpPlan, Prefix, ProbePlan, RawPlan, TargetPlan, Vanta
 from probes.blockpages import Fingerprint
 from probes.dns_fingerprints import DnsFingerprint
 from probes.exchange import MTPROTO, Exchange
-from probes.http import SCHEME_PORTS
+from probes.http import DEFAULT_VOLUME_BYTES, SCHEME_PORTS
 
 log = logging.getLogger("reachprobe")
+# How much of each page's decoded body the measurement log keeps (docs/measurement-log.md):
+# enough for a blockpage; the whole page would cost memory for every target.
+LOG_BODY_SAMPLE = 4096
 
 
 @functools.cache
@@ -114,16 +118,32 @@ def plan_vantage(section: VantageSection) -> VantagePlan:
     return VantagePlan(section.canary_group, canary, section.nxdomain_probe_suffix)
 
 
-def plan_target(target: TargetConfig) -> TargetPlan:
+def plan_volume(
+    target: TargetConfig, groups: Mapping[str, VolumeOptions]
+) -> tuple[int | None, bool]:
+    """The volume probe's (min_bytes, ranged): the target's own, else its group's default."""
+    options: VolumeOptions = target
+    if target.min_bytes is None and target.group in groups:
+        options = groups[target.group]
+    size = options.min_bytes
+    if size is True:
+        size = DEFAULT_VOLUME_BYTES
+    return size, options.range
+
+
+def plan_target(target: TargetConfig, groups: Mapping[str, VolumeOptions]) -> TargetPlan:
     """One target's plan: scheme, host, port and HTTP expectations, parsed once."""
     group = target.group
     if target.url is not None:
         parts = urlsplit(target.url)
+        min_bytes, ranged = plan_volume(target, groups)
         http = HttpPlan(
             url=target.url,
             parts=parts,
             expect_status=tuple(target.expect_status),
             expect_body=re.compile(target.expect_body) if target.expect_body else None,
+            min_bytes=min_bytes,
+            ranged=ranged,
         )
         port = parts.port or SCHEME_PORTS[parts.scheme]
         return TargetPlan(target.name, group, parts.scheme, parts.hostname or "", port, http)
@@ -140,10 +160,7 @@ def plan_raw(config: Config, forced_trace: bool) -> RawPlan | None:
     section = config.raw
     if not (section.enabled or forced_trace):
         return None
-    from probes.raw import RawOptions  # scapy loads only for an agent that uses it
-
-    fields = set(RawOptions.__dataclass_fields__)
-    options = RawOptions(**section.model_dump(include=fields))
+    options = section.options()
     test = config.resolvers.test
     udp = test.endpoints()[0] if test.type == "udp" and test.servers else None
     return RawPlan(
@@ -178,7 +195,7 @@ def plan_prefixes(config: Config) -> tuple[Prefix, ...]:
 
 def syn_scan_allowed() -> bool:
     """True if this process may send raw SYNs (CAP_NET_RAW)."""
-    from probes.raw.capability import has_cap_net_raw  # scapy loads only when asked for
+    from probes.raw.capability import has_cap_net_raw
 
     return has_cap_net_raw()
 
@@ -189,7 +206,7 @@ def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
     control = resolvers.control
     http_fingerprints, dns_fingerprints = plan_fingerprints(config)
     return ProbePlan(
-        targets=tuple(plan_target(t) for t in config.targets),
+        targets=tuple(plan_target(t, config.groups) for t in config.targets),
         test_resolver=resolvers.test.resolver(),
         control_resolver=control.resolver() if control is not None else None,
         timeout=agent.timeout,
@@ -197,7 +214,10 @@ def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
         max_addresses=agent.max_addresses,
         address_limit=agent.address_limit,
         max_body_bytes=agent.max_body_bytes,
+        # Every target's latest report stays in memory: keep bodies only for the log.
+        body_sample=LOG_BODY_SAMPLE if config.measurement_log is not None else 0,
         injection_window=resolvers.injection_window,
+        control_sni=config.raw.control_sni,
         bogon_exempt=tuple(resolvers.bogon_exempt),
         ca_file=str(config.tls.ca_file) if config.tls.ca_file else None,
         fingerprints=http_fingerprints,

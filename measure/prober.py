@@ -46,19 +46,25 @@ class Prober:
         self.blockpages = BlockpageMatcher(plan.fingerprints)
         self.dns_fingerprints = DnsFingerprints(plan.dns_fingerprints)
         self.semaphore = asyncio.Semaphore(plan.concurrency)
-        self.test_dns = self._dns_client(plan.test_resolver)
+        self.test_dns = self._dns_client(plan.test_resolver, self.semaphore)
+        # A redirect's host is resolved inside the HTTP step, which already holds a slot:
+        # waiting there for a second slot of the same pool deadlocks it once every slot is
+        # an HTTP step (issue 22), so that lookup runs under the step's slot.
+        self.redirect_dns = self._dns_client(plan.test_resolver, None)
         control = plan.control_resolver
-        self.control_dns = self._dns_client(control) if control is not None else None
+        self.control_dns = (
+            self._dns_client(control, self.semaphore) if control is not None else None
+        )
         self._expectations: dict[str, http.HttpExpectations] = {}
         self.raw = RawFollowups(plan.raw) if plan.raw is not None else None
 
-    def _dns_client(self, resolver: Resolver) -> DnsClient:
+    def _dns_client(self, resolver: Resolver, limiter: asyncio.Semaphore | None) -> DnsClient:
         return DnsClient(
             resolver,
             timeout=self.plan.timeout,
             injection_window=self.plan.injection_window,
             ssl_context=self.ssl_context,
-            limiter=self.semaphore,
+            limiter=limiter,
             fingerprints=self.dns_fingerprints,
         )
 
@@ -71,13 +77,16 @@ class Prober:
                 body=target.http.expect_body,
                 blockpages=self.blockpages,
                 max_body=self.plan.max_body_bytes,
+                body_sample=self.plan.body_sample,
+                min_bytes=target.http.min_bytes,
+                ranged=target.http.ranged,
             )
         return self._expectations[target.name]
 
     async def usable_addresses(self, host: str) -> Sequence[str]:
         """A redirect's host through the test resolver: its addresses, none on failure
-        (a bogon answer is a failure: never connected to)."""
-        result = await self.test_dns.resolve(host, self.bogons)
+        (a bogon answer is a failure: never connected to). Called with a slot held."""
+        result = await self.redirect_dns.resolve(host, self.bogons)
         return consistency.addresses_of(result) if result.ok else ()
 
     async def _connect(
@@ -104,7 +113,9 @@ class Prober:
         handshake = next((s for s in chain if s.step == Step.TLS), None)
         if handshake is not None and sni.needs_recheck(handshake):
             evidence = await sni.recheck(
-                handshake, lambda name: self._connect(target, address, sni.HANDSHAKE, name)
+                handshake,
+                lambda name: self._connect(target, address, sni.HANDSHAKE, name),
+                self.plan.control_sni,
             )
             chain[chain.index(handshake)] = handshake.with_evidence(evidence)
         return tuple(chain)
@@ -196,5 +207,6 @@ class Prober:
     async def aclose(self) -> None:
         """Release the resolvers' connection pools."""
         await self.test_dns.aclose()
+        await self.redirect_dns.aclose()
         if self.control_dns is not None:
             await self.control_dns.aclose()

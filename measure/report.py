@@ -13,7 +13,7 @@ from measure.followups.consistency import addresses_of
 from measure.plan import Method, TargetPlan
 from measure.verdict import REACHABLE, Verdict, deciding, family_outcomes, first_failure
 from probes.results import HttpFacts, StepResult
-from probes.taxonomy import OK, Code, Step
+from probes.taxonomy import OK, SKIPPED, Code, Step
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +61,11 @@ class TargetReport:
 
     @property
     def http(self) -> HttpFacts | None:
-        """The facts of the deciding chain's successful HTTP step, if it had one."""
-        step = next((s for s in self.deciding_steps if s.step == Step.HTTP and s.ok), None)
-        return step.facts if step is not None and isinstance(step.facts, HttpFacts) else None
+        """The facts of the deciding chain's HTTP step, if it ran and got body bytes (a slow
+        or cut transfer too: the throughput gauge exists to see a throttle)."""
+        step = next((s for s in self.deciding_steps if s.step == Step.HTTP), None)
+        facts = step.facts if step is not None and step.result != SKIPPED else None
+        return facts if isinstance(facts, HttpFacts) and facts.body_bytes else None
 
     def why(self) -> str:
         """The deciding failure in one line; for a target reachable over one address family

@@ -21,12 +21,14 @@ import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import dns.exception
 
 from probes.results import Endpoint, Facts, StepResult
 from probes.taxonomy import Code, Failure, Step, step_code
+
+T = TypeVar("T")
 
 log = logging.getLogger("reachprobe")
 
@@ -211,6 +213,16 @@ def describe(exc: BaseException) -> str:
     return (lines[0] if lines else text)[:200]
 
 
+async def attempt(work: Awaitable[T], timeout: float) -> tuple[T | None, Failure | None]:
+    """`work` awaited within `timeout`: its value, or the kind of the socket error or timeout
+    it ended in. For the raw probes, to whom a failed connect or read is an observation (a
+    hop's answer), not a step's result: the same table names it."""
+    try:
+        return await asyncio.wait_for(work, timeout), None
+    except OSError as exc:  # TimeoutError included
+        return None, failure_kind(exc)
+
+
 def classify(step: Step, exc: BaseException) -> tuple[Code, str]:
     """Map an exception raised during `step` to (result code, detail). Never raises."""
     return step_code(step, failure_kind(exc)), describe(exc)
@@ -278,8 +290,10 @@ async def measure(
         code, detail = classify(step, exc)
         if code.value.endswith("_error"):
             log.debug("%s %s: unclassified %r", step.value, endpoint, exc, exc_info=exc)
-        return StepResult(step, code, endpoint, time.perf_counter() - start, detail)
+        return StepResult(step, code, endpoint, time.perf_counter() - start, detail, started=start)
     finally:
         _DEADLINE.reset(token)
     elapsed = time.perf_counter() - start
-    return StepResult(step, outcome.code, endpoint, elapsed, outcome.detail, outcome.facts)
+    return StepResult(
+        step, outcome.code, endpoint, elapsed, outcome.detail, outcome.facts, started=start
+    )

@@ -77,6 +77,8 @@ class Code(StrEnum):
     TLS_NOT_TLS = "tls_not_tls"
     TLS_ERROR = "tls_error"
     HTTP_TIMEOUT = "http_timeout"
+    # Still arriving at the deadline: slow or throttled, not blocked (docs/taxonomy.md).
+    HTTP_SLOW = "http_slow"
     HTTP_RESET = "http_reset"
     HTTP_EOF = "http_eof"
     HTTP_BLOCKPAGE = "http_blockpage"
@@ -138,6 +140,8 @@ OONI_FAILURE: dict[Code, str | None] = {
     Code.TLS_NOT_TLS: "ssl_failed_handshake",
     Code.TLS_ERROR: "ssl_failed_handshake",
     Code.HTTP_TIMEOUT: "generic_timeout_error",
+    # OONI's fetch would have timed out on the same transfer.
+    Code.HTTP_SLOW: "generic_timeout_error",
     Code.HTTP_RESET: "connection_reset",
     Code.HTTP_EOF: "eof_error",
     Code.HTTP_BLOCKPAGE: "http_blockpage",

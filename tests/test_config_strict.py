@@ -136,6 +136,8 @@ def test_duplicate_keys_in_a_web_config_are_an_error(tmp_path: Path) -> None:
          "must be 'test' or 'control', not text ('tset')"),
         ({"agent": {"concurrency": 0}}, "agent.concurrency", "must be greater than or equal to 1"),
         ({"agent": {"prefix_seed": ""}}, "agent.prefix_seed", "must have at least 1 character"),
+        ({"targets": [{"name": "a", "url": "https://a.test/", "min_bytes": "lots"}]},
+         "targets[0].min_bytes", "must be true or a whole number, not text ('lots')"),
         ({"targets": [{**TARGET, "expect_status": [99]}]}, "targets[0].expect_status[0]",
          "must be greater than or equal to 100"),
         ({"vantage": {"canary_group": ""}}, "vantage.canary_group",

@@ -21,7 +21,7 @@ from agent.config.prefixes import PrefixConfig
 from agent.config.raw import RawSection
 from agent.config.remote_write import BasicAuthSection, RemoteWriteConfig, RemoteWriteTlsSection
 from agent.config.resolvers import ResolverConfig, ResolversSection, TlsSection
-from agent.config.targets import ExchangeConfig, TargetConfig
+from agent.config.targets import ExchangeConfig, TargetConfig, VolumeOptions
 from agent.config.types import split_host_port
 from agent.config.vantage import VantageSection
 
@@ -45,6 +45,7 @@ __all__ = [
     "TargetConfig",
     "TlsSection",
     "VantageSection",
+    "VolumeOptions",
     "load_config",
     "parse_config",
     "split_host_port",

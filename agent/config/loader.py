@@ -40,18 +40,37 @@ class ConfigError(Exception):
         super().__init__("\n".join(lines))
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not part.startswith(("function-", "constrained-")) and part not in (
-            "list[...]",
-            "IPv4Network",
-            "IPv6Network",
-            "int",
-        ):
-            out += f".{part}" if out else part
+def _path(loc: tuple[int | str, ...], data: Any, missing: bool) -> str:
+    """The key path of an error location, in the file's own keys.
+
+    pydantic's locations also hold the names of union members and validators
+    (`literal['mtproto']`, `int`, `IPv4Network`, `function-after[...]`): a part is kept only
+    where the written data has that key or index (or, for a missing key, as the last part).
+    """
+    out, here = "", data
+    for index, part in enumerate(loc):
+        last = index == len(loc) - 1
+        if isinstance(here, list) and isinstance(part, int) and 0 <= part < len(here):
+            out, here = f"{out}[{part}]", here[part]
+        elif isinstance(here, dict) and (part in here or (missing and last)):
+            out, here = (f"{out}.{part}" if out else str(part)), here.get(part)
+    return out
+
+
+def _combined(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One line per key: the alternatives of a union that all failed ("must be true, not a
+    list" and "must be a whole number, not a list") said as one ("must be true or a whole
+    number, not a list")."""
+    by_key: dict[str, list[str]] = {}
+    for key, why in dict.fromkeys(problems):
+        by_key.setdefault(key, []).append(why)
+    out = []
+    for key, reasons in by_key.items():
+        alike = [m for why in reasons if (m := re.fullmatch(r"must be (.+), not (.+)", why))]
+        if len(reasons) > 1 and len(alike) == len(reasons) and len({m[2] for m in alike}) == 1:
+            out.append((key, f"must be {' or '.join(m[1] for m in alike)}, not {alike[0][2]}"))
+        else:
+            out.extend((key, why) for why in reasons)
     return out
 
 
@@ -100,7 +119,11 @@ def _reason(err: Any) -> str:
     if kind in _EXPECTED:
         return f"must be {_EXPECTED[kind]}, not {_kind(err.get('input'))}"
     if kind == "literal_error":
-        return f"must be {err['ctx']['expected']}, not {_kind(err.get('input'))}"
+        # YAML writes Python's True and False as true and false.
+        expected = re.sub(
+            r"(?<!')\b(True|False)\b(?!')", lambda m: m[1].lower(), err["ctx"]["expected"]
+        )
+        return f"must be {expected}, not {_kind(err.get('input'))}"
     if kind == "string_pattern_mismatch":
         # Every pattern in the models has its own validator and message; this is a fallback
         # that never shows the regular expression.
@@ -125,8 +148,11 @@ def validate(
     try:
         return model.model_validate(data, context=context)
     except ValidationError as exc:
-        problems = [(_path(err["loc"]), _reason(err)) for err in exc.errors()]
-        raise ConfigError(source, list(dict.fromkeys(problems))) from None
+        problems = [
+            (_path(err["loc"], data, err["type"] == "missing"), _reason(err))
+            for err in exc.errors()
+        ]
+        raise ConfigError(source, _combined(problems)) from None
 
 
 def _duplicate_keys(root: yaml.Node) -> list[tuple[str, str]]:

@@ -17,7 +17,7 @@ from agent.config.prefixes import PrefixConfig
 from agent.config.raw import RawSection
 from agent.config.remote_write import RemoteWriteConfig
 from agent.config.resolvers import ResolversSection, TlsSection
-from agent.config.targets import TargetConfig
+from agent.config.targets import TargetConfig, VolumeOptions
 from agent.config.test_lists import TestListSource, listed_targets
 from agent.config.types import Strict
 from agent.config.vantage import VantageSection
@@ -32,6 +32,8 @@ class Config(Strict):
     vantage: VantageSection = VantageSection()
     measurement_log: MeasurementLogSection | None = None
     targets: list[TargetConfig] = []
+    # Per-group defaults for the group's targets (a target's own option wins).
+    groups: dict[str, VolumeOptions] = {}
     # Targets from Citizen Lab test lists, added to `targets` when the config loads.
     targets_from: list[TestListSource] = []
     blockpages: list[BlockpageConfig] = []
