@@ -1,9 +1,10 @@
-"""The `reachprobe` command: run, check, validate, demo."""
+"""The `reachprobe` command: run, check, validate, demo, config."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import logging
 import signal
 import sys
@@ -13,10 +14,19 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from agent import __version__, eventloop, exits
-from agent.config import DEFAULT_LISTEN, AgentSection, Config, ConfigError, load_config
+from agent.config import (
+    DEFAULT_CONFIG_NAME,
+    DEFAULT_LISTEN,
+    AgentSection,
+    Config,
+    ConfigError,
+    load_config,
+)
 from agent.config.web import WebConfig, listen_policy
 from agent.demo import DEMO_LISTEN, demo_config
+from agent.explain import plural
 from agent.planner import make_plan
+from agent.resources import shipped_file
 from agent.sinks.console import ConsoleSink, live_progress
 from measure.cycle import run_cycle
 from measure.prober import Prober
@@ -28,10 +38,26 @@ log = logging.getLogger("reachprobe")
 
 NOTICE = (
     "reachprobe sends ordinary DNS queries, TCP connections, TLS handshakes and HTTP requests "
-    "(and QUIC, over UDP, to `http3` targets) to the %d configured targets every %gs. Anyone "
-    "watching this network (your ISP, the censor) can see those connections; in some "
-    "countries testing blocked sites carries risk. See the README's 'Risks' section."
+    "(and QUIC, over UDP, to `http3` targets) to the %s every %gs. Anyone watching this "
+    "network (your ISP, the censor) can see those connections; in some countries testing "
+    "blocked sites carries risk. See the README's 'Risks' section."
 )
+PLACEHOLDER_VANTAGE = AgentSection().vantage
+# More names than this and an unknown --target lists only the closest ones.
+MAX_LISTED_TARGETS = 20
+LOG_LEVELS = ("debug", "info", "warning", "error")
+FORMAT_HELP = "table for people (the default), json for programs (README: 'JSON output')"
+
+
+def placeholder_warning(config: Config) -> str | None:
+    """A warning while agent.vantage is still the shipped placeholder name."""
+    if config.agent.vantage != PLACEHOLDER_VANTAGE:
+        return None
+    return (
+        f"agent.vantage is still the placeholder {PLACEHOLDER_VANTAGE!r}: set a name unique to "
+        "this vantage point, or its series mix with every other unnamed agent's "
+        "(docs/operators.md)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,11 +69,18 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 success, 1 a target was not reachable (check), 2 bad usage "
         "or bad config.",
     )
-    parser.add_argument("--version", action="version", version=f"reachprobe {__version__}")
+    version = f"reachprobe {__version__}"
+    parser.add_argument("--version", action="version", version=version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def command(name: str, help_text: str, description: str = "") -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=description or help_text)
+        # Also after the command (`reachprobe run --version`), where people type it.
+        p.add_argument("--version", action="version", version=version)
+        return p
+
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = command(name, help_text)
         p.add_argument(
             "--config",
             "-c",
@@ -59,22 +92,27 @@ def _parser() -> argparse.ArgumentParser:
 
     run = add("run", f"run the agent: probe every interval and serve /metrics "
               f"(default {DEFAULT_LISTEN})")  # fmt: skip
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-level", default="info", choices=LOG_LEVELS,
+        help="how much the agent logs to stderr (default: info: start, reloads, problems)",
+    )  # fmt: skip
     check = add("check", "probe every target once, print the results, exit")
     check.add_argument(
         "--target", "-t", action="extend", nargs="+", metavar="NAME",
         help="only these targets (names; the flag may also be repeated)",
     )  # fmt: skip
-    check.add_argument("--format", "-f", choices=["table", "json"], default="table")
+    check.add_argument(
+        "--format", "-f", choices=["table", "json"], default="table", help=FORMAT_HELP
+    )
     check.add_argument(
         "--trace", action="store_true",
         help="also trace the path to every target with TTL-limited probes (raw packets: "
         "needs CAP_NET_RAW, see docs/raw.md); the JSON gets a `trace` per target",
     )  # fmt: skip
     add("validate", "check a config file and exit")
-    demo = sub.add_parser(
+    demo = command(
         "demo",
-        help="try the agent on a simulated censored network on this machine (no root, "
+        "try the agent on a simulated censored network on this machine (no root, "
         "no network): serves the status page until Ctrl-C",
         description="Start a small censorship simulation on loopback (DNS poisoning and "
         "injection, an SNI filter, a blockpage, a throttled download, healthy sites), run the "
@@ -82,10 +120,19 @@ def _parser() -> argparse.ArgumentParser:
         "temporary files are removed on exit.",
     )
     demo.add_argument("--once", action="store_true", help="probe once, print, exit (like check)")
-    demo.add_argument("--format", "-f", choices=["table", "json"], default="table")
+    demo.add_argument(
+        "--format", "-f", choices=["table", "json"],
+        help=f"with --once: {FORMAT_HELP}",
+    )  # fmt: skip
     demo.add_argument(
         "--listen", default=DEMO_LISTEN, metavar="ADDR:PORT", type=_listen,
         help="where to serve the status page (default: a free port on 127.0.0.1)",
+    )  # fmt: skip
+    config = command("config", "print a config to start your own from")
+    config.add_argument(
+        "which", choices=["default"],
+        help="default: the built-in config (every shipped target), e.g. "
+        "`reachprobe config default > reachprobe.yaml`",
     )  # fmt: skip
     return parser
 
@@ -111,15 +158,36 @@ def _load(path: Path | None, serving: bool) -> tuple[Config, WebConfig | None] |
         return None
 
 
+def _unknown_targets(unknown: Sequence[str], known: Sequence[str]) -> str:
+    """Which names are unknown and what the valid ones are: all of them when they are few,
+    else the closest to each unknown one."""
+    what = f"no target named {', '.join(unknown)}"
+    if not known:
+        return f"{what}: the config has no targets"
+    if len(known) <= MAX_LISTED_TARGETS:
+        return f"{what}; the targets are: {', '.join(known)}"
+    close = dict.fromkeys(m for name in unknown for m in difflib.get_close_matches(name, known))
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"{what}{hint} ({plural(len(known), 'target')}: `reachprobe validate` checks the file)"
+
+
 async def _check(
-    config: Config, names: Sequence[str] | None, fmt: str, *, trace: bool = False
+    config: Config,
+    names: Sequence[str] | None,
+    fmt: str,
+    *,
+    trace: bool = False,
+    title: str = "reachprobe check",
 ) -> int:
     plan = make_plan(config, forced_trace=trace)
     targets = plan.targets
     if names:
         unknown = sorted(set(names) - {t.name for t in targets})
         if unknown:
-            print(f"reachprobe: no target named {', '.join(unknown)}", file=sys.stderr)
+            print(
+                f"reachprobe: {_unknown_targets(unknown, [t.name for t in targets])}",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
         targets = tuple(t for t in targets if t.name in names)
     prober = Prober(plan)
@@ -128,7 +196,7 @@ async def _check(
             cycle = await run_cycle(prober, targets, on_report=progress, number=1)
     finally:
         await prober.aclose()
-    sink = ConsoleSink(fmt)
+    sink = ConsoleSink(fmt, title=title)
     sink.configure(config, plan)
     sink.publish(cycle)
     return EXIT_OK if all(r.verdict == REACHABLE for r in cycle.reports) else EXIT_UNREACHABLE
@@ -184,7 +252,10 @@ async def _run(
         if demo:
             print(f"reachprobe demo: open {url} in a browser; Ctrl-C stops.", flush=True)
     if not demo:
-        log.warning(NOTICE, len(config.targets), config.agent.interval)
+        log.warning(NOTICE, plural(len(config.targets), "configured target"), config.agent.interval)
+        placeholder = placeholder_warning(config)
+        if placeholder:
+            log.warning("%s", placeholder)
     try:
         await scheduler.run()
     finally:
@@ -199,7 +270,7 @@ async def _demo(once: bool, fmt: str, listen: str) -> int:
         async with demo_config(listen) as (config, path):
             if once:
                 # Blocked targets are the simulation working, not a failure of the demo.
-                code = await _check(config, None, fmt)
+                code = await _check(config, None, fmt, title="reachprobe demo")
                 return EXIT_OK if code == EXIT_UNREACHABLE else code
             return await _run(config, path, demo=True)
     except ConfigError as exc:
@@ -216,6 +287,14 @@ def _logging(level: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `reachprobe` console script."""
     args = _parser().parse_args(argv)
+    if args.command == "config":
+        sys.stdout.write(shipped_file(DEFAULT_CONFIG_NAME).read_text(encoding="utf-8"))
+        return EXIT_OK
+    try:
+        eventloop.loop_factory()
+    except ValueError as exc:
+        print(f"reachprobe: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     command = "demo --once" if args.command == "demo" and args.once else args.command
     try:
         code = _command(args, command)
@@ -233,18 +312,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _command(args: argparse.Namespace, name: str) -> int:
     """Run the command `args` name (`name` is how a stop message calls it)."""
     if args.command == "demo":
+        if args.format is not None and not args.once:
+            print(
+                "reachprobe demo: --format needs --once (without it the demo serves its "
+                "status page until Ctrl-C)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         _logging("warning" if args.once else "info")
-        return eventloop.run(exits.stoppable(_demo(args.once, args.format, args.listen), name))
+        demo = _demo(args.once, args.format or "table", args.listen)
+        return eventloop.run(exits.stoppable(demo, name))
     loaded = _load(args.config, serving=args.command != "check")
     if loaded is None:
         return EXIT_USAGE
     config, web_config = loaded
     if args.command == "validate":
         source = args.config or "built-in default config"
-        print(f"{source}: ok ({len(config.targets)} targets)")
+        print(f"{source}: ok ({plural(len(config.targets), 'target')})")
+        placeholder = placeholder_warning(config)
+        if placeholder:
+            print(f"reachprobe: warning: {placeholder}", file=sys.stderr)
         return EXIT_OK
     if args.command == "check":
         checking = _check(config, args.target, args.format, trace=args.trace)
         return eventloop.run(exits.stoppable(checking, name))
     _logging(args.log_level)
+    log.info(
+        "config: %s (%s)",
+        args.config or f"the built-in {shipped_file(DEFAULT_CONFIG_NAME)}",
+        plural(len(config.targets), "target"),
+    )
     return eventloop.run(exits.stoppable(_run(config, args.config, web_config), name))

@@ -4,7 +4,8 @@ loop's socket calls (`sock_connect`, `sock_recv`, `sock_sendall`), datagram endp
 timers, which uvloop implements in C with less Python-level work per call.
 
 `REACHPROBE_EVENT_LOOP=asyncio` keeps asyncio's loop although uvloop is installed (to compare
-the two, or to rule uvloop out)."""
+the two, or to rule uvloop out); `uvloop` (or unset) is the default. Any other value is an
+error, never silently the default: a typo would otherwise measure the wrong loop."""
 
 from __future__ import annotations
 
@@ -15,11 +16,19 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 ENV = "REACHPROBE_EVENT_LOOP"
+CHOICES = ("asyncio", "uvloop")
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop factory when it is importable and not ruled out; None means asyncio's."""
-    if os.environ.get(ENV, "").strip().lower() == "asyncio":
+    """uvloop's loop factory when it is importable and not ruled out; None means asyncio's.
+
+    Raises ValueError, ready to print, when the environment names no known loop.
+    """
+    written = os.environ.get(ENV, "")
+    choice = written.strip().lower()
+    if choice not in ("", *CHOICES):
+        raise ValueError(f"{ENV}={written!r} is not an event loop: use asyncio or uvloop")
+    if choice == "asyncio":
         return None
     try:
         import uvloop

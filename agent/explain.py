@@ -19,6 +19,12 @@ RATE_MIN_BYTES = 16384
 # A download this many times slower than the cycle's typical (median) download reads as slow.
 SLOW_FACTOR = 4
 
+
+def plural(count: int, noun: str) -> str:
+    """`1 target`, `2 targets`."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 EXPLANATIONS: dict[Code, str] = {
     Code.OK: "this step worked",
     Code.SKIPPED: "not tried, because an earlier step failed",

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agent.config import Config, ConfigError, load_config
+from agent.explain import plural
 from agent.pacing import CycleStart, Pacer
 from agent.planner import make_plan
 from agent.sinks import Sink
@@ -77,7 +78,8 @@ class Scheduler:
         await old.aclose()
         self._configure_sinks()
         self._tell_sinks(lambda sink: sink.reloaded(True, time.time()))
-        log.info("config reloaded: %d targets", len(new.targets))
+        source = self.config_path or "the built-in config"
+        log.info("config reloaded from %s: %s", source, plural(len(new.targets), "target"))
 
     def _configure_sinks(self) -> None:
         self._tell_sinks(lambda sink: sink.configure(self.config, self.plan))

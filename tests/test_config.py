@@ -169,8 +169,8 @@ def test_unreadable_and_non_mapping_files(tmp_path: Path) -> None:
     ]
 
 
-def test_empty_file_is_the_all_defaults_config(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, ""))
+def test_an_empty_mapping_is_the_all_defaults_config(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "{}\n"))
     assert config.targets == []
     assert config.resolvers.test.type == "system"
 

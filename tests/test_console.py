@@ -60,21 +60,33 @@ def test_on_a_terminal_the_table_has_colour_explanations_and_timings(
     assert "3/8 targets reachable" in text
 
 
-@pytest.mark.parametrize("no_color", [None, "1"])
-def test_plain_when_not_a_terminal_or_no_color(
-    cycle: CycleReport, monkeypatch: pytest.MonkeyPatch, no_color: str | None
-) -> None:
-    stream: io.StringIO = io.StringIO()
-    if no_color is None:
-        monkeypatch.delenv("NO_COLOR", raising=False)
-    else:
-        monkeypatch.setenv("NO_COLOR", no_color)
-        stream = Terminal()
-    text = table(cycle, stream)
+def test_plain_when_not_a_terminal(cycle: CycleReport, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    text = table(cycle, io.StringIO())
     assert "\x1b[" not in text
     lines = text.splitlines()
     assert lines[0].split() == ["TARGET", "VERDICT", "WHY"]
     assert lines[2].split()[:2] == ["messenger", "tls_blocking"]
+
+
+def test_no_color_takes_only_the_colour_away(
+    cycle: CycleReport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "400")
+    text = table(cycle, Terminal())
+    # Bold and italic stay; no foreground colour (SGR 30-38, 90-97) does.
+    assert not re.search(r"\x1b\[(?:[0-9;]*;)?(?:3[0-8]|9[0-7])(?:;[0-9;]*)?m", text), text
+    assert "what happened" in text
+    assert "a sign of SNI filtering" in text
+    assert "3/8 targets reachable" in text
+
+
+def test_the_table_title_names_the_command(cycle: CycleReport) -> None:
+    stream = Terminal()
+    ConsoleSink("table", stream, title="reachprobe demo").publish(cycle)
+    assert "reachprobe demo" in stream.getvalue()
+    assert "reachprobe check" not in stream.getvalue()
 
 
 def test_live_progress_only_on_a_terminal(cycle: CycleReport) -> None:

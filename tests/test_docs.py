@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,42 @@ def test_readme_metrics_table_matches_the_registry() -> None:
     assert documented == exported_metrics()
 
 
+def test_readme_metrics_table_is_one_table() -> None:
+    """A paragraph inside the table ends it: Markdown renders the rows after it as text."""
+    lines = section(read("README.md"), "## Metrics reference").splitlines()
+    header = lines.index("| metric | type | labels | meaning |")
+    last = max(i for i, line in enumerate(lines) if line.startswith("| `reachprobe_"))
+    assert all(line.startswith("|") for line in lines[header : last + 1]), "table interrupted"
+
+
+# The README's layout block, against the tree.
+
+# Not the project's own: made by tools, tests or the packaging.
+UNLISTED = re.compile(r"\..*|__pycache__|build|dist|mutants|.*\.egg-info")
+
+
+def readme_layout() -> list[str]:
+    """The paths the README's Layout block describes, in order (a line's first word)."""
+    block = re.search(r"```\n(.*?)```", section(read("README.md"), "## Layout"), re.DOTALL)
+    assert block, "no code block under Layout"
+    return [line.split()[0] for line in block[1].splitlines() if line and not line[0].isspace()]
+
+
+def test_readme_layout_lists_each_path_once_and_every_path_exists() -> None:
+    paths = readme_layout()
+    assert len(paths) == len(set(paths)), paths
+    for path in paths:
+        where = DOCS / path
+        assert where.is_dir() if path.endswith("/") else where.is_file(), path
+
+
+def test_readme_layout_lists_every_top_level_folder() -> None:
+    folders = {
+        f"{p.name}/" for p in DOCS.iterdir() if p.is_dir() and not UNLISTED.fullmatch(p.name)
+    }
+    assert folders <= set(readme_layout())
+
+
 # The README's commands and exit codes.
 
 
@@ -189,7 +226,7 @@ def test_readme_usage_lines_show_each_commands_options() -> None:
             option: action
             for action in parsers[name]._actions
             for option in action.option_strings
-            if option.startswith("--") and option != "--help"
+            if option.startswith("--") and option not in ("--help", "--version")
         }
         assert set(re.findall(r"--[a-z][a-z-]*", usage)) == set(actions), usage
         for option, choices in re.findall(r"(--[a-z-]+) ([\w-]+(?:\|[\w-]+)+)", usage):
@@ -234,6 +271,7 @@ def key_shape(doc: dict[str, Any]) -> dict[str, set[str]]:
     return {
         "document": set(doc),
         "agent": set(doc["agent"]),
+        "vantage": set(doc["vantage"]),
         "target": {key for target in targets for key in target},
         "step": {key for target in targets for step in target["steps"] for key in step},
     }
@@ -260,3 +298,11 @@ def test_prefix_doc_lists_every_prefix_rule() -> None:
         # The interval's bounds share one row, written `..._ci_low` / `_ci_high`.
         shown = "`_ci_high`" if record.endswith("_ci_high") else f"`{record}`"
         assert shown in doc, record
+
+
+def test_the_license_file_is_the_license_pyproject_names() -> None:
+    project = tomllib.loads(read("pyproject.toml"))["project"]
+    assert project["license"] == "Apache-2.0"
+    text = read("LICENSE")
+    assert "Apache License\n                           Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text  # the whole text, not a pointer to it

@@ -15,6 +15,7 @@ import selectors
 import subprocess
 import sys
 import tomllib
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,20 @@ def test_validate_the_built_in_config(install: Install) -> None:
     proc = install.run("reachprobe", "validate")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"built-in default config: ok ({len(shipped['targets'])} targets)"
+
+
+def test_config_default_prints_the_shipped_config_without_the_source_tree(
+    install: Install,
+) -> None:
+    proc = install.run("reachprobe", "config", "default")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (REPO_ROOT / "config" / "default.yaml").read_text(encoding="utf-8")
+
+
+def test_the_wheel_carries_the_license(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        licenses = [n for n in archive.namelist() if n.endswith("LICENSE")]
+    assert licenses, "no LICENSE in the wheel"
 
 
 def test_simlab_help(install: Install) -> None:

@@ -21,7 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_readme_starts_with_install_and_demo_then_the_test_command() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```sh\n(.*?)```", readme, re.S)
-    assert [b.strip() for b in blocks[:2]] == ["pip install . && reachprobe demo", "make test"]
+    install, test = (b.strip() for b in blocks[:2])
+    # In a virtualenv: Debian's own Python refuses a bare `pip install .`.
+    assert re.fullmatch(r"python3 -m venv (\S+) && \1/bin/pip install \. && \1/bin/reachprobe demo",
+                        install), install  # fmt: skip
+    assert test == "make test"
+    assert "pipx" in readme
+    assert "externally-managed-environment" in readme
 
 
 def test_the_measurement_log_doc_names_every_field() -> None:
@@ -44,6 +50,13 @@ def test_the_measurement_log_doc_names_every_field() -> None:
         for key in rec["test_keys"]:
             assert f"test_keys.{key}" in documented or f"test_keys.{key}[]" in documented, key
         assert "duration_seconds" in rec["test_keys"]["queries"][0]
+
+
+def test_the_volunteer_guide_needs_no_source_tree_for_the_config() -> None:
+    guide = (ROOT / "docs" / "volunteers.md").read_text(encoding="utf-8")
+    assert "cp config/" not in guide
+    assert "reachprobe config default" in guide
+    assert "pipx" in guide
 
 
 def test_the_files_the_volunteer_guide_names_exist() -> None:

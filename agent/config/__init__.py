@@ -5,8 +5,8 @@ Where things are:
 - types.py: the strict base model and the value types the sections share;
 - model.py: `Config`, the whole file, one field per section;
 - one module per section: agent_section.py (`agent`), resolvers.py (`resolvers`, `tls`),
-  vantage.py, targets.py, blockpages.py, prefixes.py, remote_write.py, measurement_log.py,
-  raw.py;
+  vantage.py, targets.py, test_lists.py, blockpages.py, prefixes.py, remote_write.py,
+  measurement_log.py, raw.py;
 - web.py: the exporter-toolkit web config (`agent.web_config`) and the listen policy.
 
 The names below are what the rest of the agent imports from `agent.config`.

@@ -7,11 +7,13 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from agent.config.types import (
+    AsNumber,
+    CountryCode,
     Duration,
     ExistingFile,
+    IpPort,
     LabelName,
     Strict,
-    check_ip,
     greater_than_zero,
     split_host_port,
 )
@@ -27,9 +29,9 @@ class AgentSection(Strict):
 
     vantage: LabelName = "unnamed"
     role: Literal["test", "control"] = "test"
-    country: Annotated[str, Field(pattern=r"^([A-Z]{2})?$")] = ""
-    asn: Annotated[str, Field(pattern=r"^(AS\d{1,10})?$")] = ""
-    listen: str | None = DEFAULT_LISTEN
+    country: CountryCode = ""
+    asn: AsNumber = ""
+    listen: IpPort | None = DEFAULT_LISTEN
     interval: Duration = 60.0
     timeout: Duration = 5.0
     jitter: Duration | None = None
@@ -45,14 +47,6 @@ class AgentSection(Strict):
     # this explicit opt-out; the rule is enforced at start by web.listen_policy.
     web_config: ExistingFile | None = None
     insecure_listen: bool = False
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str | None) -> str | None:
-        if value is not None:
-            host, _ = split_host_port(value)
-            check_ip(host)
-        return value
 
     @field_validator("interval", "timeout")
     @classmethod

@@ -5,25 +5,23 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
-from agent.config.types import LabelName, Strict, check_ip, check_regex, split_host_port
+from agent.config.types import BytesRegex, GroupName, IpPort, LabelName, Regex, Strict
 
 
 class ExchangeConfig(Strict):
     """A send/expect exchange over a `tcp:` or `host:` target's connection."""
 
     send: str = ""
-    expect: str | None = None
+    expect: BytesRegex | None = None
     max_reply: Annotated[int, Field(ge=1, le=65536)] = 4096
-
-    @field_validator("expect")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            # Matched against the reply's bytes.
-            check_regex(value.encode())
-        return value
 
 
 # `min_bytes`: read at least this many body bytes (`true`: probes.http.DEFAULT_VOLUME_BYTES),
@@ -54,14 +52,30 @@ class TargetConfig(VolumeOptions):
     host: str | None = None
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     tls: bool | None = None
-    tcp: str | None = None
-    group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{0,64}$")] = ""
+    tcp: IpPort | None = None
+    group: GroupName = ""
     expect_status: list[Annotated[int, Field(ge=100, le=599)]] = []
-    expect_body: str | None = None
+    expect_body: Regex | None = None
     # `mtproto` proves a Telegram data centre answers; or a send/expect pair.
     exchange: Literal["mtproto"] | ExchangeConfig | None = None
     # A QUIC handshake and an HTTP/3 GET beside the chain (https URLs; docs/taxonomy.md).
     http3: bool = False
+
+    @field_validator("exchange", mode="wrap")
+    @classmethod
+    def _exchange(
+        cls, value: object, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> ExchangeConfig | str | None:
+        # Validated by hand, not as the union it is: pydantic would report the failure of each
+        # alternative, in its type names (`literal['mtproto']`, `ExchangeConfig`).
+        if isinstance(value, dict):
+            return ExchangeConfig.model_validate(value, context=info.context)
+        if value is None or value == "mtproto":
+            return handler(value)
+        raise ValueError(
+            f"{value!r} is not an exchange: use `mtproto`, or a mapping with send, expect "
+            "and max_reply"
+        )
 
     @field_validator("url")
     @classmethod
@@ -74,20 +88,6 @@ class TargetConfig(VolumeOptions):
                 parts.port  # noqa: B018 - urlsplit validates the port lazily
             except ValueError as exc:
                 raise ValueError(f"{value!r}: {exc}") from None
-        return value
-
-    @field_validator("tcp")
-    @classmethod
-    def _tcp(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_ip(split_host_port(value)[0])
-        return value
-
-    @field_validator("expect_body")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_regex(value)
         return value
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
@@ -55,6 +55,57 @@ PositiveDuration = Annotated[
 ]
 LabelName = Annotated[str, BeforeValidator(_label)]
 Network = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_network)]
+
+_COUNTRY = re.compile(r"([A-Z]{2})?")
+_ASN = re.compile(r"(?:AS)?(\d{1,10})", re.IGNORECASE)
+_GROUP = re.compile(r"[A-Za-z0-9_.:-]*")
+
+
+def _country(value: object) -> object:
+    if isinstance(value, str) and not _COUNTRY.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a country code: use two capital letters (ISO 3166-1, e.g. RU) "
+            "or leave it empty"
+        )
+    return value
+
+
+def _asn(value: object) -> object:
+    # YAML reads `asn: 12389` as a number; the number alone is as clear as AS12389.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        value = str(value)
+    if isinstance(value, str) and value:
+        match = _ASN.fullmatch(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not an AS number: write it as AS12389 (or 12389)")
+        return f"AS{match[1]}"
+    return value
+
+
+def _group_name(min_length: int) -> Any:
+    """A group label type: up to 64 letters, digits, '_', '.', ':' or '-', at least `min_length`."""
+
+    size = f"{min_length}-64" if min_length else "up to 64"
+
+    def check(value: object) -> object:
+        if isinstance(value, str) and not (
+            min_length <= len(value) <= 64 and _GROUP.fullmatch(value)
+        ):
+            raise ValueError(
+                f"{value!r} is not a valid group name: use {size} letters, digits, "
+                "'_', '.', ':' or '-'"
+            )
+        return value
+
+    return Annotated[str, BeforeValidator(check)]
+
+
+CountryCode = Annotated[str, BeforeValidator(_country)]
+AsNumber = Annotated[str, BeforeValidator(_asn)]
+GroupName = _group_name(0)
+RequiredGroupName = _group_name(1)
 
 
 def split_host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
@@ -114,3 +165,25 @@ def check_regex(value: str | bytes) -> None:
         re.compile(value)
     except re.error as exc:
         raise ValueError(f"not a valid regular expression: {exc}") from None
+
+
+def _regex(value: str) -> str:
+    check_regex(value)
+    return value
+
+
+def _bytes_regex(value: str) -> str:
+    # Matched against bytes (a reply), so compiled as a bytes pattern.
+    check_regex(value.encode())
+    return value
+
+
+def _ip_port(value: str) -> str:
+    check_ip(split_host_port(value)[0])
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_regex)]
+BytesRegex = Annotated[str, AfterValidator(_bytes_regex)]
+# `ip:port` or `[v6]:port`: an address, never a name (nothing to resolve, nothing to leak).
+IpPort = Annotated[str, AfterValidator(_ip_port)]

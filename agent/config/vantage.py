@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import field_validator
 
-from agent.config.types import Strict, check_ip, split_host_port
+from agent.config.types import IpPort, RequiredGroupName, Strict
 
 
 class VantageSection(Strict):
     """The vantage's own health checks, each cycle. Off unless set (the shipped default
     config sets them): they contact addresses of their own."""
 
-    canary_group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "canary"
+    canary_group: RequiredGroupName = "canary"
     # An address that must never answer (RFC 5737 documentation space in the shipped config):
     # if a connection to it succeeds, a middlebox accepts everything.
-    tcp_canary: str | None = None
+    tcp_canary: IpPort | None = None
     # A domain under which a random name cannot exist: an address back means the test
     # resolver rewrites NXDOMAIN.
     nxdomain_probe_suffix: str | None = None
-
-    @field_validator("tcp_canary")
-    @classmethod
-    def _tcp_canary(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_ip(split_host_port(value)[0])
-        return value
 
     @field_validator("nxdomain_probe_suffix")
     @classmethod

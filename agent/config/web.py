@@ -128,7 +128,8 @@ def load_web_config(path: Path) -> WebConfig:
     into a TLS context, so that a mistake shows at start (or in `reachprobe validate`).
     """
     source = str(path)
-    config = validate(WebConfig, read_yaml(path), source, "a mapping")
+    empty = "a web config needs tls_server_config and/or basic_auth_users"
+    config = validate(WebConfig, read_yaml(path, empty), source, "a mapping")
     tls = config.tls_server_config
     if tls is not None:
         base = path.parent

@@ -3,8 +3,8 @@
 On a terminal the table is drawn by rich, verdicts in colour (and words and symbols), with
 the failing code and a plain-language explanation, wrapped at word boundaries to the
 terminal's width (80 columns fit; the step timings get a column from 120 up), and drawn a
-hundred targets at a time; when the output is not a terminal, or NO_COLOR is set, it is the
-plain table that scripts and tests read.
+hundred targets at a time; when the output is not a terminal it is the plain table that
+scripts and tests read; NO_COLOR takes only the colour away.
 """
 
 from __future__ import annotations
@@ -107,8 +107,9 @@ def to_table(reports: Sequence[TargetReport]) -> str:
 
 
 def for_people(stream: TextIO) -> bool:
-    """True when `stream` is a terminal and colour is not switched off (no-color.org)."""
-    return stream.isatty() and not os.environ.get("NO_COLOR")
+    """True when `stream` is a terminal. NO_COLOR (no-color.org) takes only the colour away:
+    the table keeps its words."""
+    return stream.isatty()
 
 
 STYLES: dict[Tone, str] = {
@@ -141,7 +142,10 @@ def _timings(report: TargetReport) -> str:
 
 
 def rich_tables(
-    reports: Sequence[TargetReport], width: int, rows: int = ROWS_PER_TABLE
+    reports: Sequence[TargetReport],
+    width: int,
+    rows: int = ROWS_PER_TABLE,
+    title: str = "reachprobe check",
 ) -> Iterator[Table]:
     """The table for people, `rows` targets at a time (so that a long one shows as it is
     drawn), every piece with the same columns and the caption under the last: target,
@@ -159,6 +163,7 @@ def rich_tables(
         table = Table(
             box=box.SIMPLE_HEAD,
             width=width,
+            title=title if first == 0 else None,
             show_header=first == 0,
             show_edge=False,
             pad_edge=False,
@@ -202,9 +207,12 @@ def live_progress(
 class ConsoleSink(Sink):
     """Prints each cycle as the JSON document (`json`) or the table (`table`)."""
 
-    def __init__(self, fmt: str, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, fmt: str, stream: TextIO | None = None, title: str = "reachprobe check"
+    ) -> None:
         self.fmt = fmt
         self.stream = stream
+        self.title = title
         self.agent = AgentSection()
 
     def configure(self, config: Config, plan: ProbePlan) -> None:
@@ -218,8 +226,8 @@ class ConsoleSink(Sink):
             stream.write("\n")
             return
         if for_people(stream):
-            console = Console(file=stream)
-            for table in rich_tables(cycle.reports, console.width):
+            console = Console(file=stream, no_color=bool(os.environ.get("NO_COLOR")))
+            for table in rich_tables(cycle.reports, console.width, title=self.title):
                 console.print(table)
         else:
             print(to_table(cycle.reports), file=stream)
