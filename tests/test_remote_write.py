@@ -200,7 +200,7 @@ async def test_basic_auth_over_tls_with_ca_file(
     registry, _ = registry_with()
     sink = RemoteWriteSink(registry, config)
     await sink.start()
-    sink.publish(object())
+    sink.snapshot(time.time())
     await until(lambda: receiver.series)
     await sink.aclose()
     assert receiver.requests[0]["Authorization"] == "Basic YWdlbnQ6czNjcmV0"
@@ -223,7 +223,7 @@ async def test_bearer_token(tmp_path: Path, receiver: Receiver, pki: Pki) -> Non
     )
     registry, _ = registry_with()
     sink = RemoteWriteSink(registry, config)
-    sink.publish(None)
+    sink.snapshot(time.time())
     await sink.aclose()
     assert receiver.requests[0]["Authorization"] == "Bearer tok-123"
     assert receiver.values("reachprobe_target_up") == [1.0, 1.0, 1.0]
@@ -236,7 +236,7 @@ async def test_a_replacing_sink_counts_in_the_same_series(
     config = rw_config(tmp_path, receiver.url, tls={"ca_file": str(pki.ca_file)})
     for _ in range(2):  # as on a config reload: the old sink closed, a new one on the registry
         sink = RemoteWriteSink(registry, config)
-        sink.publish(None)
+        sink.snapshot(time.time())
         await sink.aclose()
     assert len(receiver.requests) == 2
     assert counter(registry, "reachprobe_remote_write_sent_samples_total") > 6
@@ -249,7 +249,7 @@ async def test_untrusted_receiver_is_retried_not_dropped(
     registry, _ = registry_with()
     sink = RemoteWriteSink(registry, config)
     await sink.start()
-    sink.publish(None)
+    sink.snapshot(time.time())
     await until(lambda: counter(registry, "reachprobe_remote_write_failed_sends_total") >= 2)
     await sink.aclose(timeout=0.3)
     assert receiver.requests == []
@@ -265,7 +265,7 @@ async def test_4xx_is_rejected_and_counted(tmp_path: Path, receiver: Receiver, p
     config = rw_config(tmp_path, receiver.url, tls={"ca_file": str(pki.ca_file)})
     registry, _ = registry_with()
     sink = RemoteWriteSink(registry, config)
-    sink.publish(None)
+    sink.snapshot(time.time())
     await sink.aclose()
     assert len(receiver.requests) == 1
     assert counter(registry, "reachprobe_remote_write_dropped_samples_total", reason="rejected") > 0
@@ -289,7 +289,7 @@ async def test_bounded_buffer_drops_oldest_and_delivers_the_rest_in_order(
     await sink.start()
     for i in range(30):
         tick.set(i)
-        sink.publish(None)
+        sink.snapshot(time.time())
         await asyncio.sleep(0.02)
     await until(lambda: len(receiver.requests) >= 2)  # 503s: retried with backoff
     assert sink.writer.buffer.samples <= 1000

@@ -121,7 +121,7 @@ async def test_receiver_down_for_a_minute_loses_no_sample(tmp_path: Path) -> Non
             end = time.monotonic() + seconds
             while time.monotonic() < end:
                 tick.set(len(published))
-                sink.publish(None)
+                sink.snapshot(time.time())
                 assert sink.last_snapshot is not None
                 published.append(sink.last_snapshot.timestamp_ms)
                 await asyncio.sleep(1.0)
