@@ -40,7 +40,9 @@ class RemoteWriter:
     ) -> None:
         self.config = config
         self.metrics = metrics
-        self.buffer: Queue = queue or SampleBuffer(config.max_buffered_samples)
+        self.buffer: Queue = (
+            queue if queue is not None else SampleBuffer(config.max_buffered_samples)
+        )
         self._wakeup = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._failing = False
