@@ -3,10 +3,11 @@ loses none of what was measured while the receiver was away.
 
 Layout: a directory of segment files named by a growing sequence number (`000…042.seg`)
 and one `acked` file (the sequence number and offset up to which the receiver has accepted).
-A segment is a run of records, each `length (u32) | CRC-32 of the payload (u32) | payload`,
-the payload `timestamp ms (i64) | samples (u32) | a serialized remote-write WriteRequest` of one
-snapshot (uncompressed: concatenated WriteRequests are one WriteRequest, so a batch is sent as
-the payloads joined and compressed once).
+A segment is a run of records, each `length (u32) | CRC-32 of the payload (u32) | payload`:
+first a series record (kind 1: every label set, JSON, zstd), then one samples record per
+snapshot (kind 2: `timestamp ms (i64) | samples (u32) | the values as float64, zstd`). A
+snapshot whose series set differs starts a new segment, so each segment reads alone and
+"drop the oldest" is a file deletion; the labels are written once per segment, not per sample.
 
 - **Durability**: a snapshot is written and `fsync`ed before `push` returns (once per cycle;
   the directory is synced when a segment is created), so what `push` accepted survives a
@@ -29,27 +30,38 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import struct
 import zlib
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cramjam
 
-from agent.sinks.remote_write.snapshot import Snapshot
-from agent.sinks.remote_write.wire import write_request
+from agent.sinks.remote_write.snapshot import LabelSet, Snapshot
+from agent.sinks.remote_write.wire import encode_write_request
 
 log = logging.getLogger("reachprobe")
 
 HEADER = struct.Struct("<II")  # payload length, CRC-32 of the payload
-META = struct.Struct("<qI")  # timestamp ms, samples
+SAMPLES = struct.Struct("<BqI")  # kind, timestamp ms, samples; then the values, zstd
+SERIES_KIND, SAMPLES_KIND = 1, 2
 SUFFIX = ".seg"
 ACKED = "acked"
-# A record larger than this is damage, not data (a snapshot of 1,000 targets is ~1 MB).
+# A record larger than this is damage, not data (the series of 1,000 targets are ~2 MB).
 MAX_RECORD = 256 << 20
+
+
+class Damage(ValueError):
+    """Bytes of a segment that are not a whole, decodable record (torn, corrupt)."""
+
+    def __init__(self, why: str, offset: int = 0) -> None:
+        super().__init__(why)
+        self.offset = offset
 
 
 @dataclass
@@ -61,8 +73,9 @@ class Segment:
     start: int = 0  # offset of the first unacknowledged record
     size: int = 0  # bytes of whole, valid records
     samples: int = 0  # unacknowledged samples
-    records: int = 0  # unacknowledged records
+    records: int = 0  # unacknowledged sample records
     last_ms: int = 0  # timestamp of the newest record
+    series: tuple[LabelSet, ...] | None = None  # its series record, once read or written
 
 
 @dataclass(frozen=True)
@@ -72,12 +85,10 @@ class Record:
     seq: int
     start: int
     end: int
-    timestamp_ms: int
-    samples: int
-    payload: bytes
+    snapshot: Snapshot
 
     def __len__(self) -> int:
-        return self.samples
+        return len(self.snapshot)
 
 
 def segment_name(seq: int) -> str:
@@ -85,31 +96,87 @@ def segment_name(seq: int) -> str:
     return f"{seq:020d}{SUFFIX}"
 
 
-def encode_record(snapshot: Snapshot) -> bytes:
-    """A snapshot as one framed record."""
-    payload = (
-        META.pack(snapshot.timestamp_ms, len(snapshot))
-        + write_request([snapshot]).SerializeToString()
-    )
+def frame(payload: bytes) -> bytes:
+    """`payload` framed: its length and checksum first."""
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def read_records(data: bytes, offset: int, seq: int) -> tuple[list[Record], int, bool]:
-    """The whole, valid records of a segment's bytes from `offset`; the offset where they end;
-    and whether anything after that is damage (torn or corrupt) rather than the end."""
-    records: list[Record] = []
-    while offset + HEADER.size <= len(data):
-        length, crc = HEADER.unpack_from(data, offset)
+def encode_series(series: tuple[LabelSet, ...]) -> bytes:
+    """The series record a segment starts with: every label set, in the values' order."""
+    text = json.dumps([list(map(list, labels)) for labels in series], separators=(",", ":"))
+    return frame(bytes([SERIES_KIND]) + bytes(cramjam.zstd.compress(text.encode())))
+
+
+def encode_samples(snapshot: Snapshot) -> bytes:
+    """A snapshot's record: its stamp and its values (the series are the segment's)."""
+    values = bytes(cramjam.zstd.compress(snapshot.values.tobytes()))
+    return frame(SAMPLES.pack(SAMPLES_KIND, snapshot.timestamp_ms, len(snapshot)) + values)
+
+
+def decode_series(payload: bytes | memoryview) -> tuple[LabelSet, ...]:
+    """The label sets of a series record."""
+    try:
+        rows = json.loads(bytes(cramjam.zstd.decompress(bytes(payload[1:]))))
+        return tuple(tuple((str(k), str(v)) for k, v in labels) for labels in rows)
+    except (ValueError, TypeError, cramjam.DecompressionError) as exc:
+        raise Damage(f"a series record does not decode ({exc})") from exc
+
+
+def samples_header(payload: bytes | memoryview) -> tuple[int, int, int]:
+    """kind, timestamp ms and sample count of a samples record."""
+    if len(payload) < SAMPLES.size or payload[0] != SAMPLES_KIND:
+        raise Damage(f"a record of unknown kind {payload[0]}")
+    return SAMPLES.unpack_from(payload)
+
+
+def decode_samples(payload: bytes | memoryview, series: tuple[LabelSet, ...] | None) -> Snapshot:
+    """The snapshot of a samples record, under its segment's `series`."""
+    _, timestamp_ms, count = samples_header(payload)
+    if series is None:
+        raise Damage("a samples record without its series record")
+    try:
+        values = array("d", bytes(cramjam.zstd.decompress(bytes(payload[SAMPLES.size :]))))
+    except (ValueError, cramjam.DecompressionError) as exc:
+        raise Damage(f"a samples record does not decode ({exc})") from exc
+    if len(values) != count or count != len(series):
+        raise Damage(f"{len(values)} values for {len(series)} series")
+    return Snapshot(timestamp_ms, series, values)
+
+
+def iter_frames(data: bytes, offset: int) -> Iterator[tuple[int, int, memoryview]]:
+    """The whole, checksummed frames of a segment's bytes from `offset`, as (start, end,
+    payload); raises `Damage` (with `.offset`) where what follows is torn or corrupt."""
+    view = memoryview(data)
+    while offset < len(data):
         body = offset + HEADER.size
-        if length < META.size or length > MAX_RECORD or body + length > len(data):
-            return records, offset, True
-        payload = data[body : body + length]
+        if body > len(data):
+            raise Damage("a torn record header", offset)
+        length, crc = HEADER.unpack_from(data, offset)
+        if not 0 < length <= MAX_RECORD or body + length > len(data):
+            raise Damage(f"a record of {length} bytes does not fit", offset)
+        payload = view[body : body + length]
         if zlib.crc32(payload) != crc:
-            return records, offset, True
-        timestamp_ms, samples = META.unpack_from(payload)
-        records.append(Record(seq, offset, body + length, timestamp_ms, samples, payload))
+            raise Damage("a record's checksum does not match", offset)
+        yield offset, body + length, payload
         offset = body + length
-    return records, offset, offset != len(data)
+
+
+def read_records(data: bytes, seq: int) -> tuple[list[Record], int, Damage | None]:
+    """Every snapshot of a whole segment's bytes; where whole records end; the damage that
+    ended them early, if any (tests and tools; the queue reads frame by frame)."""
+    records: list[Record] = []
+    series: tuple[LabelSet, ...] | None = None
+    end = 0
+    try:
+        for start, stop, payload in iter_frames(data, 0):
+            if payload[0] == SERIES_KIND:
+                series = decode_series(payload)
+            else:
+                records.append(Record(seq, start, stop, decode_samples(payload, series)))
+            end = stop
+    except Damage as exc:
+        return records, end, exc
+    return records, end, None
 
 
 def _fsync_directory(path: Path) -> None:
@@ -146,6 +213,7 @@ class DiskQueue:
         self._read: tuple[int, int] | None = None  # (seq, offset) of the next record to take
         self._in_flight = (0, 0)  # samples, records taken and not yet acked or put back
         self._file: io.FileIO | None = None
+        self._reading: tuple[int, bytes] = (-1, b"")  # the segment being read, whole
         self._open()
 
     # -- opening and replay ------------------------------------------------------------------
@@ -172,8 +240,7 @@ class DiskQueue:
                 "remote-write: %d samples from before the restart queued in %s",
                 self.samples, self.directory,
             )  # fmt: skip
-        next_seq = max(found, default=acked_seq) + 1
-        self._new_segment(next_seq)
+        self._new_segment(max(found, default=acked_seq) + 1)
 
     def _read_acked(self) -> tuple[int, int]:
         try:
@@ -183,21 +250,29 @@ class DiskQueue:
             return 0, 0
 
     def _scan(self, segment: Segment) -> None:
-        """Read a segment back, counting its records and noting damage."""
+        """Check a segment and count its records (headers only: values stay compressed)."""
         try:
             data = segment.path.read_bytes()
         except OSError as exc:
             self._damaged(segment, f"unreadable: {exc}")
             return
-        records, end, damaged = read_records(data, 0, segment.seq)
-        segment.size = end
-        for record in records:
-            if record.start >= segment.start:
-                segment.samples += record.samples
-                segment.records += 1
-            segment.last_ms = record.timestamp_ms
-        if damaged:
-            self._damaged(segment, f"{len(data) - end} bytes from offset {end} torn or corrupt")
+        try:
+            for start, stop, payload in iter_frames(data, 0):
+                if payload[0] == SERIES_KIND:
+                    segment.series = decode_series(payload)
+                else:
+                    _, timestamp_ms, count = samples_header(payload)
+                    if segment.series is None or count != len(segment.series):
+                        raise Damage("a samples record that does not fit its series", start)
+                    if start >= segment.start:
+                        segment.samples += count
+                        segment.records += 1
+                    segment.last_ms = timestamp_ms
+                segment.size = stop
+        except Damage as exc:
+            where = exc.offset if exc.offset else segment.size
+            self._damaged(segment, f"{exc} at offset {where}")
+        segment.series = None  # read again when it is sent: a day of tables stays on disk
 
     def _damaged(self, segment: Segment, why: str) -> None:
         self.corrupt_segments += 1
@@ -222,31 +297,34 @@ class DiskQueue:
 
     def push(self, snapshot: Snapshot) -> int:
         """Write `snapshot` to disk and fsync it; returns samples dropped for the bounds (an
-        I/O error drops this snapshot, counted as `disk_error`, and is logged)."""
-        record = encode_record(snapshot)
+        I/O error drops this snapshot, counted as `disk_error`, and is logged).
+
+        A segment holds one series set: a snapshot whose series differ from the segment's
+        starts a new segment with a series record, so a segment reads alone."""
         tail = self._segments[-1]
+        samples = encode_samples(snapshot)
         try:
-            if tail.size and tail.size + len(record) > self.segment_bytes:
+            if tail.records and (
+                tail.series is not snapshot.series or tail.size + len(samples) > self.segment_bytes
+            ):
                 self._new_segment(tail.seq + 1)
                 tail = self._segments[-1]
+            record = samples if tail.records else encode_series(snapshot.series) + samples
             assert self._file is not None
             self._file.write(record)
             os.fsync(self._file.fileno())
         except OSError as exc:
             log.error("remote-write: cannot write the queue in %s: %s", self.directory, exc)
             self.on_drop("disk_error", len(snapshot))
-            self._truncate_tail(tail)
+            with contextlib.suppress(OSError):
+                os.truncate(tail.path, tail.size)  # what may have been half written
             return 0
+        tail.series = snapshot.series
         tail.size += len(record)
         tail.samples += len(snapshot)
         tail.records += 1
         tail.last_ms = snapshot.timestamp_ms
         return self._enforce_bounds()
-
-    def _truncate_tail(self, tail: Segment) -> None:
-        """After a failed write, cut what may have been half written."""
-        with contextlib.suppress(OSError):
-            os.truncate(tail.path, tail.size)
 
     def _enforce_bounds(self) -> int:
         dropped = 0
@@ -256,19 +334,19 @@ class DiskQueue:
             over = self.bytes > self.max_bytes
             if not over and first.last_ms >= oldest_ms:
                 break
-            reason = "buffer_full" if over else "expired"
-            self._drop_first(reason)
-            dropped += first.samples if reason == "buffer_full" else 0
+            self._drop_first()
+            if over:
+                dropped += first.samples
+            else:
+                self.on_drop("expired", first.samples)
         return dropped
 
-    def _drop_first(self, reason: str) -> None:
+    def _drop_first(self) -> None:
         first = self._segments.pop(0)
         first.path.unlink(missing_ok=True)
         if self._read is not None and self._read[0] <= first.seq:
             self._read = (self._segments[0].seq, self._segments[0].start)
             self._in_flight = (0, 0)  # a batch in flight from it: its ack moves nothing back
-        if reason != "buffer_full":
-            self.on_drop(reason, first.samples)
 
     # -- reading and acknowledging -----------------------------------------------------------
 
@@ -288,9 +366,20 @@ class DiskQueue:
     def _segment(self, seq: int) -> Segment | None:
         return next((s for s in self._segments if s.seq == seq), None)
 
+    def _bytes_of(self, segment: Segment) -> bytes:
+        """A segment's bytes, kept while it is being read (one segment at a time)."""
+        if self._reading[0] != segment.seq or len(self._reading[1]) < segment.size:
+            try:
+                data = segment.path.read_bytes()[: segment.size]
+            except OSError as exc:
+                self._damaged(segment, f"unreadable: {exc}")
+                data = b""
+            self._reading = (segment.seq, data)
+        return self._reading[1]
+
     def take(self, max_samples: int) -> list[Record]:
         """The oldest records not yet taken, up to `max_samples` samples (at least one);
-        records past `max_age` are dropped on the way, damage skipped."""
+        records past `max_age` are dropped on the way, damage skipped and counted."""
         batch: list[Record] = []
         taken = 0
         oldest_ms = int((self.clock() - self.max_age) * 1000)
@@ -303,44 +392,48 @@ class DiskQueue:
                     break
                 self._read = (following[0].seq, following[0].start)
                 continue
-            records = self._records_from(segment, offset)
-            for record in records:
-                if batch and taken + record.samples > max_samples:
-                    break
-                self._read = (seq, record.end)
-                if not batch and record.timestamp_ms < oldest_ms:
-                    self._forget(segment, record)
-                    self.on_drop("expired", record.samples)
-                    continue
-                batch.append(record)
-                taken += record.samples
-            else:
+            record = self._record_at(segment, offset)
+            if record is None:
+                continue  # damage: the segment ends here now
+            if batch and taken + len(record) > max_samples:
+                break
+            self._read = (seq, record.end)
+            if not batch and record.snapshot.timestamp_ms < oldest_ms:
+                self._forget(segment, record)
+                self.on_drop("expired", len(record))
                 continue
-            break
+            batch.append(record)
+            taken += len(record)
         self._in_flight = (taken, len(batch))
         return batch
 
-    def _records_from(self, segment: Segment, offset: int) -> list[Record]:
+    def _record_at(self, segment: Segment, offset: int) -> Record | None:
+        """The samples record at `offset`, reading the series record on the way (a segment's
+        first) or from the start (when sending resumes mid-segment after a restart)."""
+        data = self._bytes_of(segment)
         try:
-            with open(segment.path, "rb") as f:
-                f.seek(offset)
-                data = f.read(segment.size - offset)
-        except OSError as exc:
-            data = b""
-            self._damaged(segment, f"unreadable: {exc}")
-        records, end, _ = read_records(data, 0, segment.seq)
-        records = [
-            Record(r.seq, r.start + offset, r.end + offset, r.timestamp_ms, r.samples, r.payload)
-            for r in records
-        ]
-        if offset + end < segment.size:
-            # Changed since it was scanned: what no longer reads is skipped, once.
-            self._damaged(segment, f"bytes after offset {offset + end} no longer read")
-            segment.size = offset + end
-        return records
+            for start, end, payload in iter_frames(data, offset):
+                if payload[0] == SERIES_KIND:
+                    segment.series = decode_series(payload)
+                    self._read = (segment.seq, end)
+                    continue
+                if segment.series is None:
+                    segment.series = decode_series(next(iter_frames(data, 0))[2])
+                return Record(segment.seq, start, end, decode_samples(payload, segment.series))
+            raise Damage("no record")
+        except (Damage, StopIteration) as exc:
+            self._damaged(segment, f"{exc or 'no series record'} at offset {offset} when read")
+            self._drop_rest(segment, offset)
+            return None
+
+    def _drop_rest(self, segment: Segment, offset: int) -> None:
+        """What of a segment no longer reads: gone from the counts (never sent)."""
+        segment.size = offset
+        segment.samples = segment.records = 0
+        self._read = (segment.seq, offset)
 
     def _forget(self, segment: Segment, record: Record) -> None:
-        segment.samples -= record.samples
+        segment.samples -= len(record)
         segment.records -= 1
         segment.start = record.end
 
@@ -360,10 +453,9 @@ class DiskQueue:
                 self._forget(segment, record)
         if not batch:
             return
-        last = batch[-1]
         while len(self._segments) > 1 and self._segments[0].records == 0:
             self._segments.pop(0).path.unlink(missing_ok=True)
-        self._write_acked(last.seq, last.end)
+        self._write_acked(batch[-1].seq, batch[-1].end)
 
     def _write_acked(self, seq: int, offset: int) -> None:
         tmp = self.directory / f"{ACKED}.tmp"
@@ -380,8 +472,8 @@ class DiskQueue:
 
     @staticmethod
     def encode(batch: Sequence[Record]) -> bytes:
-        """The request body for `batch`: its WriteRequests joined, then compressed."""
-        return bytes(cramjam.snappy.compress_raw(b"".join(r.payload[META.size :] for r in batch)))
+        """The request body for `batch`."""
+        return encode_write_request([r.snapshot for r in batch])
 
     def close(self) -> None:
         """Close the open segment (everything pushed is already on disk)."""
