@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import ssl
 import subprocess
@@ -25,10 +26,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agent.config import ConfigError, RemoteWriteConfig, parse_config
+from agent.sinks.prometheus import PrometheusSink
 from agent.sinks.remote_write import RemoteWriteSink
 from agent.sinks.remote_write.buffer import SampleBuffer
 from agent.sinks.remote_write.snapshot import Snapshot, snapshot_registry
 from agent.sinks.remote_write.wire import decode_write_request, encode_write_request
+from measure.report import CycleReport
+
+LAST_CYCLE = "reachprobe_last_cycle_timestamp_seconds"
 
 
 @dataclass
@@ -394,3 +399,44 @@ async def test_a_running_agent_pushes_its_cycles(
     verdicts = receiver.values("reachprobe_target_up")
     assert verdicts
     assert set(verdicts) == {0.0}  # the closed port is not reachable
+
+
+async def test_a_backward_wall_clock_is_counted_and_logged_not_sent_as_rejects(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry, _ = registry_with()
+    sink = RemoteWriteSink(registry, rw_config(tmp_path, "http://127.0.0.1:9/api/v1/write"))
+    with caplog.at_level(logging.INFO, "reachprobe"):
+        for stamp in (1000.0, 990.0, 995.0, 1001.0):  # the clock went back 10 s, then caught up
+            sink.snapshot(stamp)
+    assert [s.timestamp_ms for s in sink.writer.buffer.take(10**6)] == [1_000_000, 1_001_000]
+    dropped = counter(
+        registry, "reachprobe_remote_write_dropped_samples_total", reason="clock_backwards"
+    )
+    assert sink.last_snapshot is not None
+    assert dropped == 2 * len(sink.last_snapshot)  # the two snapshots stamped in the past
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("wall clock went back 10.0s" in m for m in said) == 1  # once, not per cycle
+    assert sum("past the last stamp again" in m for m in said) == 1
+    await sink.aclose(timeout=0)
+
+
+async def test_the_snapshot_follows_every_sink_whatever_the_order_stamped_at_measurement(
+    tmp_path: Path,
+) -> None:
+    """Remote-write listed before the Prometheus sink still sends the cycle that sink just
+    recorded, stamped with the cycle's end (not the moment of the snapshot)."""
+    registry = CollectorRegistry(auto_describe=True)
+    metrics = PrometheusSink(registry)
+    pusher = RemoteWriteSink(registry, rw_config(tmp_path, "http://127.0.0.1:9/api/v1/write"))
+    cycle = CycleReport(number=1, started_at=1_700_000_000.0, duration_seconds=2.5, reports=())
+    for sink in (pusher, metrics):  # as the scheduler does: every sink, in one pass
+        sink.publish(cycle)
+    await asyncio.sleep(0)
+    snapshot = pusher.last_snapshot
+    assert snapshot is not None
+    assert snapshot.timestamp_ms == 1_700_000_002_500
+    values = dict(zip(snapshot.series, snapshot.values, strict=True))
+    last = next(v for k, v in values.items() if ("__name__", LAST_CYCLE) in k)
+    assert last == 1_700_000_002.5
+    await pusher.aclose(timeout=0)
