@@ -440,3 +440,32 @@ async def test_the_snapshot_follows_every_sink_whatever_the_order_stamped_at_mea
     last = next(v for k, v in values.items() if ("__name__", LAST_CYCLE) in k)
     assert last == 1_700_000_002.5
     await pusher.aclose(timeout=0)
+
+
+def test_the_queue_is_on_disk_in_the_state_directory_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "http://127.0.0.1:9/api/v1/write"
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    assert rw_config(tmp_path, url).queue.directory() is None  # memory only
+    monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path}/state:{tmp_path}/other")
+    assert rw_config(tmp_path, url).queue.directory() == tmp_path / "state" / "remote-write"
+    assert rw_config(tmp_path, url, queue={"disk": False}).queue.directory() is None
+    queue = rw_config(tmp_path, url, queue={"path": "q", "max_bytes": "1MiB", "max_age": "2h"})
+    assert queue.queue.directory() == tmp_path / "q"  # relative to the config file
+    assert (queue.queue.max_bytes, queue.queue.max_age) == (1 << 20, 7200.0)
+    with pytest.raises(ConfigError, match=r"remote_write\.queue\.max_bytes"):
+        rw_config(tmp_path, url, queue={"max_bytes": "1KiB"})
+
+
+async def test_a_queue_directory_that_cannot_be_made_falls_back_to_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "file").write_text("")
+    config = rw_config(tmp_path, "http://127.0.0.1:9/api/v1/write", queue={"path": "file/q"})
+    registry, _ = registry_with()
+    with caplog.at_level(logging.ERROR, "reachprobe"):
+        sink = RemoteWriteSink(registry, config)
+    assert not sink.disk
+    assert "memory only" in caplog.text
+    await sink.aclose(timeout=0)
