@@ -6,7 +6,10 @@
 #
 # The mounted config decides where /metrics listens: inside a container `agent.listen` must be
 # "0.0.0.0:9787" for a published port to reach it (the default 127.0.0.1 is the container's own
-# loopback), or null for a push-only agent (remote_write) that opens no port. The image starts
+# loopback), or null for a push-only agent (remote_write) that opens no port. Beyond loopback
+# the agent refuses to start unless the config secures /metrics (agent.web_config: TLS or basic
+# auth) or opens it on a network you trust (agent.insecure_listen: true, as the compose stack
+# does, whose agent publishes no port). The image starts
 # with every capability dropped for its non-root user; `--cap-add NET_RAW` is only for raw
 # probes (off by default). docs/operators.md has the whole story.
 FROM python:3.11-slim-bookworm

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from agent import __version__, eventloop
+from agent import __version__, eventloop, exits
 from agent.config import DEFAULT_LISTEN, AgentSection, Config, ConfigError, load_config
 from agent.config.web import WebConfig, listen_policy
 from agent.demo import DEMO_LISTEN, demo_config
@@ -28,9 +28,9 @@ log = logging.getLogger("reachprobe")
 
 NOTICE = (
     "reachprobe sends ordinary DNS queries, TCP connections, TLS handshakes and HTTP requests "
-    "to the %d configured targets every %gs. Anyone watching this network (your ISP, the "
-    "censor) can see those connections; in some countries testing blocked sites carries risk. "
-    "See the README's 'Risks' section."
+    "(and QUIC, over UDP, to `http3` targets) to the %d configured targets every %gs. Anyone "
+    "watching this network (your ISP, the censor) can see those connections; in some "
+    "countries testing blocked sites carries risk. See the README's 'Risks' section."
 )
 
 
@@ -149,18 +149,26 @@ async def _run(
     from agent.sinks.remote_write import RemoteWriteSink
     from agent.sinks.status import StatusSink
 
-    # The agent's registry: the Prometheus sink writes it, /metrics and remote-write read it.
+    # The agent's registry: the Prometheus sink writes it; /metrics, remote-write and the
+    # measurement log's own counters read or register in it.
     registry = CollectorRegistry(auto_describe=True)
     metrics, status = PrometheusSink(registry), StatusSink()
-    sinks: list[Sink] = [metrics, status, MeasurementLogSink()]
+    sinks: list[Sink] = [metrics, status, MeasurementLogSink(registry)]
     if config.remote_write is not None:
         sinks.append(RemoteWriteSink(registry, config.remote_write))
         log.info("pushing metrics to %s (remote-write)", config.remote_write.url)
     scheduler = Scheduler(config, sinks, path)
     loop = asyncio.get_running_loop()
     log.info("event loop: %s", eventloop.name(loop))
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, scheduler.stop)
+    stopped_by: list[signal.Signals] = []
+
+    def stop(sig: signal.Signals) -> None:
+        stopped_by.append(sig)
+        scheduler.stop()
+
+    # These replace `exits.stoppable`'s handlers: for a server, a stop is the normal end.
+    for sig in exits.STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop, sig)
     loop.add_signal_handler(signal.SIGHUP, scheduler.request_reload)
     runner = None
     if config.agent.listen_address is not None:
@@ -184,7 +192,7 @@ async def _run(
     finally:
         if runner is not None:
             await runner.cleanup()
-    log.info("stopped")
+    log.info("stopped by %s", stopped_by[0].name if stopped_by else "request")
     return EXIT_OK
 
 
@@ -210,9 +218,25 @@ def _logging(level: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `reachprobe` console script."""
     args = _parser().parse_args(argv)
+    command = "demo --once" if args.command == "demo" and args.once else args.command
+    try:
+        code = _command(args, command)
+        sys.stdout.flush()  # here, so that a closed pipe is seen here and not at exit
+        return code
+    except BrokenPipeError:
+        exits.quiet_stdout()
+        return exits.EXIT_PIPE
+    except KeyboardInterrupt:
+        # Ctrl-C outside the event loop (while loading the config): nothing to clean up.
+        exits.say_stopped(command, signal.SIGINT)
+        return exits.signal_exit(signal.SIGINT)
+
+
+def _command(args: argparse.Namespace, name: str) -> int:
+    """Run the command `args` name (`name` is how a stop message calls it)."""
     if args.command == "demo":
         _logging("warning" if args.once else "info")
-        return eventloop.run(_demo(args.once, args.format, args.listen))
+        return eventloop.run(exits.stoppable(_demo(args.once, args.format, args.listen), name))
     loaded = _load(args.config, serving=args.command != "check")
     if loaded is None:
         return EXIT_USAGE
@@ -222,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{source}: ok ({len(config.targets)} targets)")
         return EXIT_OK
     if args.command == "check":
-        return eventloop.run(_check(config, args.target, args.format, trace=args.trace))
+        checking = _check(config, args.target, args.format, trace=args.trace)
+        return eventloop.run(exits.stoppable(checking, name))
     _logging(args.log_level)
-    return eventloop.run(_run(config, args.config, web_config))
+    return eventloop.run(exits.stoppable(_run(config, args.config, web_config), name))

@@ -6,12 +6,18 @@ engineers: the status page and the `check` table read them from here, and only h
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
+from enum import StrEnum
+
 from measure.report import TargetReport, VantageHealth
 from measure.verdict import Verdict
 from probes.taxonomy import SKIPPED, Code
 
 # Below this size a transfer rate measures the round trip, not the bandwidth: not shown.
 RATE_MIN_BYTES = 16384
+# A download this many times slower than the cycle's typical (median) download reads as slow.
+SLOW_FACTOR = 4
 
 EXPLANATIONS: dict[Code, str] = {
     Code.OK: "this step worked",
@@ -31,6 +37,10 @@ EXPLANATIONS: dict[Code, str] = {
     ),
     Code.DNS_INJECTED: (
         "two different answers came back for {host}: someone on the path injected a fake one"
+    ),
+    Code.DNS_FINGERPRINT: (
+        "the address given for {host} is one that censors are known to answer with (a "
+        "blockpage server or sinkhole): the lookup was tampered with"
     ),
     Code.DNS_ERROR: "the name lookup for {host} failed in an unexpected way",
     Code.TCP_TIMEOUT: "nobody answered the connection to {host}: the address may be blackholed",
@@ -78,13 +88,36 @@ EXPLANATIONS: dict[Code, str] = {
         "somewhere else"
     ),
     Code.TLS_ERROR: "the secure connection to {host} failed in an unexpected way",
-    Code.HTTP_TIMEOUT: "the page from {host} did not arrive in time: it may be throttled",
+    Code.HTTP_TIMEOUT: "the page from {host} did not arrive in time, or stopped arriving",
+    Code.HTTP_SLOW: "the page from {host} was still arriving slowly: it may be throttled",
     Code.HTTP_RESET: "the connection was cut while asking {host} for the page",
     Code.HTTP_EOF: "the connection was closed before {host}'s page arrived",
     Code.HTTP_BLOCKPAGE: "instead of {host}, a known blocking page came back",
     Code.HTTP_STATUS_MISMATCH: "{host} answered with an unexpected status code",
     Code.HTTP_BODY_MISMATCH: "the page from {host} is not the one expected",
     Code.HTTP_ERROR: "asking {host} for the page failed in an unexpected way",
+    # HTTP/3 failures: browsers then fall back to TCP, so these say "slower", not "blocked".
+    Code.QUIC_TIMEOUT: (
+        "HTTP/3 (QUIC, over UDP) to {host} got no answer: UDP may be blocked; browsers fall "
+        "back to an ordinary connection"
+    ),
+    Code.QUIC_REFUSED: "HTTP/3 (QUIC, over UDP) to {host} was refused: nothing listens on UDP",
+    Code.QUIC_RESET: "{host} cut the HTTP/3 request off (a stream reset)",
+    Code.QUIC_HOST_UNREACHABLE: "the network says {host} cannot be reached over UDP",
+    Code.QUIC_NET_UNREACHABLE: "there is no route to {host} over UDP from here",
+    Code.QUIC_ALERT: "the other side refused the HTTP/3 (QUIC) connection to {host}",
+    Code.QUIC_CERT_INVALID: (
+        "the certificate presented over HTTP/3 for {host} is not trusted: someone may be "
+        "intercepting"
+    ),
+    Code.QUIC_CERT_EXPIRED: (
+        "the certificate presented over HTTP/3 for {host} is expired or not yet valid"
+    ),
+    Code.QUIC_HOSTNAME_MISMATCH: (
+        "the certificate presented over HTTP/3 is for another name than {host}"
+    ),
+    Code.QUIC_VERSION: "{host} speaks no QUIC version this agent knows",
+    Code.QUIC_ERROR: "HTTP/3 (QUIC) to {host} failed in an unexpected way",
 }
 
 VERDICT_WORDS: dict[Verdict, str] = {
@@ -99,6 +132,28 @@ VERDICT_WORDS: dict[Verdict, str] = {
 }
 
 
+class Tone(StrEnum):
+    """How a verdict looks to people: its colour and symbol on the status page (the value is
+    the page's CSS class) and its colour in the `check` table."""
+
+    OK = "ok"
+    BLOCKED = "blocked"
+    UNKNOWN = "unknown"
+
+
+# A vantage whose own link is down has learned nothing about the target: not shown as blocked.
+VERDICT_TONES: dict[Verdict, Tone] = {
+    Verdict.REACHABLE: Tone.OK,
+    Verdict.DNS_BLOCKING: Tone.BLOCKED,
+    Verdict.TCP_IP_BLOCKING: Tone.BLOCKED,
+    Verdict.PROTOCOL_BLOCKING: Tone.BLOCKED,
+    Verdict.TLS_BLOCKING: Tone.BLOCKED,
+    Verdict.HTTP_BLOCKING: Tone.BLOCKED,
+    Verdict.VANTAGE_DOWN: Tone.UNKNOWN,
+    Verdict.INCONCLUSIVE: Tone.UNKNOWN,
+}
+
+
 def health_problems(health: VantageHealth) -> list[str]:
     """What is wrong with the vantage itself, in words (empty when nothing is)."""
     problems = []
@@ -107,6 +162,12 @@ def health_problems(health: VantageHealth) -> list[str]:
         problems.append(
             f"no canary got through ({codes}): this connection is down, "
             "so failures like theirs are not counted as blocking"
+        )
+    if health.resolver_down:
+        codes = ", ".join(c.value for c in health.resolver_failures)
+        problems.append(
+            f"the test resolver refused or could not be reached for every name ({codes}): "
+            "its failures are not counted as blocking"
         )
     if health.nxdomain_hijacked:
         problems.append("the resolver answers names that do not exist (NXDOMAIN hijacking)")
@@ -127,6 +188,15 @@ def verdict_words(verdict: Verdict | str) -> str:
     return VERDICT_WORDS[Verdict(verdict)]
 
 
+# How each tone is marked for people, on the status page and in the `check` table.
+SYMBOLS: dict[Tone, str] = {Tone.OK: "\u2713", Tone.BLOCKED: "\u2717", Tone.UNKNOWN: "?"}
+
+
+def verdict_tone(verdict: Verdict | str) -> Tone:
+    """Whether a verdict is shown as fine, blocked or unknown."""
+    return VERDICT_TONES[Verdict(verdict)]
+
+
 def download_rate(report: TargetReport) -> float | None:
     """The page's download rate in KiB/s, when the page was big enough for it to mean
     something (throttling shows here: it has no verdict of its own)."""
@@ -143,3 +213,39 @@ def step_timings(report: TargetReport) -> list[tuple[str, float]]:
         for s in report.deciding_steps
         if s.result != SKIPPED
     ]
+
+
+def rate_size(bytes_per_second: float) -> str:
+    """A transfer rate in bytes: `24 KiB/s`, `3.1 MiB/s`."""
+    if bytes_per_second >= 1024 * 1024:
+        return f"{bytes_per_second / 1024 / 1024:.1f} MiB/s"
+    return f"{bytes_per_second / 1024:.0f} KiB/s"
+
+
+def rate_words(bytes_per_second: float) -> str:
+    """A transfer rate as people read it: `24 KiB/s (about 200 kbit/s)`."""
+    bits = bytes_per_second * 8
+    line = f"{bits / 1e6:.0f} Mbit/s" if bits >= 1e7 else f"{bits / 1e3:.0f} kbit/s"
+    return f"{rate_size(bytes_per_second)} (about {line})"
+
+
+def slow_downloads(reports: Sequence[TargetReport]) -> dict[str, str]:
+    """For each target whose page came `SLOW_FACTOR` times slower than the cycle's typical
+    download (the median of the pages big enough to measure, two at least): why it is slow,
+    in words. Throttling has no single-run verdict; this is how it shows beside the rest."""
+    rates = {r.target.name: rate for r in reports if (rate := download_rate(r)) is not None}
+    if len(rates) < 2:
+        return {}
+    typical = statistics.median(rates.values())
+    slow = {name: rate for name, rate in rates.items() if rate * SLOW_FACTOR <= typical}
+    if not slow:
+        return {}
+    others = statistics.median(r for n, r in rates.items() if n not in slow)
+    return {
+        name: (
+            f"slow: the page came at {rate_words(rate * 1024)}, {others / rate:.0f} times "
+            f"slower than the other downloads here, {rate_words(others * 1024)}: "
+            "throttling looks like this"
+        )
+        for name, rate in slow.items()
+    }

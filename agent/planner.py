@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -21,15 +21,31 @@ from agent.config import (
     ExchangeConfig,
     TargetConfig,
     VantageSection,
+    VolumeOptions,
     split_host_port,
 )
-from agent.resources import shipped_file
+from agent.fingerprint_db import (
+    DNS_FILE,
+    HTTP_FILE,
+    OONI_DNS_CSV,
+    OONI_HTTP_CSV,
+    load_dns,
+    load_http,
+    read_ooni_dns,
+    read_ooni_http,
+)
+from agent.resources import optional_shipped_file, shipped_file
 from measure.plan import HttpPlan, Prefix, ProbePlan, RawPlan, TargetPlan, VantagePlan
 from probes.blockpages import Fingerprint
+from probes.dns_fingerprints import DnsFingerprint
 from probes.exchange import MTPROTO, Exchange
-from probes.http import SCHEME_PORTS
+from probes.http import DEFAULT_MAX_BODY, DEFAULT_VOLUME_BYTES, SCHEME_PORTS
+from probes.quic import request_for
 
 log = logging.getLogger("reachprobe")
+# How much of each page's decoded body the measurement log keeps (docs/measurement-log.md):
+# enough for a blockpage; the whole page would cost memory for every target.
+LOG_BODY_SAMPLE = 4096
 
 
 @functools.cache
@@ -39,18 +55,51 @@ def shipped_blockpages() -> tuple[BlockpageConfig, ...]:
     return tuple(BlockpageConfig.model_validate(e) for e in shipped)
 
 
-def fingerprints(extra: Sequence[BlockpageConfig] = ()) -> tuple[Fingerprint, ...]:
-    """The shipped blockpage fingerprints plus the config's own, compiled."""
-    return tuple(
+@functools.cache
+def shipped_http_database() -> tuple[Fingerprint, ...]:
+    """OONI's HTTP fingerprints as `scripts/refresh-fingerprints` wrote them, if installed."""
+    path = optional_shipped_file(HTTP_FILE)
+    return tuple(load_http(path)) if path is not None else ()
+
+
+@functools.cache
+def shipped_dns_fingerprints() -> tuple[DnsFingerprint, ...]:
+    """OONI's DNS fingerprints as `scripts/refresh-fingerprints` wrote them, if installed."""
+    path = optional_shipped_file(DNS_FILE)
+    return tuple(load_dns(path)) if path is not None else ()
+
+
+def fingerprints(
+    extra: Sequence[BlockpageConfig] = (), database: Sequence[Fingerprint] | None = None
+) -> tuple[Fingerprint, ...]:
+    """The fingerprint database (`database`, else the installed one), the hand-written
+    entries it lacks, and the config's own. A hand-written entry citing a database fingerprint
+    gives way to OONI's exact rule."""
+    database = tuple(shipped_http_database() if database is None else database)
+    names = {fp.name for fp in database}
+    own = [e for e in shipped_blockpages() if e.source not in names]
+    return database + tuple(
         Fingerprint(
             name=e.name,
-            pattern=re.compile(e.pattern, re.IGNORECASE),
+            pattern=e.pattern,
             location=e.location,
+            pattern_type=e.pattern_type,
             country=e.country,
             source=e.source,
+            false_positive=e.false_positive,
         )
-        for e in (*shipped_blockpages(), *extra)
+        for e in (*own, *extra)
     )
+
+
+def plan_fingerprints(config: Config) -> tuple[tuple[Fingerprint, ...], tuple[DnsFingerprint, ...]]:
+    """The HTTP and DNS fingerprints a config asks for: from its `fingerprints.ooni` folder,
+    else the installed database, plus the hand-written and the config's own HTTP ones."""
+    if config.fingerprints is None:
+        return fingerprints(config.blockpages), shipped_dns_fingerprints()
+    folder = config.fingerprints.ooni
+    http = read_ooni_http(folder / OONI_HTTP_CSV)
+    return fingerprints(config.blockpages, http), tuple(read_ooni_dns(folder / OONI_DNS_CSV))
 
 
 def plan_exchange(config: Literal["mtproto"] | ExchangeConfig | None) -> Exchange | None:
@@ -70,19 +119,43 @@ def plan_vantage(section: VantageSection) -> VantagePlan:
     return VantagePlan(section.canary_group, canary, section.nxdomain_probe_suffix)
 
 
-def plan_target(target: TargetConfig) -> TargetPlan:
-    """One target's plan: scheme, host, port and HTTP expectations, parsed once."""
+def plan_volume(
+    target: TargetConfig, groups: Mapping[str, VolumeOptions]
+) -> tuple[int | None, bool]:
+    """The volume probe's (min_bytes, ranged): the target's own, else its group's default."""
+    options: VolumeOptions = target
+    if target.min_bytes is None and target.group in groups:
+        options = groups[target.group]
+    size = options.min_bytes
+    if size is True:
+        size = DEFAULT_VOLUME_BYTES
+    return size, options.range
+
+
+def plan_target(
+    target: TargetConfig,
+    groups: Mapping[str, VolumeOptions],
+    max_body: int = DEFAULT_MAX_BODY,
+) -> TargetPlan:
+    """One target's plan: scheme, host, port, HTTP expectations (with the volume probe's
+    bytes, the target's own or its group's) and the HTTP/3 request (with `http3`, reading at
+    most `max_body` bytes of its body), parsed once."""
     group = target.group
     if target.url is not None:
         parts = urlsplit(target.url)
+        min_bytes, ranged = plan_volume(target, groups)
         http = HttpPlan(
             url=target.url,
             parts=parts,
             expect_status=tuple(target.expect_status),
             expect_body=re.compile(target.expect_body) if target.expect_body else None,
+            min_bytes=min_bytes,
+            ranged=ranged,
         )
         port = parts.port or SCHEME_PORTS[parts.scheme]
-        return TargetPlan(target.name, group, parts.scheme, parts.hostname or "", port, http)
+        quic = request_for(parts, max_body) if target.http3 else None
+        host = parts.hostname or ""
+        return TargetPlan(target.name, group, parts.scheme, host, port, http, quic=quic)
     exchange = plan_exchange(target.exchange)
     if target.host is not None and target.port is not None:
         scheme = "tls" if target.tls else "tcp"
@@ -96,10 +169,7 @@ def plan_raw(config: Config, forced_trace: bool) -> RawPlan | None:
     section = config.raw
     if not (section.enabled or forced_trace):
         return None
-    from probes.raw import RawOptions  # scapy loads only for an agent that uses it
-
-    fields = set(RawOptions.__dataclass_fields__)
-    options = RawOptions(**section.model_dump(include=fields))
+    options = section.options()
     test = config.resolvers.test
     udp = test.endpoints()[0] if test.type == "udp" and test.servers else None
     return RawPlan(
@@ -134,7 +204,7 @@ def plan_prefixes(config: Config) -> tuple[Prefix, ...]:
 
 def syn_scan_allowed() -> bool:
     """True if this process may send raw SYNs (CAP_NET_RAW)."""
-    from probes.raw.capability import has_cap_net_raw  # scapy loads only when asked for
+    from probes.raw.capability import has_cap_net_raw
 
     return has_cap_net_raw()
 
@@ -143,8 +213,9 @@ def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
     """The whole measurement plan of a config (`forced_trace`: trace every target)."""
     agent, resolvers = config.agent, config.resolvers
     control = resolvers.control
+    http_fingerprints, dns_fingerprints = plan_fingerprints(config)
     return ProbePlan(
-        targets=tuple(plan_target(t) for t in config.targets),
+        targets=tuple(plan_target(t, config.groups, agent.max_body_bytes) for t in config.targets),
         test_resolver=resolvers.test.resolver(),
         control_resolver=control.resolver() if control is not None else None,
         timeout=agent.timeout,
@@ -152,10 +223,14 @@ def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
         max_addresses=agent.max_addresses,
         address_limit=agent.address_limit,
         max_body_bytes=agent.max_body_bytes,
+        # Every target's latest report stays in memory: keep bodies only for the log.
+        body_sample=LOG_BODY_SAMPLE if config.measurement_log is not None else 0,
         injection_window=resolvers.injection_window,
+        control_sni=config.raw.control_sni,
         bogon_exempt=tuple(resolvers.bogon_exempt),
         ca_file=str(config.tls.ca_file) if config.tls.ca_file else None,
-        fingerprints=fingerprints(config.blockpages),
+        fingerprints=http_fingerprints,
+        dns_fingerprints=dns_fingerprints,
         jitter=agent.effective_jitter,
         vantage=plan_vantage(config.vantage),
         prefixes=plan_prefixes(config),

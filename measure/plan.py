@@ -13,8 +13,12 @@ from typing import Literal, Protocol
 from urllib.parse import SplitResult
 
 from probes.blockpages import Fingerprint
-from probes.dns import Resolver
+from probes.browser import CONTROL_NAME
+from probes.dns import INJECTION_WINDOW, Resolver
+from probes.dns_fingerprints import DnsFingerprint
 from probes.exchange import Exchange
+from probes.quic import QuicRequest
+from probes.raw.options import RawOptions
 from probes.taxonomy import Step
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -69,6 +73,10 @@ class HttpPlan:
     parts: SplitResult
     expect_status: tuple[int, ...] = ()
     expect_body: re.Pattern[str] | None = None
+    # The volume probe: read at least this many body bytes (None: the page as it comes),
+    # asked for with a Range header when `ranged`.
+    min_bytes: int | None = None
+    ranged: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +90,8 @@ class TargetPlan:
     port: int
     http: HttpPlan | None = None
     exchange: Exchange | None = None
+    # `http3: true`: the QUIC step's request, sent to UDP `port` of each address tried.
+    quic: QuicRequest | None = None
 
     @property
     def uses_tls(self) -> bool:
@@ -128,14 +138,14 @@ class RawPlan:
     """The raw follow-ups to run (docs/raw.md). `options` is `probes.raw.RawOptions`, kept
     untyped here so that planning never imports scapy; `forced` traces every target."""
 
-    options: object
+    options: RawOptions
     trace: bool = True
     fingerprint: bool = True
     forced: bool = False
     echo: bool = False
     # The test resolver, when it is asked over UDP (the DNS fingerprint repeats its query).
     resolver: tuple[str, int] | None = None
-    window: float = 0.5
+    window: float = INJECTION_WINDOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +160,15 @@ class ProbePlan:
     max_addresses: int = 4
     address_limit: int = 8
     max_body_bytes: int = 1 << 20
-    injection_window: float = 0.5
+    # Characters of each page's body the HTTP facts keep (for the measurement log; 0: none).
+    body_sample: int = 0
+    injection_window: float = INJECTION_WINDOW
+    # The SNI re-check's innocuous name (config `raw.control_sni`).
+    control_sni: str = CONTROL_NAME
     bogon_exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     ca_file: str | None = None
     fingerprints: tuple[Fingerprint, ...] = field(default=())
+    dns_fingerprints: tuple[DnsFingerprint, ...] = field(default=())
     jitter: float = 0.0
     vantage: VantagePlan = field(default=VantagePlan())
     prefixes: tuple[Prefix, ...] = ()

@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 
 from measure.followups import confirm, consistency, sni
 from measure.followups.raw import RawFollowups
 from measure.plan import ProbePlan, TargetPlan, VantagePlan
 from measure.report import TargetReport
-from measure.steps import connect
+from measure.steps import QUIC_STEP, connect
 from measure.vantage import VantageChecks, random_name
 from measure.verdict import REACHABLE, chain_verdict, deciding, first_failure, representative
-from probes import http, tls
+from probes import http, quic, tls
 from probes.blockpages import BlockpageMatcher
 from probes.bogons import BogonFilter
 from probes.dns import DnsClient, Resolver
+from probes.dns_fingerprints import DnsFingerprints
 from probes.results import HttpFacts, StepResult, skipped
 from probes.taxonomy import Step
 
@@ -41,22 +42,31 @@ class Prober:
     def __init__(self, plan: ProbePlan) -> None:
         self.plan = plan
         self.ssl_context = tls.make_context(plan.ca_file)
+        self.quic_trust = quic.make_trust(plan.ca_file)
         self.bogons = BogonFilter(plan.bogon_exempt)
         self.blockpages = BlockpageMatcher(plan.fingerprints)
+        self.dns_fingerprints = DnsFingerprints(plan.dns_fingerprints)
         self.semaphore = asyncio.Semaphore(plan.concurrency)
-        self.test_dns = self._dns_client(plan.test_resolver)
+        self.test_dns = self._dns_client(plan.test_resolver, self.semaphore)
+        # A redirect's host is resolved inside the HTTP step, which already holds a slot:
+        # waiting there for a second slot of the same pool deadlocks it once every slot is
+        # an HTTP step (issue 22), so that lookup runs under the step's slot.
+        self.redirect_dns = self._dns_client(plan.test_resolver, None)
         control = plan.control_resolver
-        self.control_dns = self._dns_client(control) if control is not None else None
+        self.control_dns = (
+            self._dns_client(control, self.semaphore) if control is not None else None
+        )
         self._expectations: dict[str, http.HttpExpectations] = {}
         self.raw = RawFollowups(plan.raw) if plan.raw is not None else None
 
-    def _dns_client(self, resolver: Resolver) -> DnsClient:
+    def _dns_client(self, resolver: Resolver, limiter: asyncio.Semaphore | None) -> DnsClient:
         return DnsClient(
             resolver,
             timeout=self.plan.timeout,
             injection_window=self.plan.injection_window,
             ssl_context=self.ssl_context,
-            limiter=self.semaphore,
+            limiter=limiter,
+            fingerprints=self.dns_fingerprints,
         )
 
     def expectations(self, target: TargetPlan) -> http.HttpExpectations:
@@ -68,13 +78,16 @@ class Prober:
                 body=target.http.expect_body,
                 blockpages=self.blockpages,
                 max_body=self.plan.max_body_bytes,
+                body_sample=self.plan.body_sample,
+                min_bytes=target.http.min_bytes,
+                ranged=target.http.ranged,
             )
         return self._expectations[target.name]
 
     async def usable_addresses(self, host: str) -> Sequence[str]:
         """A redirect's host through the test resolver: its addresses, none on failure
-        (a bogon answer is a failure: never connected to)."""
-        result = await self.test_dns.resolve(host, self.bogons)
+        (a bogon answer is a failure: never connected to). Called with a slot held."""
+        result = await self.redirect_dns.resolve(host, self.bogons)
         return consistency.addresses_of(result) if result.ok else ()
 
     async def _connect(
@@ -101,7 +114,9 @@ class Prober:
         handshake = next((s for s in chain if s.step == Step.TLS), None)
         if handshake is not None and sni.needs_recheck(handshake):
             evidence = await sni.recheck(
-                handshake, lambda name: self._connect(target, address, sni.HANDSHAKE, name)
+                handshake,
+                lambda name: self._connect(target, address, sni.HANDSHAKE, name),
+                self.plan.control_sni,
             )
             chain[chain.index(handshake)] = handshake.with_evidence(evidence)
         return tuple(chain)
@@ -119,6 +134,32 @@ class Prober:
             if any(chain_verdict(c) == REACHABLE for c in chains):
                 break
         return tuple(chains)
+
+    async def _single_chain(self, target: TargetPlan, address: str) -> tuple[Chain, ...]:
+        return (await self._address_chain(target, address),)
+
+    async def _beside_quic(
+        self,
+        target: TargetPlan,
+        addresses: Sequence[str],
+        chains: Coroutine[object, object, tuple[Chain, ...]],
+    ) -> tuple[tuple[Chain, ...], tuple[StepResult, ...]]:
+        """The `chains`, and for an `http3` target its QUIC steps at the same time (a target
+        without costs no extra task)."""
+        if target.quic is None:
+            return await chains, ()
+        done, quic_steps = await asyncio.gather(chains, self._quic_steps(target, addresses))
+        return done, quic_steps
+
+    async def _quic_steps(
+        self, target: TargetPlan, addresses: Sequence[str]
+    ) -> tuple[StepResult, ...]:
+        """The QUIC step to each address of the first batch the chains try, beside them (one
+        slot each): browsers fall back to TCP when HTTP/3 fails, so it never decides the
+        verdict (docs/taxonomy.md)."""
+        batch = interleave(addresses, min(self.plan.max_addresses, self.plan.address_limit))
+        steps = await asyncio.gather(*(self._connect(target, a, QUIC_STEP) for a in batch))
+        return tuple(result for (result,) in steps)
 
     async def _resolve(self, name: str) -> tuple[StepResult, StepResult | None]:
         """The test resolver's DNS result and the control resolver's, asked at once; a
@@ -153,22 +194,30 @@ class Prober:
     async def probe(self, target: TargetPlan) -> TargetReport:
         """Run the whole chain for one target and assemble its report."""
         if target.is_address:
-            chains = (await self._address_chain(target, target.host),)
-            return TargetReport(target, chain_verdict(deciding(None, chains)), chains=chains)
+            chains, quic_steps = await self._beside_quic(
+                target, [target.host], self._single_chain(target, target.host)
+            )
+            verdict = chain_verdict(deciding(None, chains))
+            return TargetReport(target, verdict, chains=chains, quic=quic_steps)
         dns, control = await self._resolve(target.host)
         addresses = consistency.addresses_of(dns) if dns.ok else ()
         if not addresses:
             chains: tuple[Chain, ...] = (
                 tuple(skipped(s, None, "dns failed") for s in target.steps),
             )
+            quic_steps = (skipped(Step.QUIC, None, "dns failed"),) if target.quic else ()
         else:
-            chains = await self._chains(target, addresses)
+            chains, quic_steps = await self._beside_quic(
+                target, addresses, self._chains(target, addresses)
+            )
         page = None
         if consistency.needs_page(dns, control):
             page = await self._control_page(target, control, chains)
         shown = consistency.decide(dns, control, chains, page)
         verdict = chain_verdict(deciding(shown, chains))
-        return TargetReport(target, verdict, dns=shown, control=control, chains=chains)
+        return TargetReport(
+            target, verdict, dns=shown, control=control, chains=chains, quic=quic_steps
+        )
 
     async def vantage_checks(self, plan: VantagePlan) -> VantageChecks:
         """The cycle's own checks: a name that cannot exist through the test resolver, and
@@ -193,5 +242,6 @@ class Prober:
     async def aclose(self) -> None:
         """Release the resolvers' connection pools."""
         await self.test_dns.aclose()
+        await self.redirect_dns.aclose()
         if self.control_dns is not None:
             await self.control_dns.aclose()

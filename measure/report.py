@@ -13,7 +13,7 @@ from measure.followups.consistency import addresses_of
 from measure.plan import Method, TargetPlan
 from measure.verdict import REACHABLE, Verdict, deciding, family_outcomes, first_failure
 from probes.results import HttpFacts, StepResult
-from probes.taxonomy import OK, Code, Step
+from probes.taxonomy import OK, SKIPPED, Code, Step
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +32,38 @@ class TargetReport:
     note: str | None = None
     # Where the trigger is stopped on the path (raw follow-ups; probes.raw.Trace).
     trace: Any = None
+    # The QUIC steps (targets with `http3`), one per address: evidence beside the chains,
+    # never their verdict (browsers fall back to TCP when HTTP/3 fails).
+    quic: tuple[StepResult, ...] = ()
 
     @property
     def steps(self) -> list[StepResult]:
-        """All step results: DNS first, then each address's chain."""
+        """All step results: DNS first, then each address's chain, then the QUIC steps."""
         head = [self.dns] if self.dns is not None else []
-        return [*head, *(s for chain in self.chains for s in chain)]
+        return [*head, *(s for chain in self.chains for s in chain), *self.quic]
+
+    @property
+    def quic_result(self) -> StepResult | None:
+        """The QUIC step that speaks for the target: one that worked, else the first that ran
+        (None when no QUIC step ran), as `reachprobe_probe_success{step="quic"}` reads them."""
+        ran = [s for s in self.quic if s.result != SKIPPED]
+        return next((s for s in ran if s.ok), ran[0] if ran else None)
+
+    def quic_note(self) -> str | None:
+        """What HTTP/3 says beside the verdict: blocked while the TCP path works, or working
+        while the TCP path does not; None when it agrees with the verdict or did not run."""
+        shown = self.quic_result
+        if shown is None:
+            return None
+        if not shown.ok and self.verdict == REACHABLE:
+            where = f" {shown.address}" if shown.address else ""
+            return (
+                f"HTTP/3 blocked: quic{where} {shown.result}: {shown.full_detail} "
+                "(browsers fall back to TCP, which works)"
+            )
+        if shown.ok and self.verdict != REACHABLE and self.error is None:
+            return "HTTP/3 (QUIC) works: browsers that use it reach the site"
+        return None
 
     @property
     def deciding_steps(self) -> list[StepResult]:
@@ -61,9 +87,11 @@ class TargetReport:
 
     @property
     def http(self) -> HttpFacts | None:
-        """The facts of the deciding chain's successful HTTP step, if it had one."""
-        step = next((s for s in self.deciding_steps if s.step == Step.HTTP and s.ok), None)
-        return step.facts if step is not None and isinstance(step.facts, HttpFacts) else None
+        """The facts of the deciding chain's HTTP step, if it ran and got body bytes (a slow
+        or cut transfer too: the throughput gauge exists to see a throttle)."""
+        step = next((s for s in self.deciding_steps if s.step == Step.HTTP), None)
+        facts = step.facts if step is not None and step.result != SKIPPED else None
+        return facts if isinstance(facts, HttpFacts) and facts.body_bytes else None
 
     def why(self) -> str:
         """The deciding failure in one line; for a target reachable over one address family
@@ -73,14 +101,16 @@ class TargetReport:
         if self.note is not None:
             return self.note
         failure = first_failure(self.deciding_steps)
+        quic = self.quic_note()
         if failure is None:
             failed = [
                 f"{f} failed: {code}" for f, code in self.families.items() if code != REACHABLE
             ]
-            return "; ".join(failed)
+            return "; ".join([*failed, *([quic] if quic else [])])
         where = f" {failure.address}" if failure.address else ""
         detail = f": {failure.full_detail}" if failure.full_detail else ""
-        return f"{failure.step.value}{where} {failure.result}{detail}"
+        why = f"{failure.step.value}{where} {failure.result}{detail}"
+        return f"{why}; {quic}" if quic else why
 
     def to_json(self) -> dict[str, object]:
         """The target's object in `check --format json`."""
@@ -98,6 +128,13 @@ class TargetReport:
             out["note"] = self.note
         if self.trace is not None:
             out["trace"] = self.trace.to_json()
+        shown = self.quic_result
+        if shown is not None:
+            quic: dict[str, object] = {"result": shown.result.value}
+            note = self.quic_note()
+            if note is not None:
+                quic["note"] = note
+            out["quic"] = quic
         return out
 
 
@@ -114,6 +151,16 @@ class VantageHealth:
     nxdomain_hijacked: bool | None = None
     nxdomain_answer: tuple[str, ...] = ()
     tcp_intercepted: bool | None = None
+    # Set when the test resolver refused, or could not be reached, for every name looked up
+    # this cycle (two at least): the codes it failed with. Empty when it answered any name.
+    resolver_failures: tuple[Code, ...] = ()
+    resolver_detail: str = ""
+
+    @property
+    def resolver_down(self) -> bool:
+        """True when the test resolver failed every lookup of the cycle by refusing or
+        being unreachable: the vantage's resolver is down, not the names blocked."""
+        return bool(self.resolver_failures)
 
     @property
     def connectivity_up(self) -> bool | None:
@@ -131,6 +178,8 @@ class VantageHealth:
             "nxdomain_hijacked": self.nxdomain_hijacked,
             "nxdomain_answer": list(self.nxdomain_answer),
             "tcp_intercepted": self.tcp_intercepted,
+            "resolver_down": self.resolver_down,
+            "resolver_failures": [c.value for c in self.resolver_failures],
         }
 
 

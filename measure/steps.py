@@ -10,6 +10,10 @@ Adding a step: a `Step` member, the runner (`async def run(call: StepCall) -> St
 the step's own `probes/` module doing the work through `probes.errors.measure`), one line in
 `RUNNERS`, and the step in `TargetPlan.steps` where the plan asks for it
 (tests/test_steps.py checks that every chain step has a runner).
+
+The QUIC step is in the table too, though not in any chain: it runs alone on its own
+`connect` (`QUIC_STEP`), beside the chains, since browsers fall back to TCP when HTTP/3 fails
+and its result is evidence, not the verdict (docs/taxonomy.md).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from measure.plan import TargetPlan
-from probes import exchange, http, tcp, tls
+from probes import exchange, http, quic, tcp, tls
 from probes.connection import Connection
 from probes.results import StepResult, skipped
 from probes.taxonomy import Step
@@ -30,6 +34,7 @@ class Tools(Protocol):
     """What the runners share under one plan (the `Prober` is one)."""
 
     ssl_context: ssl.SSLContext
+    quic_trust: quic.QuicTrust
 
     def expectations(self, target: TargetPlan) -> http.HttpExpectations: ...
 
@@ -79,12 +84,23 @@ async def _http(call: StepCall) -> StepResult:
     )
 
 
+async def _quic(call: StepCall) -> StepResult:
+    request = call.target.quic
+    assert request is not None, "planned only for targets with http3"
+    conn = call.conn
+    return await quic.run(conn.address, conn.port, request, call.tools.quic_trust, call.timeout)
+
+
 RUNNERS: dict[Step, Runner] = {
     Step.TCP: _tcp,
     Step.EXCHANGE: _exchange,
     Step.TLS: _tls,
     Step.HTTP: _http,
+    Step.QUIC: _quic,
 }
+# The steps `connect` runs for the QUIC step: it alone, over UDP (the connection's socket is
+# never opened).
+QUIC_STEP = (Step.QUIC,)
 
 
 async def connect(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from enum import StrEnum
 
 from probes.results import StepResult
-from probes.taxonomy import OK, SKIPPED, Step
+from probes.taxonomy import OK, SKIPPED, Code, Step
 
 
 class Verdict(StrEnum):
@@ -34,6 +34,25 @@ STEP_VERDICTS: dict[Step, Verdict] = {
     Step.HTTP: Verdict.HTTP_BLOCKING,
 }
 VERDICTS: tuple[Verdict, ...] = tuple(Verdict)
+# web_connectivity's `blocking` (ooni/spec ts-017): the layer where the failure happened,
+# false when accessible, null when nothing can be said about the target. OONI has no value of
+# its own for a non-HTTP protocol failing after the connection was made (`protocol_blocking`);
+# like a TLS or HTTP failure it fails above TCP, which web_connectivity calls "http-failure".
+# A vantage whose own link is down says nothing about the target: null.
+OONI_BLOCKING: dict[Verdict, str | bool | None] = {
+    Verdict.REACHABLE: False,
+    Verdict.DNS_BLOCKING: "dns",
+    Verdict.TCP_IP_BLOCKING: "tcp_ip",
+    Verdict.PROTOCOL_BLOCKING: "http-failure",
+    Verdict.TLS_BLOCKING: "http-failure",
+    Verdict.HTTP_BLOCKING: "http-failure",
+    Verdict.VANTAGE_DOWN: None,
+    Verdict.INCONCLUSIVE: None,
+}
+# Failures that say nothing about blocking on their own: a page still arriving at the
+# deadline is slow, and one vantage cannot tell a throttle from a slow server or link (the
+# cross-vantage throttling rule can: docs/taxonomy.md, "Slow and stalled transfers").
+UNDECIDED: frozenset[Code] = frozenset({Code.HTTP_SLOW})
 
 
 def first_failure(steps: Sequence[StepResult]) -> StepResult | None:
@@ -45,12 +64,13 @@ def chain_verdict(steps: Sequence[StepResult]) -> Verdict:
     """Verdict of one chain of steps: the first failing step decides.
 
     A `*_error` code says only that something unexpected happened, not that anything was
-    blocked, so it gives `inconclusive`; so does a chain in which nothing ran at all.
+    blocked, so it gives `inconclusive`, as do the `UNDECIDED` codes and a chain in which
+    nothing ran at all.
     """
     failure = first_failure(steps)
     if failure is None:
         return REACHABLE if any(s.result == OK for s in steps) else INCONCLUSIVE
-    if failure.result.endswith("_error"):
+    if failure.result.endswith("_error") or failure.result in UNDECIDED:
         return INCONCLUSIVE
     return STEP_VERDICTS[failure.step]
 

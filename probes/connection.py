@@ -11,12 +11,20 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from probes.results import Endpoint
+from probes.transfer import Transfer
 
 READ_SIZE = 65536
 
 
 class Stream(Protocol):
-    """Bytes to and from the peer: plain TCP, or TLS on top of it."""
+    """Bytes to and from the peer: plain TCP, or TLS on top of it. While `transfer` is set,
+    every read off the socket is counted in it (ciphertext under TLS)."""
+
+    transfer: Transfer | None
+
+    def meter(self, now: float) -> Transfer:
+        """Start counting reads afresh for a response whose request goes out at `now`."""
+        ...
 
     async def send(self, data: bytes) -> None: ...
 
@@ -30,12 +38,21 @@ class PlainStream:
     """A connected non-blocking socket."""
 
     sock: socket.socket
+    transfer: Transfer | None = None
+
+    def meter(self, now: float) -> Transfer:
+        self.transfer = Transfer(now)
+        return self.transfer
 
     async def send(self, data: bytes) -> None:
         await asyncio.get_running_loop().sock_sendall(self.sock, data)
 
     async def recv(self, size: int = READ_SIZE) -> bytes:
-        return await asyncio.get_running_loop().sock_recv(self.sock, size)
+        loop = asyncio.get_running_loop()
+        data = await loop.sock_recv(self.sock, size)
+        if self.transfer is not None:
+            self.transfer.read(len(data), loop.time())
+        return data
 
 
 @dataclass(slots=True)

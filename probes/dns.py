@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -27,11 +27,12 @@ import dns.rdatatype
 import dns.resolver
 
 from probes.bogons import BogonFilter
+from probes.dns_fingerprints import DnsFingerprints
 
 if TYPE_CHECKING:
     import aiohttp
 from probes.errors import Outcome, classify, client_errors, measure
-from probes.results import DnsFacts, StepResult
+from probes.results import DnsFacts, DnsQuery, DnsRecord, StepResult, format_endpoint
 from probes.taxonomy import Code, Step
 
 QTYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
@@ -42,6 +43,10 @@ DOH_MAX_BYTES = 65535
 MAX_RESPONSES = 16
 TRANSPORTS = ("system", "udp", "tcp", "dot", "doh")
 DEFAULT_PORTS = {"udp": 53, "tcp": 53, "dot": 853}
+# How long a UDP query keeps listening after its first answer for a competing one (an
+# injector's forged answer and the resolver's real one both arrive): the default of
+# `resolvers.injection_window`, and the DNS fingerprint's.
+INJECTION_WINDOW = 0.5
 _RCODE_RESULTS = {
     dns.rcode.NXDOMAIN: Code.DNS_NXDOMAIN,
     dns.rcode.SERVFAIL: Code.DNS_SERVFAIL,
@@ -77,10 +82,50 @@ class QueryOutcome:
     responses: list[dns.message.Message] = field(default_factory=list)
     error: BaseException | None = None
     strays: int = 0
+    # The server that answered (or was asked last): `ip:port`, or the DoH URL.
+    server: str | None = None
+    # The size of a truncated UDP answer (TC set), when one came: the full answer is then
+    # asked over TCP, and if that fails, this is what the resolver did say (issue 22).
+    truncated_bytes: int | None = None
 
 
 def _addresses(msg: dns.message.Message) -> list[str]:
     return [rdata.address for rrset in msg.answer if rrset.rdtype in QTYPES for rdata in rrset]
+
+
+def _aliases(msg: dns.message.Message) -> list[str]:
+    return [
+        rdata.target.to_text() for rrset in msg.answer if rrset.rdtype == dns.rdatatype.CNAME
+        for rdata in rrset
+    ]  # fmt: skip
+
+
+def _known_lie(
+    answers: Iterable[str], known: DnsFingerprints
+) -> tuple[Code, str, list[str]] | None:
+    """A `dns_fingerprint` result if an answer (an address or a CNAME target) is a censor's
+    known one. Checked before the bogon rule, so that a sinkhole in private space is named."""
+    hit = known.match(answers)
+    if hit is None:
+        return None
+    answer, fp = hit
+    where = f", {fp.country}" if fp.country else ""
+    return Code.DNS_FINGERPRINT, f"answer {answer} is {fp.name}{where}", []
+
+
+def query_facts(qtype: int, outcome: QueryOutcome, hide_server: bool) -> DnsQuery:
+    """One query's first answer as facts: rcode and address records with their TTLs."""
+    first = outcome.responses[0] if outcome.responses else None
+    records = () if first is None else tuple(
+        DnsRecord(rdata.address, rrset.ttl)
+        for rrset in first.answer if rrset.rdtype in QTYPES for rdata in rrset
+    )  # fmt: skip
+    return DnsQuery(
+        qtype=dns.rdatatype.to_text(qtype),
+        server=None if hide_server else outcome.server,
+        rcode=None if first is None else first.rcode(),
+        records=records,
+    )
 
 
 def _fingerprint(msg: dns.message.Message) -> tuple[int, frozenset[str]]:
@@ -92,8 +137,13 @@ def _render(msg: dns.message.Message) -> str:
     return ",".join(sorted(addresses)) if addresses else dns.rcode.to_text(msg.rcode())
 
 
-def evaluate(outcomes: dict[int, QueryOutcome], bogons: BogonFilter) -> tuple[Code, str, list[str]]:
+def evaluate(
+    outcomes: dict[int, QueryOutcome],
+    bogons: BogonFilter,
+    known: DnsFingerprints | None = None,
+) -> tuple[Code, str, list[str]]:
     """Classify the outcomes of the A and AAAA queries: (code, detail, usable addresses).
+    `known` holds the censors' known answers (DNS fingerprints).
 
     Pure, so that the rules can be tested without a network.
     """
@@ -103,10 +153,16 @@ def evaluate(outcomes: dict[int, QueryOutcome], bogons: BogonFilter) -> tuple[Co
             answers = " vs ".join(_render(m) for m in distinct.values())
             return Code.DNS_INJECTED, f"{dns.rdatatype.to_text(qtype)}: {answers}", []
 
-    addresses: list[str] = []
+    # dicts as ordered sets: the answers in the order the resolver gave them, once each
+    answers: dict[str, None] = {}
+    aliases: dict[str, None] = {}
     for outcome in outcomes.values():
         for msg in outcome.responses[:1]:
-            addresses.extend(a for a in _addresses(msg) if a not in addresses)
+            answers.update(dict.fromkeys(_addresses(msg)))
+            aliases.update(dict.fromkeys(_aliases(msg)))
+    if known and (lie := _known_lie([*answers, *aliases], known)) is not None:
+        return lie
+    addresses = list(answers)
     if addresses:
         bad = [a for a in addresses if bogons.is_bogon(a)]
         if bad:
@@ -114,7 +170,7 @@ def evaluate(outcomes: dict[int, QueryOutcome], bogons: BogonFilter) -> tuple[Co
         return Code.OK, ", ".join(addresses), addresses
 
     responses = [o.responses[0] for o in outcomes.values() if o.responses]
-    errors = [o.error for o in outcomes.values() if not o.responses and o.error is not None]
+    errors = [o for o in outcomes.values() if not o.responses and o.error is not None]
     # An empty NOERROR to one query says nothing when the other was never answered: "no
     # answer arrived" is not "the name has no address" (a lost A answer beside an empty
     # AAAA answer is a timeout). NXDOMAIN, SERVFAIL and REFUSED speak for the whole name.
@@ -124,7 +180,11 @@ def evaluate(outcomes: dict[int, QueryOutcome], bogons: BogonFilter) -> tuple[Co
         rcode = decisive[0] if decisive else rcodes[0]
         return _RCODE_RESULTS.get(rcode, Code.DNS_ERROR), dns.rcode.to_text(rcode), []
     if errors:
-        code, detail = classify(Step.DNS, errors[0])
+        assert errors[0].error is not None
+        code, detail = classify(Step.DNS, errors[0].error)
+        cut = next((o.truncated_bytes for o in errors if o.truncated_bytes), None)
+        if cut is not None:
+            detail = f"UDP answer truncated ({cut} bytes), its TCP retry failed: {detail}"
         return code, detail, []
     return Code.DNS_ERROR, "no query was sent", []
 
@@ -136,6 +196,7 @@ class _UdpCollector(asyncio.DatagramProtocol):
         self.query = query
         self.responses: list[dns.message.Message] = []
         self.strays = 0
+        self.truncated_bytes: int | None = None
         self.first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
@@ -146,6 +207,8 @@ class _UdpCollector(asyncio.DatagramProtocol):
         if not self.query.is_response(msg):
             self.strays += 1
             return
+        if msg.flags & dns.flags.TC and self.truncated_bytes is None:
+            self.truncated_bytes = len(data)
         if len(self.responses) >= MAX_RESPONSES:
             return  # two differing ones already prove injection; a flood costs no memory
         self.responses.append(msg)
@@ -193,7 +256,9 @@ async def _udp(
     try:
         # Keep listening: a forged answer may arrive before or after the genuine one.
         await asyncio.sleep(window)
-        return QueryOutcome(list(proto.responses), strays=proto.strays)
+        return QueryOutcome(
+            list(proto.responses), strays=proto.strays, truncated_bytes=proto.truncated_bytes
+        )
     finally:
         transport.close()
 
@@ -220,12 +285,15 @@ class DnsClient:
         resolver: Resolver,
         *,
         timeout: float,
-        injection_window: float = 0.5,
+        injection_window: float = INJECTION_WINDOW,
         ssl_context: object | None = None,
         limiter: AbstractAsyncContextManager[object] | None = None,
+        fingerprints: DnsFingerprints | None = None,
     ) -> None:
-        """`limiter` bounds queries in flight (the agent passes its concurrency semaphore)."""
+        """`limiter` bounds queries in flight (the agent passes its concurrency semaphore);
+        `fingerprints` are the censors' known answers, named as `dns_fingerprint`."""
         self.limiter = limiter if limiter is not None else contextlib.nullcontext()
+        self.fingerprints = fingerprints
         self.resolver = resolver
         self.timeout = timeout
         self.injection_window = injection_window
@@ -263,8 +331,10 @@ class DnsClient:
         return [_parse_doh(body, query)]
 
     async def _query_once(
-        self, query: dns.message.Message, server: tuple[str, int] | None
+        self, query: dns.message.Message, server: tuple[str, int] | None, note: QueryOutcome
     ) -> QueryOutcome:
+        """One server's answer; a truncated UDP answer is noted in `note` before its TCP
+        retry, so that it is kept when the retry fails."""
         kind = self.resolver.type
         if kind not in ("udp", "system"):
             async with self.limiter:
@@ -272,6 +342,7 @@ class DnsClient:
         assert server is not None
         outcome = await _udp(query, server, self.timeout, self.injection_window, self.limiter)
         if any(m.flags & dns.flags.TC for m in outcome.responses):
+            note.truncated_bytes = outcome.truncated_bytes
             # A truncated answer is retried over TCP, as resolvers do; answers that were
             # not truncated stay, so a forged UDP answer still shows as injection.
             async with self.limiter:
@@ -313,9 +384,12 @@ class DnsClient:
         )
         outcome = QueryOutcome()
         for server in servers:
+            outcome.server = self.resolver.url if server is None else format_endpoint(*server)
             try:
                 async with asyncio.timeout(self.per_server):
-                    return await self._query_once(query, server)
+                    answered = await self._query_once(query, server, outcome)
+                answered.server = outcome.server
+                return answered
             except (
                 OSError,
                 TimeoutError,
@@ -334,9 +408,20 @@ class DnsClient:
 
         async def work() -> Outcome:
             results = await asyncio.gather(*(self.query(name, q) for q in QTYPES))
-            code, detail, addresses = evaluate(dict(zip(QTYPES, results, strict=True)), bogons)
+            code, detail, addresses = evaluate(
+                dict(zip(QTYPES, results, strict=True)), bogons, self.fingerprints
+            )
             strays = sum(r.strays for r in results)
-            facts = DnsFacts(self.resolver.type, tuple(addresses), strays)
+            own = self.resolver.type == "system"  # the volunteer's own network's server
+            queries = tuple(query_facts(q, r, own) for q, r in zip(QTYPES, results, strict=True))
+            cut = max((r.truncated_bytes or 0 for r in results), default=0) or None
+            facts = DnsFacts(
+                self.resolver.type,
+                tuple(addresses),
+                strays,
+                queries=queries,
+                truncated_udp_bytes=cut,
+            )
             return Outcome(code, detail, facts)
 
         return await measure(Step.DNS, None, self.step_timeout, work)

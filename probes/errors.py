@@ -21,12 +21,14 @@ import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import dns.exception
 
 from probes.results import Endpoint, Facts, StepResult
 from probes.taxonomy import Code, Failure, Step, step_code
+
+T = TypeVar("T")
 
 log = logging.getLogger("reachprobe")
 
@@ -93,6 +95,65 @@ class UnexpectedReplyError(PeerProtocolError):
     kind = Failure.MISMATCH
 
 
+# QUIC transport error codes (RFC 9000 section 20.1) that name a failure; CRYPTO_ERROR is
+# 0x100 plus the TLS alert, as OONI's ClassifyQUICHandshakeError reads it.
+_QUIC_CONNECTION_REFUSED = 0x2
+_QUIC_CRYPTO_ERROR = 0x100
+_QUIC_ALERT_KINDS: dict[int, Failure] = {
+    42: Failure.CERT_INVALID,  # bad_certificate: aioquic's own verdict on an untrusted chain
+    43: Failure.CERT_INVALID,  # unsupported_certificate
+    44: Failure.CERT_INVALID,  # certificate_revoked
+    45: Failure.CERT_EXPIRED,  # certificate_expired (or not yet valid)
+    46: Failure.CERT_INVALID,  # certificate_unknown
+    48: Failure.CERT_INVALID,  # unknown_ca
+    112: Failure.HOSTNAME_MISMATCH,  # unrecognized_name
+}
+# aioquic reports a name the certificate does not cover as bad_certificate, with this text.
+_QUIC_HOSTNAME_TEXT = "doesn't match"
+# aioquic's reason when its idle timer ended the connection (nothing heard for that long).
+_QUIC_IDLE_TEXT = "Idle timeout"
+# aioquic's reason when a Version Negotiation packet offers no version it speaks.
+_QUIC_NO_COMMON_VERSION = "common protocol version"
+
+
+class QuicClosedError(Exception):
+    """A QUIC connection ended before the HTTP/3 answer: closed by the peer or by our own
+    side (a certificate that does not validate), as aioquic's ConnectionTerminated says.
+
+    `frame_type` is None for an application (HTTP/3) close, whose codes overlap the
+    transport's; `handshake_done` tells a handshake failure from one of the exchange."""
+
+    def __init__(
+        self, error_code: int, frame_type: int | None, reason: str, handshake_done: bool
+    ) -> None:
+        self.error_code = error_code
+        self.frame_type = frame_type
+        self.reason = reason
+        self.handshake_done = handshake_done
+        where = "after the handshake" if handshake_done else "during the handshake"
+        text = f": {reason}" if reason else ""
+        super().__init__(f"connection closed {where} (error 0x{error_code:x}){text}")
+
+    @property
+    def kind(self) -> Failure:
+        """The failure kind of this close: a certificate problem, a TLS alert, a refusal,
+        no common version, else ERROR (the code and reason are in the detail)."""
+        transport = self.frame_type is not None
+        code = self.error_code
+        if transport and _QUIC_CRYPTO_ERROR <= code < 2 * _QUIC_CRYPTO_ERROR:
+            alert = code - _QUIC_CRYPTO_ERROR
+            if alert == 42 and _QUIC_HOSTNAME_TEXT in self.reason:
+                return Failure.HOSTNAME_MISMATCH
+            return _QUIC_ALERT_KINDS.get(alert, Failure.ALERT)
+        if transport and code == _QUIC_CONNECTION_REFUSED:
+            return Failure.REFUSED
+        if _QUIC_NO_COMMON_VERSION in self.reason and not self.handshake_done:
+            return Failure.VERSION
+        if self.reason == _QUIC_IDLE_TEXT:
+            return Failure.TIMEOUT
+        return Failure.ERROR
+
+
 # How deep to follow wrapped errors (aiohttp wrappers, __cause__); a cycle must not loop.
 _MAX_WRAPS = 8
 
@@ -132,7 +193,7 @@ def _unwrap(exc: BaseException) -> BaseException | None:
 
 def _own_kind(exc: BaseException) -> Failure | None:
     """The kind `exc` itself says, or None when only what it wraps could tell."""
-    if isinstance(exc, PeerProtocolError):
+    if isinstance(exc, PeerProtocolError | QuicClosedError):
         return exc.kind
     if isinstance(exc, TimeoutError | dns.exception.Timeout):
         return Failure.TIMEOUT
@@ -211,6 +272,16 @@ def describe(exc: BaseException) -> str:
     return (lines[0] if lines else text)[:200]
 
 
+async def attempt(work: Awaitable[T], timeout: float) -> tuple[T | None, Failure | None]:
+    """`work` awaited within `timeout`: its value, or the kind of the socket error or timeout
+    it ended in. For the raw probes, to whom a failed connect or read is an observation (a
+    hop's answer), not a step's result: the same table names it."""
+    try:
+        return await asyncio.wait_for(work, timeout), None
+    except OSError as exc:  # TimeoutError included
+        return None, failure_kind(exc)
+
+
 def classify(step: Step, exc: BaseException) -> tuple[Code, str]:
     """Map an exception raised during `step` to (result code, detail). Never raises."""
     return step_code(step, failure_kind(exc)), describe(exc)
@@ -278,8 +349,10 @@ async def measure(
         code, detail = classify(step, exc)
         if code.value.endswith("_error"):
             log.debug("%s %s: unclassified %r", step.value, endpoint, exc, exc_info=exc)
-        return StepResult(step, code, endpoint, time.perf_counter() - start, detail)
+        return StepResult(step, code, endpoint, time.perf_counter() - start, detail, started=start)
     finally:
         _DEADLINE.reset(token)
     elapsed = time.perf_counter() - start
-    return StepResult(step, outcome.code, endpoint, elapsed, outcome.detail, outcome.facts)
+    return StepResult(
+        step, outcome.code, endpoint, elapsed, outcome.detail, outcome.facts, started=start
+    )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,27 +26,25 @@ import h11
 
 from probes import tcp, tls
 from probes.blockpages import BlockpageMatcher
+from probes.browser import request_headers
 from probes.connection import Connection, Stream
 from probes.errors import Outcome, PeerProtocolError, measure
 from probes.errors import deadline as step_deadline
 from probes.results import HttpFacts, StepResult
 from probes.taxonomy import Code, Step
+from probes.transfer import Transfer
 
 DEFAULT_MAX_BODY = 1 << 20
+# The volume probe's default (`min_bytes: true`): four times the ~16 KB after which
+# data-volume freezes cut connections (Russia, 2024-), so a freeze cannot hide under it.
+DEFAULT_VOLUME_BYTES = 64 * 1024
 MAX_REDIRECTS = 10
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 SCHEME_PORTS = {"https": 443, "http": 80}
-# An ordinary browser's request: the agent must not stand out on the wire (README: Risks).
-BROWSER_HEADERS = (
-    (
-        "User-Agent",
-        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-        "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-    ),
-    ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
-    ("Accept-Language", "en-US,en;q=0.9"),
-    ("Accept-Encoding", "gzip, deflate"),
-)
+# A response cut by the deadline after this much silence stalled; one that was still
+# getting data more recently than that was slow (issue 22). TCP's own retransmission
+# timeouts (1 s and up) sit inside it, so a lossy but moving path is not a freeze.
+STALL_SECONDS = 2.0
 # The most header bytes accepted (h11 stops buffering an incomplete head past it too).
 MAX_HEADER_BYTES = 32 * 1024
 
@@ -67,24 +64,37 @@ _SNIFF_BYTES = 4096
 
 @dataclass(frozen=True, slots=True)
 class HttpExpectations:
-    """What a genuine answer looks like. No `status` means any status below 400."""
+    """What a genuine answer looks like. No `status` means any status below 400.
+
+    `min_bytes` makes the step a volume probe: the response is read until that many bytes
+    came off the wire (a freeze counts the server's bytes, compressed or not), asked for with
+    a Range header when `ranged`."""
 
     status: tuple[int, ...] = ()
     body: re.Pattern[str] | None = None
     blockpages: BlockpageMatcher = field(default_factory=BlockpageMatcher)
     max_body: int = DEFAULT_MAX_BODY
+    min_bytes: int | None = None
+    ranged: bool = False
+    # How much of the last hop's decoded body the facts keep (the measurement log's; 0: none).
+    body_sample: int = 0
 
 
 @dataclass(slots=True)
 class _Response:
+    """One hop's answer. `cut`: the deadline came first; `status` is None when it came
+    before the response head was complete (bytes had arrived: else it is a plain timeout)."""
+
     url: str
-    status: int
+    status: int | None
     status_line: str
     headers: Mapping[str, str]
+    header_list: tuple[tuple[str, str], ...]
     body: str
     body_bytes: int
     truncated: bool
-    stalled: bool
+    cut: bool
+    transfer: Transfer
 
 
 def charset_of(headers: Mapping[str, str], raw: bytes) -> str:
@@ -138,44 +148,88 @@ async def _next_event(conn: h11.Connection, stream: Stream) -> object:
 
 
 async def _read_body(
-    conn: h11.Connection, stream: Stream, encoding: str, cap: int, deadline: float
-) -> tuple[bytes, bool, bool]:
-    """The body, decoded, up to `cap` bytes: (bytes, truncated, stalled). A body still
-    dripping at `deadline` is kept as it is, so that what arrived can be fingerprinted."""
-    chunks: list[bytes] = []
+    conn: h11.Connection,
+    stream: Stream,
+    encoding: str,
+    expect: HttpExpectations,
+    chunks: list[bytes],
+) -> bool:
+    """The body, decoded, into `chunks`, up to `expect.max_body` bytes (and, for a volume
+    probe, until `expect.min_bytes` came off the wire); whether it was cut short there.
+    What arrived stays in `chunks` if the caller's deadline cuts it short."""
     size = 0
+    cap = expect.max_body
     decoder = _decoder(encoding)
-    try:
-        async with asyncio.timeout_at(deadline):
-            while True:
-                event = await _next_event(conn, stream)
-                if not isinstance(event, h11.Data):
-                    return b"".join(chunks), False, False
-                data = bytes(event.data)
-                if decoder is not None:
-                    # Bounded inflation: a small compressed body cannot grow past the cap.
-                    data = decoder.decompress(data, cap + 1 - size)
-                chunks.append(data)
-                size += len(data)
-                if size > cap:
-                    return b"".join(chunks)[:cap], True, False
-    except TimeoutError:
-        if not chunks:
-            raise  # nothing arrived: an ordinary timeout
-        return b"".join(chunks), False, True
+    transfer = stream.transfer
+    while True:
+        if expect.min_bytes and transfer is not None and transfer.received >= expect.min_bytes:
+            return True
+        event = await _next_event(conn, stream)
+        if not isinstance(event, h11.Data):
+            return False
+        data = bytes(event.data)
+        if decoder is not None:
+            # Bounded inflation: a small compressed body cannot grow past the cap.
+            data = decoder.decompress(data, cap + 1 - size)
+        chunks.append(data)
+        size += len(data)
+        if size > cap:
+            return True
 
 
 async def _exchange(
-    stream: Stream, parts: SplitResult, url: str, cap: int, deadline: float
+    stream: Stream, parts: SplitResult, url: str, expect: HttpExpectations, deadline: float
 ) -> _Response:
-    """One GET of `url` over `stream`, with the response read and decoded."""
+    """One GET of `url` over `stream`, with the response read and decoded. The head and the
+    body are read under `deadline` and every read is counted: a response the deadline cuts
+    is kept as far as it came (to be fingerprinted, and told stalled from slow); one of which
+    not a byte arrived is an ordinary timeout."""
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
     target = parts.path or "/"
     if parts.query:
         target += f"?{parts.query}"
-    headers = [("Host", parts.netloc.rpartition("@")[2]), *BROWSER_HEADERS, ("Connection", "close")]
+    headers = request_headers(parts.netloc.rpartition("@")[2])
+    if expect.ranged and expect.min_bytes:
+        headers.append(("Range", f"bytes=0-{expect.min_bytes - 1}"))
     request = h11.Request(method="GET", target=target, headers=headers)
+    transfer = stream.meter(asyncio.get_running_loop().time())
     await stream.send(conn.send(request) + (conn.send(h11.EndOfMessage()) or b""))
+    head: h11.Response | None = None
+    chunks: list[bytes] = []
+    truncated = cut = False
+    try:
+        async with asyncio.timeout_at(deadline):
+            head = await _head(conn, stream)
+            encoding = _fields(head).get("content-encoding", "")
+            truncated = await _read_body(conn, stream, encoding, expect, chunks)
+    except TimeoutError:
+        if not transfer.received:
+            raise  # nothing arrived: an ordinary timeout
+        cut = True
+    raw = b"".join(chunks)[: expect.max_body]
+    fields = _fields(head) if head is not None else {}
+    status_line = ""
+    if head is not None:
+        version, reason = head.http_version.decode(), head.reason.decode("latin-1")
+        status_line = f"HTTP/{version} {head.status_code} {reason}".rstrip()
+    return _Response(
+        url=url,
+        status=head.status_code if head is not None else None,
+        status_line=status_line,
+        headers=fields,
+        header_list=()
+        if head is None
+        else tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers),
+        body=decode(raw, charset_of(fields, raw)),
+        body_bytes=len(raw),
+        truncated=truncated,
+        cut=cut,
+        transfer=transfer,
+    )
+
+
+async def _head(conn: h11.Connection, stream: Stream) -> h11.Response:
+    """The response head (informational responses skipped), its size bounded."""
     event = await _next_event(conn, stream)
     while isinstance(event, h11.InformationalResponse):
         event = await _next_event(conn, stream)
@@ -183,20 +237,16 @@ async def _exchange(
         raise EOFError("connection closed before a response")
     if sum(len(k) + len(v) for k, v in event.headers) > MAX_HEADER_BYTES:
         raise PeerProtocolError(f"response headers larger than {MAX_HEADER_BYTES} bytes")
-    fields = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
-    encoding = fields.get("content-encoding", "")
-    raw, truncated, stalled = await _read_body(conn, stream, encoding, cap, deadline)
-    version, reason = event.http_version.decode(), event.reason.decode("latin-1")
-    return _Response(
-        url=url,
-        status=event.status_code,
-        status_line=f"HTTP/{version} {event.status_code} {reason}".rstrip(),
-        headers=fields,
-        body=decode(raw, charset_of(fields, raw)),
-        body_bytes=len(raw),
-        truncated=truncated,
-        stalled=stalled,
-    )
+    return event
+
+
+def _fields(head: h11.Response) -> dict[str, str]:
+    """The head's fields by name. The first of repeated headers counts, as OONI's
+    fingerprint matching reads them (h11 already lowercases names)."""
+    fields: dict[str, str] = {}
+    for k, v in head.headers:
+        fields.setdefault(k.decode("latin-1"), v.decode("latin-1"))
+    return fields
 
 
 async def _open(
@@ -217,6 +267,12 @@ async def _open(
     return conn, conn.stream
 
 
+def stall_seconds(timeout: float) -> float:
+    """The silence after which a cut transfer counts as stalled, under a step `timeout`:
+    `STALL_SECONDS`, or a quarter of a shorter timeout."""
+    return min(STALL_SECONDS, timeout / 4)
+
+
 def _blockpage(resp: _Response, expect: HttpExpectations) -> tuple[Code, str] | None:
     fp = expect.blockpages.match(resp.status_line, resp.headers, resp.body)
     if fp is None:
@@ -225,12 +281,20 @@ def _blockpage(resp: _Response, expect: HttpExpectations) -> tuple[Code, str] | 
     return Code.HTTP_BLOCKPAGE, f"blockpage {fp.name}{origin}"
 
 
-def _judge(resp: _Response, expect: HttpExpectations) -> tuple[Code, str]:
+def _judge(
+    resp: _Response, expect: HttpExpectations, now: float, stall_after: float
+) -> tuple[Code, str]:
     named = _blockpage(resp, expect)
     if named is not None:
         return named
-    if resp.stalled:
-        return Code.HTTP_TIMEOUT, f"body stalled after {resp.body_bytes} bytes"
+    if resp.cut:
+        # Stalled: a freeze or a dead path, evidence like any timeout. Still arriving: slow
+        # or throttled, which one vantage cannot tell from a slow server (docs/taxonomy.md).
+        slow = not resp.transfer.stalled(now, stall_after)
+        return (Code.HTTP_SLOW if slow else Code.HTTP_TIMEOUT), resp.transfer.describe_cut(
+            now, stall_after
+        )
+    assert resp.status is not None  # only a cut response lacks a head
     if expect.status:
         if resp.status not in expect.status:
             return Code.HTTP_STATUS_MISMATCH, (
@@ -240,13 +304,22 @@ def _judge(resp: _Response, expect: HttpExpectations) -> tuple[Code, str]:
         return Code.HTTP_STATUS_MISMATCH, f"status {resp.status}"
     if expect.body is not None and not expect.body.search(resp.body):
         return Code.HTTP_BODY_MISMATCH, f"body does not match /{expect.body.pattern}/"
-    return Code.OK, f"status {resp.status}"
+    return Code.OK, f"status {resp.status}" + _volume_note(resp, expect)
+
+
+def _volume_note(resp: _Response, expect: HttpExpectations) -> str:
+    """What a volume probe moved: enough, or an object too small to show a freeze."""
+    if expect.min_bytes is None:
+        return ""
+    if resp.transfer.received >= expect.min_bytes:
+        return f", {resp.transfer.received} bytes received (volume probe)"
+    return f", but the object ended after {resp.transfer.received} of min_bytes {expect.min_bytes}"
 
 
 def _next_hop(resp: _Response) -> str | None:
     """Where a redirect points (absolute), or None for a final answer."""
     location = resp.headers.get("location")
-    if resp.status not in REDIRECTS or not location:
+    if resp.cut or resp.status not in REDIRECTS or not location:
         return None
     try:
         target = urljoin(resp.url, location)
@@ -285,13 +358,13 @@ class _Fetcher:
             hop, stream = await _open(self.conn.address, parts, self.ssl_context)
             self.conn.sock, self.conn.stream = hop.sock, stream
         assert self.conn.stream is not None
-        return await _exchange(self.conn.stream, parts, url, self.expect.max_body, self.deadline)
+        return await _exchange(self.conn.stream, parts, url, self.expect, self.deadline)
 
     async def hop(self, url: str, address: str) -> _Response:
         parts = urlsplit(url)
         conn, stream = await _open(address, parts, self.ssl_context)
         try:
-            return await _exchange(stream, parts, url, self.expect.max_body, self.deadline)
+            return await _exchange(stream, parts, url, self.expect, self.deadline)
         finally:
             conn.close()
 
@@ -335,21 +408,33 @@ async def run(
     host = (url.hostname or "").lower()
 
     async def work() -> Outcome:
+        loop = asyncio.get_running_loop()
         until = step_deadline().reading_until
         fetcher = _Fetcher(conn, ssl_context, expect, resolve, until, {host: conn.address})
-        started = time.perf_counter()
+        started = loop.time()
         hops = await fetcher.follow(url)
-        elapsed = time.perf_counter() - started
+        now = loop.time()
         resp = hops.last
-        code, detail = _judge(resp, expect)
+        code, detail = _judge(resp, expect, now, stall_seconds(timeout))
+        elapsed = now - started
+        transfer = resp.transfer
+        ttfb, gap = transfer.time_to_first_byte(), transfer.gap(now, resp.cut)
         facts = HttpFacts(
             status=resp.status,
             body_bytes=resp.body_bytes,
-            bytes_per_second=round(resp.body_bytes / elapsed, 1) if elapsed > 0 else None,
+            bytes_per_second=(
+                round(resp.body_bytes / elapsed, 1) if elapsed > 0 and resp.body_bytes else None
+            ),
             truncated=resp.truncated,
             redirect=hops.unresolved,
             redirects=tuple(hops.urls[1:]),
             title=title_of(resp.body),
+            headers=resp.header_list,
+            body=resp.body[: expect.body_sample],
+            received_bytes=transfer.received,
+            tls_records=transfer.records,
+            first_byte_seconds=None if ttfb is None else round(ttfb, 6),
+            longest_gap_seconds=None if gap is None else round(gap, 6),
         )
         return Outcome(code, detail, facts)
 

@@ -21,6 +21,9 @@ class Step(StrEnum):
     EXCHANGE = "exchange"
     TLS = "tls"
     HTTP = "http"
+    # A QUIC handshake and an HTTP/3 GET to the same address (targets with `http3`): browsers
+    # fall back to TCP when it fails, so it is evidence beside the chain, never its verdict.
+    QUIC = "quic"
 
 
 class Failure(StrEnum):
@@ -38,6 +41,8 @@ class Failure(StrEnum):
     MISMATCH = "mismatch"
     HOST_UNREACHABLE = "host_unreachable"
     NET_UNREACHABLE = "net_unreachable"
+    # No QUIC version in common: the peer's Version Negotiation lists none we speak.
+    VERSION = "version"
     ERROR = "error"
 
 
@@ -54,6 +59,7 @@ class Code(StrEnum):
     DNS_BOGON = "dns_bogon"
     DNS_INCONSISTENT = "dns_inconsistent"
     DNS_INJECTED = "dns_injected"
+    DNS_FINGERPRINT = "dns_fingerprint"
     DNS_ERROR = "dns_error"
     TCP_TIMEOUT = "tcp_timeout"
     TCP_RESET = "tcp_reset"
@@ -76,12 +82,25 @@ class Code(StrEnum):
     TLS_NOT_TLS = "tls_not_tls"
     TLS_ERROR = "tls_error"
     HTTP_TIMEOUT = "http_timeout"
+    # Still arriving at the deadline: slow or throttled, not blocked (docs/taxonomy.md).
+    HTTP_SLOW = "http_slow"
     HTTP_RESET = "http_reset"
     HTTP_EOF = "http_eof"
     HTTP_BLOCKPAGE = "http_blockpage"
     HTTP_STATUS_MISMATCH = "http_status_mismatch"
     HTTP_BODY_MISMATCH = "http_body_mismatch"
     HTTP_ERROR = "http_error"
+    QUIC_TIMEOUT = "quic_timeout"
+    QUIC_REFUSED = "quic_refused"
+    QUIC_RESET = "quic_reset"
+    QUIC_HOST_UNREACHABLE = "quic_host_unreachable"
+    QUIC_NET_UNREACHABLE = "quic_net_unreachable"
+    QUIC_ALERT = "quic_alert"
+    QUIC_CERT_INVALID = "quic_cert_invalid"
+    QUIC_CERT_EXPIRED = "quic_cert_expired"
+    QUIC_HOSTNAME_MISMATCH = "quic_hostname_mismatch"
+    QUIC_VERSION = "quic_version"
+    QUIC_ERROR = "quic_error"
 
     @property
     def step(self) -> Step | None:
@@ -112,6 +131,9 @@ OONI_FAILURE: dict[Code, str | None] = {
     Code.DNS_BOGON: "dns_bogon_error",
     Code.DNS_INCONSISTENT: "dns_consistency_failure",
     Code.DNS_INJECTED: "dns_injection_failure",
+    # OONI records such a query as answered (failure null) and names the match in its
+    # analysis (ooni/data's DNS fingerprint id); there is no failure string for it.
+    Code.DNS_FINGERPRINT: "unknown_failure: dns fingerprint",
     Code.DNS_ERROR: "unknown_failure: dns",
     Code.TCP_TIMEOUT: "generic_timeout_error",
     Code.TCP_RESET: "connection_reset",
@@ -134,12 +156,26 @@ OONI_FAILURE: dict[Code, str | None] = {
     Code.TLS_NOT_TLS: "ssl_failed_handshake",
     Code.TLS_ERROR: "ssl_failed_handshake",
     Code.HTTP_TIMEOUT: "generic_timeout_error",
+    # OONI's fetch would have timed out on the same transfer.
+    Code.HTTP_SLOW: "generic_timeout_error",
     Code.HTTP_RESET: "connection_reset",
     Code.HTTP_EOF: "eof_error",
     Code.HTTP_BLOCKPAGE: "http_blockpage",
     Code.HTTP_STATUS_MISMATCH: "http_unexpected_status_code",
     Code.HTTP_BODY_MISMATCH: "http_unexpected_body",
     Code.HTTP_ERROR: "unknown_failure: http",
+    # OONI's ClassifyQUICHandshakeError (probe-cli internal/netxlite/classify.go).
+    Code.QUIC_TIMEOUT: "generic_timeout_error",
+    Code.QUIC_REFUSED: "connection_refused",
+    Code.QUIC_RESET: "connection_reset",
+    Code.QUIC_HOST_UNREACHABLE: "host_unreachable",
+    Code.QUIC_NET_UNREACHABLE: "network_unreachable",
+    Code.QUIC_ALERT: "ssl_failed_handshake",
+    Code.QUIC_CERT_INVALID: "ssl_unknown_authority",
+    Code.QUIC_CERT_EXPIRED: "ssl_invalid_certificate",
+    Code.QUIC_HOSTNAME_MISMATCH: "ssl_invalid_hostname",
+    Code.QUIC_VERSION: "quic_incompatible_version",
+    Code.QUIC_ERROR: "unknown_failure: quic",
 }
 
 

@@ -17,6 +17,7 @@ from probes.connection import READ_SIZE, Connection
 from probes.errors import NotTlsError, Outcome, measure
 from probes.results import StepResult, TlsFacts
 from probes.taxonomy import Step
+from probes.transfer import RecordCounter, Transfer
 
 # TLS record content types: change_cipher_spec, alert, handshake, application_data.
 _TLS_CONTENT_TYPES = frozenset({20, 21, 22, 23})
@@ -39,12 +40,19 @@ async def _pump(sock: socket.socket, outgoing: ssl.MemoryBIO) -> None:
 @dataclass(slots=True)
 class TlsStream:
     """TLS over a connected socket, driven through memory BIOs: what the network does
-    (a RST, a FIN, silence) reaches the caller as itself, not as a generic lost connection."""
+    (a RST, a FIN, silence) reaches the caller as itself, not as a generic lost connection.
+    `records` counts the TLS records received since the handshake began."""
 
     sock: socket.socket
     tls: ssl.SSLObject
     incoming: ssl.MemoryBIO
     outgoing: ssl.MemoryBIO
+    records: RecordCounter
+    transfer: Transfer | None = None
+
+    def meter(self, now: float) -> Transfer:
+        self.transfer = Transfer(now, self.records)
+        return self.transfer
 
     async def send(self, data: bytes) -> None:
         self.tls.write(data)
@@ -61,8 +69,11 @@ class TlsStream:
                 data = await loop.sock_recv(self.sock, READ_SIZE)
                 if not data:
                     self.incoming.write_eof()
-                else:
-                    self.incoming.write(data)
+                    continue
+                self.records.feed(data)
+                if self.transfer is not None:
+                    self.transfer.read(len(data), loop.time())
+                self.incoming.write(data)
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                 return b""
 
@@ -87,6 +98,7 @@ async def start(sock: socket.socket, ctx: ssl.SSLContext, server_name: str) -> T
     loop = asyncio.get_running_loop()
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = ctx.wrap_bio(incoming, outgoing, server_hostname=server_name)
+    records = RecordCounter()
     first = True
     while True:
         try:
@@ -98,12 +110,13 @@ async def start(sock: socket.socket, ctx: ssl.SSLContext, server_name: str) -> T
                 if first:
                     check_record(data)
                     first = False
+                records.feed(data)
                 incoming.write(data)
             else:
                 incoming.write_eof()
             continue
         await _pump(sock, outgoing)
-        return TlsStream(sock, tls, incoming, outgoing)
+        return TlsStream(sock, tls, incoming, outgoing, records)
 
 
 _MONTHS = {
@@ -139,6 +152,8 @@ def _facts(tls: ssl.SSLObject) -> TlsFacts:
         version=tls.version(),
         cipher=cipher[0] if cipher else None,
         cert_not_after=cert_time_to_seconds(not_after) if isinstance(not_after, str) else None,
+        alpn=tls.selected_alpn_protocol(),
+        certificate=tls.getpeercert(binary_form=True),
     )
 
 

@@ -6,6 +6,8 @@
     python -m simlab web --listen 198.18.0.81:443 --mode reset
     python -m simlab mtproto --listen 198.18.2.20:443
     python -m simlab intercept --listen 198.19.1.1:8443
+    python -m simlab h3 --listen 198.18.0.80:443 --cert C --key K
+    python -m simlab udp --listen 198.18.0.81:443 --mode garbage
     python -m simlab certs --dir DIR --stem web --name web.test --name 198.18.0.80
     python -m simlab closed-port --host 127.0.0.1
 
@@ -28,6 +30,7 @@ from simlab.doh import DohServer
 from simlab.intercept import InterceptServer
 from simlab.mtproto import MtprotoServer
 from simlab.net import closed_port, format_hostport, parse_listen
+from simlab.quic import UDP_MODES, H3Server, UdpServer
 from simlab.tcp import HANDSHAKE_FAILURE
 from simlab.web import FINAL_PATH, MODES, VALID_BODY, HttpServer, start_web
 from simlab.zone import Zone
@@ -74,6 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     intercept.add_argument("--listen", required=True, help="ADDR:PORT")
 
+    h3 = sub.add_parser("h3", help="HTTP/3 over QUIC (UDP): the valid page to every GET")
+    h3.add_argument("--listen", required=True, help="ADDR:PORT (UDP)")
+    h3.add_argument("--cert", required=True, type=Path, help="PEM chain")
+    h3.add_argument("--key", required=True, type=Path, help="PEM private key")
+    h3.add_argument("--body", default=VALID_BODY, help="body of the page")
+
+    udp = sub.add_parser("udp", help="a misbehaving UDP server (silent, garbage, version)")
+    udp.add_argument("--listen", required=True, help="ADDR:PORT (UDP)")
+    udp.add_argument("--mode", required=True, choices=UDP_MODES)
+
     certs = sub.add_parser("certs", help="write CA files and a leaf certificate")
     certs.add_argument("--dir", required=True, type=Path, help="reuses the CAs found there")
     certs.add_argument("--stem", default="server", help="leaf files: STEM.pem, STEM-key.pem")
@@ -94,6 +107,14 @@ async def _start(args: argparse.Namespace) -> tuple[_Closable, str]:
     """Start the server the arguments describe; return it and its ready-line address."""
     host, port = parse_listen(args.listen)
     cert = getattr(args, "cert", None)
+    if args.kind in ("h3", "udp"):
+        quic_server: H3Server | UdpServer
+        if args.kind == "h3":
+            quic_server = H3Server(cert, args.key, host, port, body=args.body)
+        else:
+            quic_server = UdpServer(args.mode, host, port)
+        await quic_server.start()
+        return quic_server, format_hostport(host, quic_server.port)
     ssl_context = server_context_from_files(cert, args.key) if cert else None
     if args.kind == "dns":
         dns_server = await DnsServer(Zone.load(args.zone), host, port).start()
@@ -126,7 +147,7 @@ async def _serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server, where = await _start(args)
-    mode = [args.mode] if args.kind == "web" else []
+    mode = [args.mode] if args.kind in ("web", "udp") else []
     print(" ".join(["ready", args.kind, *mode, where]), flush=True)
     try:
         await stop.wait()

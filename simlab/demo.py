@@ -8,7 +8,8 @@ One censor, one of each kind of interference, next to services it leaves alone:
   through under any other name (TLS blocking, SNI-based);
 - `blocked.test`: the ISP serves a blockpage instead (HTTP blocking);
 - a fixed address nobody accepts connections on (TCP/IP blocking);
-- `video.test`: a throttled download: slow, but it arrives (no single-run verdict);
+- `video.test`: a throttled download: slow, but it arrives (no single-run verdict; it shows
+  as slow beside `news.test`'s download of the same size at full speed);
 - `news.test` and `canary.test`: healthy.
 
 The uncensored truth (every name resolves to the real server) is the control DoH resolver.
@@ -49,6 +50,9 @@ TEST_ZONE: dict[str, Behaviour] = {
     "injected.test": Behaviour("inject", (HOST,), forged=(FORGED_ADDRESS,)),
 }
 CONTROL_ZONE: dict[str, Behaviour] = {name: Behaviour("answer", (HOST,)) for name in NAMES}
+# The throttled download's rate (bytes per second), and a page as big as it served at once.
+THROTTLED = 24576
+FRONT_PAGE = "<!doctype html><title>News</title>" + "<p>Today's news.</p>" * 1700
 _S = TypeVar("_S", DnsServer, DohServer, HttpServer, SniFilter)
 
 
@@ -75,7 +79,8 @@ class DemoWorld:
             web = {
                 "https": HttpServer("valid", HOST, ssl_context=tls),
                 "blockpage": HttpServer("blockpage", HOST),
-                "throttle": HttpServer("throttle", HOST, ssl_context=tls, rate=24576),
+                "throttle": HttpServer("throttle", HOST, ssl_context=tls, rate=THROTTLED),
+                "download": HttpServer("valid", HOST, ssl_context=tls, body=FRONT_PAGE),
             }
             for role, server in web.items():
                 self.web[role] = await self._start(server)
@@ -98,13 +103,13 @@ class DemoWorld:
 
     def _url(self, role: str, name: str, path: str = "/") -> str:
         server = self.web[role]
-        scheme = "https" if role in ("https", "throttle", "sni") else "http"
+        scheme = "https" if role in ("https", "throttle", "download", "sni") else "http"
         return f"{scheme}://{format_hostport(name, server.port)}{path}"
 
     def targets(self) -> list[dict[str, Any]]:
         """The demo's targets, in the order the page and table show them."""
         return [
-            {"name": "news", "url": self._url("https", "news.test")},
+            {"name": "news", "url": self._url("download", "news.test", "/front-page")},
             {"name": "messenger", "url": self._url("sni", SNI_BLOCKED)},
             {"name": "poisoned", "url": self._url("https", "poisoned.test")},
             {"name": "injected", "url": self._url("https", "injected.test")},

@@ -9,6 +9,7 @@ mistake; a trap server listens there to count such mistakes.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from simlab.doh import DohServer
 from simlab.intercept import InterceptServer
 from simlab.mtproto import MtprotoServer
 from simlab.net import closed_port, format_hostport
+from simlab.quic import UDP_MODES, H3Server, UdpServer
 from simlab.sni import SniFilter
 from simlab.tcp import RAW_MODES, RawServer
 from simlab.web import HttpServer
@@ -67,7 +69,16 @@ CONTROL_ZONE: dict[str, Behaviour] = {
     "confirmed.test": Behaviour("answer", (CONTROL_ONLY_ADDRESS,)),
 }
 
-Server = DnsServer | DohServer | HttpServer | RawServer | MtprotoServer | InterceptServer
+Server = (
+    DnsServer
+    | DohServer
+    | HttpServer
+    | RawServer
+    | MtprotoServer
+    | InterceptServer
+    | H3Server
+    | UdpServer
+)
 
 
 @dataclass
@@ -82,6 +93,12 @@ class LoopbackLab:
     other to the `https` server). `trap` listens on the bogon address (a target naming a
     bogon name must use the trap's port, the one the agent would connect to), `mtproto` is
     a fake Telegram DC, and `intercept` a transparent proxy's box with its own CA.
+
+    `quic` maps a role to a UDP server: `https` and `untrusted` are HTTP/3 servers on the UDP
+    port of the web server of that role (one URL reaches both, as on a real site that serves
+    HTTP/3), `sni` is silent on the `sni` web server's UDP port (a site whose UDP 443 is
+    dropped, its TCP path fine), and the `UDP_MODES` `silent`, `garbage` and `version`
+    misbehave on ports of their own; nothing listens on UDP `closed_udp_port`.
     """
 
     directory: Path
@@ -93,6 +110,8 @@ class LoopbackLab:
     mtproto: MtprotoServer = field(init=False)
     intercept: InterceptServer = field(init=False)
     closed_port: int = field(init=False)
+    quic: dict[str, H3Server | UdpServer] = field(init=False, default_factory=dict)
+    closed_udp_port: int = field(init=False)
 
     async def start(self) -> LoopbackLab:
         """Create the PKI and start every server; returns self."""
@@ -122,12 +141,26 @@ class LoopbackLab:
         self.mtproto = await MtprotoServer(HOST).start()
         self.intercept = await InterceptServer(HOST).start()
         self.closed_port = closed_port(HOST)
+        await self._start_quic()
         return self
+
+    async def _start_quic(self) -> None:
+        leaves = {
+            "https": self.pki.issue_files("h3", *CERT_NAMES),
+            "untrusted": self.pki.issue_files("h3-untrusted", "untrusted.test", trusted=False),
+        }
+        for role, (cert, key) in leaves.items():
+            self.quic[role] = await H3Server(cert, key, HOST, self.port(role)).start()
+        self.quic["sni"] = await UdpServer("silent", HOST, self.port("sni")).start()
+        for mode in UDP_MODES:
+            self.quic[mode] = await UdpServer(mode, HOST).start()
+        self.closed_udp_port = closed_port(HOST, socket.SOCK_DGRAM)
 
     async def close(self) -> None:
         """Stop every server."""
         servers: list[Server] = [self.dns, self.doh, self.trap, self.mtproto, self.intercept]
         servers += self.web.values()
+        servers += self.quic.values()
         for server in servers:
             await server.close()
 

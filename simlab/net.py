@@ -53,12 +53,12 @@ def bind_socket(host: str, port: int, kind: socket.SocketKind) -> socket.socket:
     return sock
 
 
-def closed_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on `host` that nothing listens on (bound, then released).
+def closed_port(host: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A TCP (or `kind`) port on `host` that nothing listens on (bound, then released).
 
     Another process could grab it in between; on loopback in a test run that is rare enough.
     """
-    with socket.socket(family_of(host), socket.SOCK_STREAM) as sock:
+    with socket.socket(family_of(host), kind) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
 

@@ -58,7 +58,8 @@ ISP_BODY = (
 class HttpServer:
     """One HTTP(S) server in one of `HTTP_MODES`; HTTPS when `ssl_context` is given.
 
-    `requests` records `(method, Host header, path)` of recent requests.
+    `requests` records `(method, Host header, path)` of recent requests; `delay` holds every
+    answer back that long (so that many clients are mid-request at once).
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class HttpServer:
         location: str = FINAL_PATH,
         rate: int = 16384,
         throttle_bytes: int = 32768,
+        delay: float = 0.0,
     ) -> None:
         if mode not in HTTP_MODES:
             raise ValueError(f"unknown HTTP mode {mode!r}; expected one of {HTTP_MODES}")
@@ -85,6 +87,7 @@ class HttpServer:
         self.location = location
         self.rate = rate
         self.throttle_bytes = throttle_bytes
+        self.delay = delay
         self.requests: deque[tuple[str, str, str]] = deque(maxlen=1000)
         self._runner: web.AppRunner | None = None
 
@@ -109,6 +112,8 @@ class HttpServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.host, request.path))
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.mode == "throttle":
             pause = _THROTTLE_CHUNK / self.rate
             return await _drip(request, self.throttle_bytes, _THROTTLE_CHUNK, pause)
@@ -167,9 +172,12 @@ async def start_web(
     status: int = 503,
     location: str = FINAL_PATH,
     alert: int = HANDSHAKE_FAILURE,
+    delay: float = 0.0,
 ) -> HttpServer | RawServer:
     """Start a server in any of `MODES` (raw modes ignore the HTTP options and `ssl_context`)."""
     if mode in RAW_MODES:
         return await RawServer(mode, host, port, alert).start()
-    server = HttpServer(mode, host, port, ssl_context, body=body, status=status, location=location)
+    server = HttpServer(
+        mode, host, port, ssl_context, body=body, status=status, location=location, delay=delay
+    )
     return await server.start()

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -179,10 +180,10 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
     tool.run("system", "reset", "--force", timeout=120, check=False)
 
 
-@pytest.mark.timeout(600)
-@pytest.mark.skipif(can_build() is not None, reason=str(can_build()))
-def test_image_builds_runs_and_is_healthy(podman: Podman, tmp_path: Path) -> None:
-    build = podman.run(
+@pytest.fixture(scope="module")
+def image(podman: Podman) -> str:
+    """The agent's image, built once from the Dockerfile for every test here."""
+    podman.run(
         "build",
         "--format",
         "docker",
@@ -196,7 +197,12 @@ def test_image_builds_runs_and_is_healthy(podman: Podman, tmp_path: Path) -> Non
         str(REPO),
         timeout=400,
     )
-    assert build.returncode == 0
+    return IMAGE
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(can_build() is not None, reason=str(can_build()))
+def test_image_builds_runs_and_is_healthy(podman: Podman, image: str, tmp_path: Path) -> None:
     inspect = json.loads(podman.run("image", "inspect", IMAGE).stdout)[0]
     healthcheck = inspect.get("Healthcheck")
     assert healthcheck, "HEALTHCHECK dropped (build without --format docker?)"
@@ -248,3 +254,124 @@ def test_image_builds_runs_and_is_healthy(podman: Podman, tmp_path: Path) -> Non
         assert 'vantage="container-test"' in metrics
     finally:
         podman.run("rm", "--force", "--time", "5", container_id, check=False)
+
+
+DEPLOY = REPO / "deploy"
+PROMETHEUS_BINARY = Path("/usr/bin/prometheus")  # Debian's prometheus (scripts/apt-packages.txt)
+# What the stack's Prometheus must find once it scraped the agent and evaluated its rules.
+RECORDED = 'reachprobe:target_up:vantage{vantage="compose-test",target="self-metrics"}'
+
+
+def compose_service(name: str) -> dict[str, Any]:
+    """One service of deploy/compose.yaml."""
+    service: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"][
+        name
+    ]
+    return service
+
+
+def stack_agent_config() -> dict[str, object]:
+    """The stack's shipped agent section as it is (its listen beyond loopback, and what lets
+    that start), probing only the container's loopback, every 2 s."""
+    shipped = yaml.safe_load((DEPLOY / "compose" / "reachprobe.yaml").read_text())["agent"]
+    config = agent_config()
+    config["agent"] = {**shipped, "vantage": "compose-test", "interval": "2s", "timeout": "1s"}
+    return config
+
+
+def stack_prometheus_config(directory: Path) -> Path:
+    """The stack's prometheus.yml with 2 s scrape and rule intervals (30 s as shipped): the
+    rule files, the job and its target `agent:9787` unchanged."""
+    config = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "2s", "evaluation_interval": "2s"}
+    path = directory / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def prometheus_mounts(directory: Path) -> list[str]:
+    """compose.yaml's bind mounts of the Prometheus service as `-v` arguments, its
+    prometheus.yml swapped for the fast one and its data volume for a temp folder."""
+    args = []
+    for spec in compose_service("prometheus")["volumes"]:
+        source, target = str(spec).split(":")[:2]
+        if target == "/etc/prometheus/prometheus.yml":
+            source = str(stack_prometheus_config(directory))
+        elif source.startswith("."):
+            source = str((DEPLOY / source).resolve())
+        else:
+            data = directory / "data"
+            data.mkdir()
+            source = str(data)
+        args += ["-v", f"{source}:{target}" + (":ro" if spec.endswith(":ro") else "")]
+    return args
+
+
+def can_run_stack() -> str | None:
+    """Why the stack test cannot run here, or None."""
+    if not PROMETHEUS_BINARY.exists():
+        return f"{PROMETHEUS_BINARY} missing (Debian's prometheus, scripts/apt-packages.txt)"
+    return can_build()
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(can_run_stack() is not None, reason=str(can_run_stack()))
+def test_compose_stack_starts_scrapes_and_records(
+    podman: Podman, image: str, tmp_path: Path
+) -> None:
+    """deploy/compose.yaml's agent and Prometheus, by hand with podman as compose runs them:
+    the agent with the stack's own agent section (no registry here, so Prometheus is Debian's
+    binary in the Dockerfile's base image, with compose.yaml's command and mounts). The
+    agent's network namespace is shared with Prometheus in place of the compose network, and
+    has no other interface, so nothing leaves it; `agent` names it (/etc/hosts) as compose's
+    DNS would."""
+    agent = compose_service("agent")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(stack_agent_config()))
+    config.chmod(0o644)
+    caps = [f"--cap-drop={c}" for c in agent["cap_drop"]]
+    caps += [f"--cap-add={c}" for c in agent.get("cap_add", [])]
+    # The name compose's DNS would give the agent's container, for Prometheus' scrape target.
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost agent\n")
+    hosts.chmod(0o644)
+    agent_id = podman.run(
+        "run", "--detach", "--network", "none", *caps,
+        "-v", f"{config}:{CONFIG_IN_IMAGE}:ro", image,
+    ).stdout.strip()  # fmt: skip
+    ids = [agent_id]
+    try:
+        command = [str(arg) for arg in compose_service("prometheus")["command"]]
+        ids.append(
+            podman.run(
+                "run", "--detach", "--network", f"container:{agent_id}",
+                "-v", f"{hosts}:/etc/hosts:ro",
+                "-v", f"{PROMETHEUS_BINARY}:/bin/prometheus:ro", *prometheus_mounts(tmp_path),
+                "--entrypoint", "/bin/prometheus", base_image(), *command,
+            ).stdout.strip()
+        )  # fmt: skip
+        query = (
+            "import json, sys, urllib.parse, urllib.request; "
+            "url = 'http://127.0.0.1:9090/api/v1/query?query=' + urllib.parse.quote(sys.argv[1]); "
+            "print(json.dumps(json.load(urllib.request.urlopen(url, timeout=5))['data']['result']))"
+        )
+
+        def ask(expr: str) -> list[dict[str, Any]]:
+            asked = podman.run("exec", agent_id, "python", "-c", query, expr, check=False)
+            return json.loads(asked.stdout) if asked.returncode == 0 else []
+
+        deadline = time.monotonic() + 90
+        recorded = ask(RECORDED)
+        while not recorded and time.monotonic() < deadline:
+            time.sleep(1)
+            recorded = ask(RECORDED)
+        logs = [podman.run("logs", i, check=False).stderr[-2000:] for i in ids]
+        assert recorded, f"no {RECORDED} within 90 s:\n" + "\n".join(logs)
+        assert recorded[0]["value"][1] == "1"
+        # Prometheus scraped the agent by the stack's own target name.
+        up = ask('up{job="reachprobe"}')
+        scraped = [(s["metric"]["instance"], s["value"][1]) for s in up]
+        assert scraped == [("agent:9787", "1")]
+    finally:
+        for container in reversed(ids):
+            podman.run("rm", "--force", "--time", "5", container, check=False)

@@ -25,6 +25,7 @@ from agent.config import (
     RemoteWriteTlsSection,
     load_config,
 )
+from agent.config.web import listen_policy
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 COMPOSE = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
@@ -58,8 +59,13 @@ def test_every_bind_mount_exists(service: str) -> None:
 
 
 def test_agent_config_loads_and_listens_for_the_next_container() -> None:
-    config = load_config(bind_mounts("agent")["/etc/reachprobe/config.yaml"])
+    path = bind_mounts("agent")["/etc/reachprobe/config.yaml"]
+    config = load_config(path)
     assert config.agent.listen_address == ("0.0.0.0", 9787)
+    # It starts as shipped: `validate` (and so `run`) accepts its listen beyond loopback,
+    # which is only safe while the stack publishes no port of the agent's.
+    assert listen_policy(config.agent, str(path)) is None
+    assert "ports" not in COMPOSE["services"]["agent"]
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")

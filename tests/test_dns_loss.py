@@ -249,7 +249,8 @@ async def test_a_query_waits_for_a_slot_of_the_concurrency_bound(udp) -> None:
 
 async def test_a_silent_tcp_retry_times_out_per_query() -> None:
     """A truncated UDP answer, and nothing on TCP: the retry's own timeout ends it, as
-    dnspython reports it, not the safety bound around the lookup ("timed out")."""
+    dnspython reports it, not the safety bound around the lookup ("timed out"), and what
+    UDP did say is kept (issue 22: it was thrown away)."""
 
     async def start_tcp() -> tuple[int, Callable[[], Awaitable[None]]]:
         silent = await start_raw("silent", "127.0.0.1")
@@ -261,7 +262,12 @@ async def test_a_silent_tcp_retry_times_out_per_query() -> None:
     finally:
         await close()
     assert result.result == "dns_timeout"
-    assert result.detail.startswith("The DNS operation timed out")
+    size = len(truncated(dns.message.make_query("site.test", "A"), 1).to_wire())
+    assert result.detail.startswith(
+        f"UDP answer truncated ({size} bytes), its TCP retry failed: The DNS operation timed out"
+    )
+    assert result.facts.truncated_udp_bytes == size
+    assert result.to_json()["data"]["truncated_udp_bytes"] == size
 
 
 async def test_a_flood_of_answers_keeps_only_the_first_few() -> None:

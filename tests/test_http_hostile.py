@@ -88,10 +88,20 @@ async def test_broken_responses_get_a_code(serve, chunks: tuple[bytes, ...], cod
     assert result.detail
 
 
-async def test_a_trickling_server_times_out(serve) -> None:
+async def test_a_head_still_trickling_at_the_deadline_is_slow(serve) -> None:
     trickle = [b"HTTP/1.1 200 OK\r\n"] + [b"X-Slow: 1\r\n"] * 50
     result = await probe(await serve(responder(*trickle, pause=0.1)))
+    assert result.result == "http_slow"
+    assert "still arriving at" in result.detail
+    assert result.facts.status is None  # the head never completed
+    assert result.facts.received_bytes > 0
+
+
+async def test_a_head_that_stops_halfway_has_stalled(serve) -> None:
+    half = b"HTTP/1.1 200 OK\r\nX-A: 1\r\n"
+    result = await probe(await serve(responder(half, pause=3)))
     assert result.result == "http_timeout"
+    assert result.detail.startswith(f"stalled after {len(half)} bytes (no data for")
 
 
 async def test_body_reads_are_capped(serve) -> None:
@@ -177,7 +187,7 @@ async def test_a_charset_declared_only_in_meta_is_honoured(serve) -> None:
     text = "\u0414\u043e\u0441\u0442\u0443\u043f "
     text += "\u043e\u0433\u0440\u0430\u043d\u0438\u0447\u0435\u043d"
     body = f'<meta charset="windows-1251"><p>{text}</p>'.encode("cp1251")
-    cyrillic = Fingerprint("ru-cyrillic", re.compile(text))
+    cyrillic = Fingerprint("ru-cyrillic", text, pattern_type="contains")
     port = await serve(responder(page(body)))
     result = await probe(port, blockpages=BlockpageMatcher([cyrillic]))
     assert result.result == "http_blockpage"
@@ -219,11 +229,28 @@ async def test_a_dripping_body_is_fingerprinted_as_far_as_it_came(serve) -> None
     assert result.result == "http_blockpage"
 
 
-async def test_a_dripping_body_without_a_fingerprint_is_a_timeout(serve) -> None:
+async def test_a_body_still_arriving_at_the_deadline_is_slow_not_stalled(serve) -> None:
     head = OK_HEAD + b"Content-Length: 100000\r\n\r\n<p>slow"
     result = await probe(await serve(responder(head, *([b"."] * 40), pause=0.1)))
+    assert result.result == "http_slow"
+    assert "B/s at the deadline" in result.detail
+    facts = result.facts
+    assert facts.status == 200
+    assert facts.body_bytes > len(b"<p>slow")
+    assert facts.received_bytes > facts.body_bytes  # the head counts on the wire
+    assert facts.bytes_per_second is not None  # the throughput gauge's figure
+    assert facts.first_byte_seconds is not None
+    assert 0.05 < facts.longest_gap_seconds < 0.375  # reads every 0.1 s; the cut is no gap
+
+
+async def test_a_body_that_freezes_says_after_how_many_bytes(serve) -> None:
+    head = OK_HEAD + b"Content-Length: 100000\r\n\r\n"
+    result = await probe(await serve(responder(head + b"x" * 5000, pause=3)))
     assert result.result == "http_timeout"
-    assert "stalled after" in result.detail
+    wire = len(head) + 5000
+    assert result.detail.startswith(f"stalled after {wire} bytes (no data for 1.")
+    assert (result.facts.body_bytes, result.facts.received_bytes) == (5000, wire)
+    assert result.facts.longest_gap_seconds > 1.0  # the silence it was cut in
 
 
 async def test_a_page_title_is_kept_for_comparison(serve) -> None:
@@ -276,3 +303,24 @@ def test_a_fingerprint_looks_only_where_it_says() -> None:
     assert named(ok, {"via": "proxy"}, "") == "via-header"
     assert named(ok, {"server": "proxy"}, "") is None
     assert named("HTTP/1.1 451 Unavailable", {}, "") == "anywhere"
+
+
+async def test_the_raw_http_trigger_is_the_http_steps_own_request(serve) -> None:
+    """One browser identity (probes/browser.py): the request the HTTP step puts on the wire
+    is byte for byte the trigger the raw probes send for the same Host."""
+    from probes.raw import packets  # scapy loads here only
+
+    received: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(OK_HEAD + b"Content-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    port = await serve(record)
+    result = await probe(port)
+    assert result.ok, result
+    assert received == [packets.http_request(f"site.test:{port}")]
+    assert b"Chrome/131" in received[0]
+    assert b"reachprobe" not in received[0].lower()

@@ -23,10 +23,10 @@ import pytest
 from agent.config import parse_config
 from agent.planner import make_plan
 from agent.sinks.prometheus import PrometheusSink
-from measure.followups.sni import CONTROL_SNI
 from measure.prober import Prober, interleave
 from measure.report import TargetReport
 from measure.verdict import family_outcomes
+from probes.browser import CONTROL_NAME as CONTROL_SNI
 from probes.results import StepResult, skipped
 from probes.taxonomy import Code, Step
 from simlab import (
@@ -603,3 +603,35 @@ async def test_the_probers_dns_queries_share_its_concurrency_bound(udp) -> None:
         await prober.aclose()
     assert report.dns is not None
     assert report.dns.result == "ok"
+
+
+async def test_the_configured_control_sni_is_the_recheck_name(servers, pki: Pki) -> None:  # noqa: F811
+    """`raw.control_sni` is the SNI re-check's name too, raw probes on or off: here it names
+    a server whose certificate covers it, so the re-check is a clean handshake."""
+    backend = await servers(
+        start_web, "valid", HOST, ssl_context=server_context(pki.issue("control.test"))
+    )
+    middlebox = await servers(SniFilter(["blocked.test"], (HOST, backend.port)).start)
+    dns_server = await servers(start_dns, Zone({"blocked.test": [HOST]}))
+    config = parse_config(
+        {
+            "agent": {"timeout": "1s", "listen": None},
+            "resolvers": {
+                "test": {"type": "udp", "servers": [f"{HOST}:{dns_server.port}"]},
+                "bogon_exempt": ["127.0.0.0/8"],
+            },
+            "tls": {"ca_file": str(pki.ca_file)},
+            "raw": {"control_sni": "control.test"},
+            "targets": [{"name": "site", "url": f"https://blocked.test:{middlebox.port}/"}],
+        },
+        "control-sni.yaml",
+    )
+    prober = Prober(make_plan(config))
+    try:
+        report = await prober.probe(prober.plan.targets[0])
+    finally:
+        await prober.aclose()
+    tls = tls_step(report)
+    assert tls.result == "tls_reset"
+    control = tls.to_json()["data"]["control_sni"]
+    assert (control["sni"], control["result"], control["triggered"]) == ("control.test", "ok", True)

@@ -51,6 +51,17 @@ def test_a_step_that_stops_running_loses_its_last_duration_and_throughput() -> N
                   result="tcp_timeout") == 1  # fmt: skip
 
 
+def test_a_page_still_arriving_at_the_deadline_keeps_its_throughput_gauge() -> None:
+    """Issue 22: a throttled page seldom completes; its rate is what the throttling rule
+    compares, so an `http_slow` step exports it as a successful one does."""
+    metrics = PrometheusSink()
+    metrics.configure(CONFIG, PLAN)
+    metrics.observe(report("inconclusive", (Step.DNS, "ok", 0.01), (Step.TCP, "ok", 0.02),
+                           (Step.TLS, "ok", 0.03), (Step.HTTP, "http_slow", 4.5)))  # fmt: skip
+    assert sample(metrics, "reachprobe_http_throughput_bytes_per_second", target="site") == 1000
+    assert sample(metrics, "reachprobe_probe_success", target="site", step="http") == 0
+
+
 def test_reconfiguring_forgets_removed_targets_and_no_created_series() -> None:
     metrics = PrometheusSink()
     metrics.configure(CONFIG, PLAN)

@@ -21,26 +21,35 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConfigError, parse_config
+from measure.followups.raw import TRACE_BY_VERDICT, trace_method
+from measure.verdict import Verdict
 from probes.raw import (
     Hop,
     PacketEvidence,
     RateLimits,
     RawOptions,
     RawProber,
-    echo,
     fingerprint_dns,
     fingerprint_reset,
     has_cap_net_raw,
     packets,
     reset_trigger,
-    trace,
-    trace_method,
     wants_reset_fingerprint,
 )
+from probes.raw import trace as trace_module
 from probes.raw.capture import attach_source_filter
+from probes.raw.echo import echo
 from probes.raw.fingerprint import compare
 from probes.raw.ratelimit import TokenBucket
-from probes.raw.trace import _stream_verdict, _syn_verdict
+from probes.raw.trace import (
+    Observation,
+    _confirm_silence,
+    _stream_verdict,
+    _syn_verdict,
+    _tally,
+    trace,
+)
+from probes.taxonomy import Code
 from simlab.loopback import FORGED_ADDRESS, HOST, LoopbackLab
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,6 +153,66 @@ def test_stream_verdict_is_the_first_difference_from_the_control() -> None:
         "agreeing": 3,
         "probes": 3,
     }
+
+
+def test_an_answer_outvotes_silence() -> None:
+    """A rate-limited router drops some of its ICMP errors; nothing makes one up."""
+    observed = [Observation("timeout", None)] * 2 + [Observation("time_exceeded", "r1")]
+    assert _tally(1, observed) == Hop(1, "r1", "time_exceeded", 1, 3)
+    assert _tally(2, [Observation("timeout", None)] * 3) == Hop(2, None, "timeout", 3, 3)
+
+
+def test_a_silence_the_trigger_got_past_is_no_divergence() -> None:
+    te = "time_exceeded"
+    control = _hops((te, "r1"), (te, "r2"), (te, "r3"), ("data", "x"))
+    # Router 2 kept its error to itself, yet the trigger got time-exceeded from router 3.
+    quiet = _hops((te, "r1"), ("timeout", None), (te, "r3"), ("data", "x"))
+    assert _stream_verdict("tls", "x", 443, quiet, control).blocking_hop is None
+    # Reaching the destination as the control did clears an earlier silence too.
+    late = _hops((te, "r1"), ("timeout", None), ("timeout", None), ("data", "x"))
+    assert _stream_verdict("tls", "x", 443, late, control).blocking_hop is None
+    # An answer where the control got time-exceeded is a divergence, silence or not before it.
+    injected = _hops((te, "r1"), ("timeout", None), ("data", "x"), ("data", "x"))
+    assert _stream_verdict("http", "x", 80, injected, control).blocking_hop == 3
+
+
+def scripted(script: dict[int, list[str]], address: str = "r") -> trace_module.Probe:
+    """A probe answering TTL t with the next response of script[t] (its last one repeated)."""
+    asked: dict[int, int] = {}
+
+    async def probe(ttl: int) -> Observation:
+        responses = script[ttl]
+        index = min(asked.get(ttl, 0), len(responses) - 1)
+        asked[ttl] = asked.get(ttl, 0) + 1
+        response = responses[index]
+        return Observation(response, None if response == "timeout" else f"{address}{ttl}")
+
+    return probe
+
+
+async def test_a_deciding_silence_is_asked_again_before_it_is_believed(monkeypatch) -> None:
+    monkeypatch.setattr(trace_module, "REPROBE_PAUSE", 0.0)
+    te, silent = "time_exceeded", "timeout"
+    control = list(_hops((te, "r1"), (te, "r2"), (te, "r3"), ("data", "x")))
+    control_probe = scripted({1: [te], 2: [te], 3: [te], 4: ["data"]})
+    # Router 2 was rate-limiting when first asked; the censor at hop 3 drops the trigger.
+    test = list(_hops((te, "r1"), (silent, None), (silent, None), (silent, None)))
+    probe = scripted({1: [te], 2: [silent] * 3 + [te], 3: [silent], 4: [silent]})
+    undecided = await _confirm_silence(test, control, probe, control_probe, 3, float("inf"))
+    assert undecided is None
+    assert test[1].response == te
+    found = _stream_verdict("tls", "x", 443, tuple(test), tuple(control))
+    assert (found.blocking_hop, found.router) == (3, "r3")
+
+
+async def test_a_silence_the_control_shares_when_asked_again_decides_nothing(monkeypatch) -> None:
+    monkeypatch.setattr(trace_module, "REPROBE_PAUSE", 0.0)
+    te, silent = "time_exceeded", "timeout"
+    control = list(_hops((te, "r1"), (te, "r2"), ("data", "x")))
+    control_probe = scripted({1: [te], 2: [silent], 3: ["data"]})
+    test = list(_hops((te, "r1"), (silent, None), (silent, None)))
+    probe = scripted({1: [te], 2: [silent], 3: [silent]})
+    assert await _confirm_silence(test, control, probe, control_probe, 3, float("inf")) == 2
 
 
 async def test_bad_input_is_an_error_result_not_an_exception() -> None:
@@ -256,19 +325,27 @@ def test_raw_config_is_off_by_default_and_checked() -> None:
 
 
 def test_follow_ups_chosen_from_verdict_and_result() -> None:
-    assert trace_method("tcp_ip_blocking", "https") == "syn"
-    assert trace_method("tls_blocking", "https") == "tls"
-    assert trace_method("http_blocking", "http") == "http"
-    for verdict in ("reachable", "dns_blocking", "inconclusive"):
+    assert trace_method(Verdict.TCP_IP_BLOCKING, "https") == "syn"
+    assert trace_method(Verdict.TLS_BLOCKING, "https") == "tls"
+    assert trace_method(Verdict.HTTP_BLOCKING, "http") == "http"
+    untraced = set(Verdict) - {Verdict.TCP_IP_BLOCKING, Verdict.TLS_BLOCKING, Verdict.HTTP_BLOCKING}
+    for verdict in untraced:
         assert trace_method(verdict, "https") is None
-    assert trace_method("reachable", "https", forced=True) == "tls"
-    assert trace_method("reachable", "tcp", forced=True) == "syn"
-    assert trace_method("dns_blocking", "http", forced=True) == "http"
-    resets = ["tcp_reset", "tcp_refused", "tls_reset", "http_reset"]
-    assert [r for r in [*resets, "tls_eof", "ok"] if wants_reset_fingerprint(r)] == resets
-    assert b"a.example" in (reset_trigger("tls_reset", sni="a.example", host=None) or b"")
-    assert (reset_trigger("http_reset", sni=None, host="a.example") or b"").startswith(b"GET ")
-    assert reset_trigger("tcp_refused", sni="a.example", host="a.example") is None
+    assert trace_method(Verdict.REACHABLE, "https", forced=True) == "tls"
+    assert trace_method(Verdict.REACHABLE, "tcp", forced=True) == "syn"
+    assert trace_method(Verdict.DNS_BLOCKING, "http", forced=True) == "http"
+    resets = [Code.TCP_RESET, Code.TCP_REFUSED, Code.TLS_RESET, Code.HTTP_RESET]
+    others = [Code.TLS_EOF, Code.OK]
+    assert [r for r in [*resets, *others] if wants_reset_fingerprint(r)] == resets
+    assert b"a.example" in (reset_trigger(Code.TLS_RESET, sni="a.example", host=None) or b"")
+    request = reset_trigger(Code.HTTP_RESET, sni=None, host="a.example") or b""
+    assert request.startswith(b"GET ")
+    assert reset_trigger(Code.TCP_REFUSED, sni="a.example", host="a.example") is None
+
+
+def test_every_verdict_has_a_trace_row() -> None:
+    """Adding a verdict without deciding its trace fails here (issue 24: every table once)."""
+    assert set(TRACE_BY_VERDICT) == set(Verdict)
 
 
 def test_raw_options_mirror_the_config_section() -> None:
@@ -280,7 +357,9 @@ def test_raw_options_mirror_the_config_section() -> None:
 @needs_raw
 async def test_raw_prober_fingerprints_a_server_reset(lab: LoopbackLab) -> None:
     prober = RawProber(RawOptions(rate_per_second=100, global_rate_per_second=100, timeout=1))
-    result = await prober.reset(HOST, lab.port("reset"), "tls_reset", sni="valid.test", host=None)
+    result = await prober.reset(
+        HOST, lab.port("reset"), Code.TLS_RESET, sni="valid.test", host=None
+    )
     assert result.verdict == "genuine", result
     assert (await prober.echo(HOST)).received == 3
 

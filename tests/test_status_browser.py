@@ -2,7 +2,8 @@
 DevTools protocol (aiohttp websocket, loopback only).
 
 The page must load without console errors, show the demo's blocked targets as blocked, keep
-readable contrast, and the test keeps a screenshot at `.artifacts/status-page.png`.
+readable contrast, and fit the screen at 400 px (stacked cards) and 1280 px (a table) with
+nothing running off sideways; the test keeps a screenshot of each width in `.artifacts/`.
 Chromium is kept off the network: no background services, and every host name but the
 loopback address fails to resolve.
 """
@@ -29,6 +30,8 @@ from tests.test_status_page import parse
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACT = REPO / ".artifacts" / "status-page.png"
+# A phone (the page works from 320 px up) and a desktop, each with its screenshot.
+WIDTHS = {400: REPO / ".artifacts" / "status-page-400.png", 1280: ARTIFACT}
 CHROMIUM = shutil.which("chromium")
 DEADLINE = 30.0
 BLOCKED = {
@@ -152,6 +155,15 @@ def contrast(foreground: str, background: str) -> float:
     return (light + 0.05) / (dark + 0.05)
 
 
+OVERFLOW_JS = """JSON.stringify({
+  scroll: document.documentElement.scrollWidth, inner: innerWidth,
+  clipped: [...document.querySelectorAll('tbody th, td, dd, .summary')].filter(e =>
+    e.getBoundingClientRect().right > innerWidth + 0.5 || e.scrollWidth > e.clientWidth + 1
+  ).map(e => e.textContent.trim().slice(0, 60)),
+  labels: [...document.querySelector('tbody tr').querySelectorAll('td')].map(e =>
+    getComputedStyle(e, '::before').content.replace(/^"|"$/g, '')),
+})"""
+
 COLOURS_JS = """JSON.stringify([...document.querySelectorAll('.verdict, .strip span')].map(e => {
   const s = getComputedStyle(e); return [s.color, s.backgroundColor]; }))"""
 
@@ -174,13 +186,36 @@ async def test_chromium_shows_the_demo_page_without_errors(
     for foreground, background in json.loads(await evaluate(COLOURS_JS)):
         assert contrast(foreground, background) >= 4.5, (foreground, background)
 
+    for width, artifact in WIDTHS.items():
+        await devtools.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=width, height=900, deviceScaleFactor=1, mobile=width < 600,
+        )  # fmt: skip
+        layout = json.loads(await evaluate(OVERFLOW_JS))
+        # Nothing runs off sideways: no page-wide scrolling, no cell cut at the right edge
+        # or wider than itself (every column's content is on screen).
+        assert layout["scroll"] <= layout["inner"], (width, layout)
+        assert layout["clipped"] == [], (width, layout)
+        if width < 600:
+            # Stacked: each row is a card, its cells labelled with their column.
+            assert layout["labels"] == ["Verdict", "What happened", "Timings",
+                                        "History (oldest first)"], layout  # fmt: skip
+        save(artifact, await screenshot(devtools))
+    await asyncio.sleep(0.5)  # late console messages
+    assert devtools.console_errors() == []
+
+
+async def screenshot(devtools: DevTools) -> bytes:
+    """The whole page, as laid out now, as PNG."""
     size = (await devtools.call("Page.getLayoutMetrics"))["cssContentSize"]
     clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
     shot = await devtools.call(
         "Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True
     )
-    ARTIFACT.parent.mkdir(exist_ok=True)
-    ARTIFACT.write_bytes(base64.b64decode(shot["data"]))
-    assert ARTIFACT.stat().st_size > 10_000
-    await asyncio.sleep(0.5)  # late console messages
-    assert devtools.console_errors() == []
+    return base64.b64decode(shot["data"])
+
+
+def save(artifact: Path, png: bytes) -> None:
+    assert len(png) > 10_000
+    artifact.parent.mkdir(exist_ok=True)
+    artifact.write_bytes(png)

@@ -43,7 +43,7 @@ class Rows(HTMLParser):
             self._row = []
         elif tag in ("th", "td") and self._row is not None:
             self._cell = []
-        elif tag == "div" and dict(attrs).get("class") == "host":
+        elif tag == "div" and dict(attrs).get("class") in ("host", "group"):
             self._host_div = True
 
     def handle_endtag(self, tag: str) -> None:
@@ -87,6 +87,10 @@ async def test_the_page_shows_each_demo_target_with_its_verdict_and_why(tmp_path
     assert "reset right after the TLS greeting that named messenger.test" in why
     assert "SNI-based" in why
     assert "dns_bogon" in page.rows["poisoned"][1]
+    # The throttled download is reachable, and shown as slow beside the full-speed one.
+    assert page.rows["video"][1].startswith("slow: the page came at")
+    assert "times slower than the other downloads here" in page.rows["video"][1]
+    assert page.rows["news"][1] == "every step worked"
 
 
 async def test_the_page_is_self_contained_and_refreshes_itself(tmp_path: Path) -> None:
@@ -103,6 +107,18 @@ def _hostile_report() -> TargetReport:
     target = TargetPlan(name="hostile", group="", scheme="http", host=HOSTILE, port=80)
     http = StepResult(Step.HTTP, Code.HTTP_BLOCKPAGE, "192.0.2.1:80", 0.01, HOSTILE)
     return TargetReport(target, Verdict.HTTP_BLOCKING, chains=((http,),))
+
+
+def test_the_page_shows_each_targets_category() -> None:
+    """A test list's category (the target's group) is on the page: what kind of site it is."""
+    target = TargetPlan(name="news.example.org", group="NEWS", scheme="https", host="h", port=443)
+    plain = TargetPlan(name="plain", group="", scheme="https", host="h", port=443)
+    sink = StatusSink()
+    reports = tuple(TargetReport(t, Verdict.REACHABLE) for t in (target, plain))
+    sink.publish(CycleReport(1, 0.0, 0.1, reports))
+    page = sink.render()
+    assert "<div class=group>NEWS</div>" in page
+    assert page.count("<div class=group>") == 1
 
 
 def test_text_from_the_network_is_escaped() -> None:
@@ -153,3 +169,15 @@ async def test_the_agent_serves_the_page_at_root(tmp_path: Path) -> None:
             assert 'reachprobe_target_up{target="news"} 1.0' in await scrape.text()
     finally:
         await scheduler.prober.aclose()
+
+
+async def test_before_the_first_cycle_the_page_names_the_configured_canary(
+    tmp_path: Path,
+) -> None:
+    sink = StatusSink()
+    async with demo_agent(tmp_path) as (config, prober):
+        sink.configure(config, prober.plan)
+    page = sink.render()
+    assert "no canary configured" not in page
+    assert "canary canary" not in page
+    assert "canary (canary.test), a canary that should always work: not probed yet" in page

@@ -26,7 +26,7 @@ from agent.config.remote_write import (
     RemoteWriteTlsSection,
 )
 from agent.config.resolvers import ResolverConfig, ResolversSection, TlsSection
-from agent.config.targets import ExchangeConfig, TargetConfig
+from agent.config.targets import ExchangeConfig, TargetConfig, VolumeOptions
 from agent.config.types import split_host_port
 from agent.config.vantage import VantageSection
 
@@ -51,6 +51,7 @@ __all__ = [
     "TargetConfig",
     "TlsSection",
     "VantageSection",
+    "VolumeOptions",
     "load_config",
     "parse_config",
     "split_host_port",

@@ -7,6 +7,9 @@ from typing import Annotated
 from pydantic import Field, field_validator
 
 from agent.config.types import Duration, Strict
+from probes.raw.options import RawOptions
+
+DEFAULTS = RawOptions()
 
 
 class RawSection(Strict):
@@ -19,13 +22,26 @@ class RawSection(Strict):
     trace: bool = True  # localize the censor for targets that are not reachable
     fingerprint: bool = True  # injected or genuine, for resets and injected DNS answers
     icmp_echo: bool = False  # an ICMP echo step for `tcp:` targets
-    rate_per_second: Annotated[float, Field(gt=0, le=100)] = 5.0
-    global_rate_per_second: Annotated[float, Field(gt=0, le=1000)] = 20.0
-    max_ttl: Annotated[int, Field(ge=1, le=64)] = 16
-    repeats: Annotated[int, Field(ge=1, le=10)] = 3
-    timeout: Duration = 2.0
-    control_sni: str = "www.example.org"
-    control_host: str = "www.example.org"
+    rate_per_second: Annotated[float, Field(gt=0, le=100)] = DEFAULTS.rate_per_second
+    global_rate_per_second: Annotated[float, Field(gt=0, le=1000)] = DEFAULTS.global_rate_per_second
+    max_ttl: Annotated[int, Field(ge=1, le=64)] = DEFAULTS.max_ttl
+    repeats: Annotated[int, Field(ge=1, le=10)] = DEFAULTS.repeats
+    timeout: Duration = DEFAULTS.timeout
+    # Also the SNI of the ordinary SNI re-check (measure/followups/sni.py), raw probes or not.
+    control_sni: str = DEFAULTS.control_sni
+    control_host: str = DEFAULTS.control_host
+
+    def options(self) -> RawOptions:
+        """The section as the raw probes take it."""
+        return RawOptions(
+            rate_per_second=self.rate_per_second,
+            global_rate_per_second=self.global_rate_per_second,
+            max_ttl=self.max_ttl,
+            repeats=self.repeats,
+            timeout=self.timeout,
+            control_sni=self.control_sni,
+            control_host=self.control_host,
+        )
 
     @field_validator("timeout")
     @classmethod

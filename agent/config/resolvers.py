@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import model_validator
 
 from agent.config.types import Duration, ExistingFile, Network, Strict, check_ip, split_host_port
-from probes.dns import DEFAULT_PORTS, Resolver
+from probes.dns import DEFAULT_PORTS, INJECTION_WINDOW, Resolver
 
 
 class ResolverConfig(Strict):
@@ -58,7 +58,7 @@ class ResolversSection(Strict):
     test: ResolverConfig = ResolverConfig(type="system")
     control: ResolverConfig | None = None
     bogon_exempt: list[Network] = []
-    injection_window: Duration = 0.5
+    injection_window: Duration = INJECTION_WINDOW
 
 
 class TlsSection(Strict):

@@ -26,7 +26,27 @@ class ExchangeConfig(Strict):
         return value
 
 
-class TargetConfig(Strict):
+# `min_bytes`: read at least this many body bytes (`true`: probes.http.DEFAULT_VOLUME_BYTES),
+# for a large object where a data-volume freeze is suspected (docs/taxonomy.md).
+MinBytes = Literal[True] | Annotated[int, Field(ge=1, le=64 << 20)]
+
+
+class VolumeOptions(Strict):
+    """The volume probe's options, on a target or as its group's default."""
+
+    min_bytes: MinBytes | None = None
+    # Ask for the first `min_bytes` bytes with a Range header (a large file need not be
+    # sent whole); a server that ignores it sends the object, read as far as `min_bytes`.
+    range: bool = False
+
+    @model_validator(mode="after")
+    def _range_needs_size(self) -> VolumeOptions:
+        if self.range and self.min_bytes is None:
+            raise ValueError("range needs min_bytes (how many bytes to ask for)")
+        return self
+
+
+class TargetConfig(VolumeOptions):
     """What to probe: a URL (dns, tcp, tls, http), a host and port, or a fixed ip:port."""
 
     name: LabelName
@@ -40,6 +60,8 @@ class TargetConfig(Strict):
     expect_body: str | None = None
     # `mtproto` proves a Telegram data centre answers; or a send/expect pair.
     exchange: Literal["mtproto"] | ExchangeConfig | None = None
+    # A QUIC handshake and an HTTP/3 GET beside the chain (https URLs; docs/taxonomy.md).
+    http3: bool = False
 
     @field_validator("url")
     @classmethod
@@ -79,6 +101,10 @@ class TargetConfig(Strict):
             raise ValueError("port and tls go with host (a url carries its own)")
         if self.url is None and (self.expect_status or self.expect_body):
             raise ValueError("expect_status and expect_body need a url target")
+        if self.url is None and self.min_bytes is not None:
+            raise ValueError("min_bytes needs a url target")
         if self.exchange is not None and (self.url is not None or self.tls):
             raise ValueError("exchange goes with a tcp: target or a host without tls")
+        if self.http3 and (self.url is None or urlsplit(self.url).scheme != "https"):
+            raise ValueError("http3 goes with an https:// url target")
         return self

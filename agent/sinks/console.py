@@ -1,8 +1,10 @@
 """The console sink: a cycle printed for people (a table) or programs (the JSON document).
 
-On a terminal the table is drawn by rich, verdicts in colour (and words), with the failing
-step, its code, a plain-language explanation and the timings; when the output is not a
-terminal, or NO_COLOR is set, it is the plain table that scripts and tests read.
+On a terminal the table is drawn by rich, verdicts in colour (and words and symbols), with
+the failing code and a plain-language explanation, wrapped at word boundaries to the
+terminal's width (80 columns fit; the step timings get a column from 120 up), and drawn a
+hundred targets at a time; when the output is not a terminal, or NO_COLOR is set, it is the
+plain table that scripts and tests read.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TextIO
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
@@ -21,13 +24,30 @@ from rich.text import Text
 
 from agent import __version__
 from agent.config import AgentSection, Config
-from agent.explain import download_rate, explain, health_problems, step_timings, verdict_words
+from agent.explain import (
+    SYMBOLS,
+    Tone,
+    download_rate,
+    explain,
+    health_problems,
+    rate_size,
+    slow_downloads,
+    step_timings,
+    verdict_tone,
+    verdict_words,
+)
 from agent.sinks import Sink
 from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
-from measure.verdict import INCONCLUSIVE, REACHABLE, first_failure
+from measure.verdict import REACHABLE, first_failure
 
-TARGETS = "\0targets\0"  # stands in for the targets while the rest of the document is dumped
+# Stands in for the targets while the rest of the document is dumped.
+TARGETS = "\0targets\0"
+# The table for people: at most this many targets per piece drawn (10,000 targets draw as
+# they go, not after seconds of nothing), and its columns' widths.
+ROWS_PER_TABLE = 100
+TARGET_MAX_WIDTH, VERDICT_MAX_WIDTH = 20, 16
+TIMINGS_MIN_WIDTH, TIMINGS_WIDTH = 120, 30
 
 
 def json_chunks(agent: AgentSection, cycle: CycleReport) -> Iterator[str]:
@@ -72,9 +92,13 @@ def vantage_line(cycle: CycleReport) -> str | None:
 
 
 def to_table(reports: Sequence[TargetReport]) -> str:
-    """A plain-text table: target, verdict and, for failures, the step that decided it."""
+    """A plain-text table: target, verdict and, for failures, the step that decided it (for a
+    download much slower than the rest, why it is slow)."""
+    slow = slow_downloads(reports)
     rows = [("TARGET", "VERDICT", "WHY")]
-    rows += [(r.target.name, r.verdict.value, r.why()) for r in reports]
+    rows += [
+        (r.target.name, r.verdict.value, r.why() or slow.get(r.target.name, "")) for r in reports
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     lines = [f"{n:<{widths[0]}}  {v:<{widths[1]}}  {w}".rstrip() for n, v, w in rows]
     reachable = sum(r.verdict == REACHABLE for r in reports)
@@ -87,46 +111,70 @@ def for_people(stream: TextIO) -> bool:
     return stream.isatty() and not os.environ.get("NO_COLOR")
 
 
-def _style(report: TargetReport) -> str:
-    if report.verdict == REACHABLE:
-        return "bold green"
-    return "bold yellow" if report.verdict == INCONCLUSIVE else "bold red"
+STYLES: dict[Tone, str] = {
+    Tone.OK: "bold green",
+    Tone.BLOCKED: "bold red",
+    Tone.UNKNOWN: "bold yellow",
+}
 
 
-def rich_table(reports: Sequence[TargetReport]) -> Table:
-    """The table for people: verdict in words and colour, failing step and code, the
-    explanation and the step timings."""
-    reachable = sum(r.verdict == REACHABLE for r in reports)
-    table = Table(
-        title="reachprobe check",
-        caption=f"{reachable}/{len(reports)} targets reachable",
-        show_lines=True,
+def _what(report: TargetReport, slow: dict[str, str]) -> Text:
+    """The "what happened" cell: the failing step's code and its explanation (and detail),
+    or why a reachable target is slow, or that every step worked."""
+    failure = first_failure(report.deciding_steps)
+    if report.error is not None:
+        return Text(report.error)
+    if failure is None:
+        return Text(slow.get(report.target.name, "every step worked"))
+    text = Text.assemble(
+        (failure.result.value, "bold"), f": {explain(failure.result, report.target.host)}"
     )
-    for column in ("target", "verdict", "failing step", "code", "what it means", "timings"):
-        table.add_column(column, overflow="fold")
-    for report in reports:
-        failure = first_failure(report.deciding_steps)
-        step = code = meaning = ""
-        if report.error is not None:
-            meaning = report.error
-        elif failure is not None:
-            step, code = failure.step.value, failure.result.value
-            meaning = explain(failure.result, report.target.host)
-            if failure.full_detail:
-                meaning += f"\n({failure.full_detail})"
-        timings = " ".join(f"{step} {ms:.0f}ms" for step, ms in step_timings(report))
-        rate = download_rate(report)
-        if rate is not None:
-            timings += f"\n{rate:.1f} KiB/s"
-        table.add_row(
-            report.target.name,
-            Text(verdict_words(report.verdict), style=_style(report)),
-            step,
-            code,
-            Text(meaning),
-            timings,
+    if failure.full_detail:
+        text.append(f" ({failure.full_detail})", style="dim")
+    return text
+
+
+def _timings(report: TargetReport) -> str:
+    timings = " ".join(f"{step} {ms:.0f}ms" for step, ms in step_timings(report))
+    rate = download_rate(report)
+    return timings if rate is None else f"{timings} {rate_size(rate * 1024)}"
+
+
+def rich_tables(
+    reports: Sequence[TargetReport], width: int, rows: int = ROWS_PER_TABLE
+) -> Iterator[Table]:
+    """The table for people, `rows` targets at a time (so that a long one shows as it is
+    drawn), every piece with the same columns and the caption under the last: target,
+    verdict in words, symbol and colour, and what happened. Wrapped at word boundaries to
+    `width`; the step timings get a column from `TIMINGS_MIN_WIDTH` up."""
+    names = max((len(r.target.name) for r in reports), default=0)
+    target_width = max(len("target"), min(names, TARGET_MAX_WIDTH))
+    words = max((len(verdict_words(r.verdict)) for r in reports), default=0) + 2
+    verdict_width = max(len("verdict"), min(words, VERDICT_MAX_WIDTH))
+    timings = width >= TIMINGS_MIN_WIDTH
+    slow = slow_downloads(reports)
+    reachable = sum(r.verdict == REACHABLE for r in reports)
+    for first in range(0, max(len(reports), 1), rows):
+        last = first + rows >= len(reports)
+        table = Table(
+            box=box.SIMPLE_HEAD,
+            width=width,
+            show_header=first == 0,
+            show_edge=False,
+            pad_edge=False,
+            caption=f"{reachable}/{len(reports)} targets reachable" if last else None,
         )
-    return table
+        table.add_column("target", width=target_width, overflow="fold")
+        table.add_column("verdict", width=verdict_width)
+        table.add_column("what happened", ratio=1, overflow="fold")
+        if timings:
+            table.add_column("timings", width=TIMINGS_WIDTH)
+        for report in reports[first : first + rows]:
+            kind = verdict_tone(report.verdict)
+            verdict = Text(f"{SYMBOLS[kind]} {verdict_words(report.verdict)}", style=STYLES[kind])
+            cells = [report.target.name, verdict, _what(report, slow)]
+            table.add_row(*cells, *([_timings(report)] if timings else []))
+        yield table
 
 
 @contextmanager
@@ -170,7 +218,9 @@ class ConsoleSink(Sink):
             stream.write("\n")
             return
         if for_people(stream):
-            Console(file=stream).print(rich_table(cycle.reports))
+            console = Console(file=stream)
+            for table in rich_tables(cycle.reports, console.width):
+                console.print(table)
         else:
             print(to_table(cycle.reports), file=stream)
         health = vantage_line(cycle)

@@ -16,16 +16,28 @@ from html import escape
 
 from agent import __version__
 from agent.config import Config
-from agent.explain import download_rate, explain, health_problems, step_timings, verdict_words
+from agent.explain import (
+    SYMBOLS,
+    download_rate,
+    explain,
+    health_problems,
+    rate_size,
+    slow_downloads,
+    step_timings,
+    verdict_tone,
+    verdict_words,
+)
 from agent.sinks import Sink
-from measure.plan import ProbePlan
+from measure.plan import ProbePlan, TargetPlan
 from measure.report import CycleReport, TargetReport
-from measure.verdict import INCONCLUSIVE, REACHABLE, Verdict, first_failure
+from measure.verdict import REACHABLE, Verdict, first_failure
 
 DEFAULT_HISTORY = 120
 # The page reloads itself about once a cycle, within what a person finds lively but cheap.
 MIN_REFRESH, MAX_REFRESH = 5, 60
-CANARY_GROUP = "canary"
+# The target table's columns; on a narrow screen each row becomes a card whose cells say
+# which column they are (`data-label`).
+COLUMNS = ("Target", "Verdict", "What happened", "Timings", "History (oldest first)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,16 +46,6 @@ class Mark:
 
     at: float
     verdict: Verdict
-
-
-def _kind(verdict: Verdict) -> str:
-    """The CSS class (and symbol) family of a verdict."""
-    if verdict == REACHABLE:
-        return "ok"
-    return "unknown" if verdict == INCONCLUSIVE else "blocked"
-
-
-SYMBOLS = {"ok": "\u2713", "blocked": "\u2717", "unknown": "?"}
 
 
 def _when(at: float) -> str:
@@ -60,9 +62,13 @@ class StatusSink(Sink):
         self.marks: dict[str, deque[Mark]] = {}
         self.cycle: CycleReport | None = None
         self.last_reload: tuple[bool, float] | None = None
+        # The configured canaries, so that the page names them before their first report.
+        self.canaries: tuple[TargetPlan, ...] = ()
 
     def configure(self, config: Config, plan: ProbePlan) -> None:
         self.config = config
+        group = plan.vantage.canary_group
+        self.canaries = tuple(t for t in plan.targets if t.group == group)
         names = {t.name for t in plan.targets}
         # A target dropped from the config leaves the page; one kept keeps its history.
         for table in (self.latest, self.marks):
@@ -114,17 +120,17 @@ class StatusSink(Sink):
     def _targets(self, reports: Sequence[TargetReport]) -> str:
         if not reports:
             return ""
-        rows = "\n".join(self._row(r) for r in reports)
+        slow = slow_downloads(reports)
+        rows = "\n".join(self._row(r, slow.get(r.target.name)) for r in reports)
+        head = "".join(f"<th scope=col>{escape(c)}</th>" for c in COLUMNS)
         return (
-            "<section><h2>Targets</h2><table><thead><tr><th scope=col>Target</th>"
-            "<th scope=col>Verdict</th><th scope=col>What happened</th>"
-            "<th scope=col>Timings</th><th scope=col>History (oldest first)</th></tr></thead>"
+            f"<section><h2>Targets</h2><table><thead><tr>{head}</tr></thead>"
             f"<tbody>\n{rows}\n</tbody></table></section>"
         )
 
-    def _row(self, report: TargetReport) -> str:
+    def _row(self, report: TargetReport, slow: str | None) -> str:
         target = report.target
-        kind = _kind(report.verdict)
+        kind = verdict_tone(report.verdict)
         verdict = (
             f"<span class='verdict {kind}'><span aria-hidden=true>{SYMBOLS[kind]}</span> "
             f"{escape(verdict_words(report.verdict))}</span>"
@@ -133,7 +139,7 @@ class StatusSink(Sink):
         if report.error is not None:
             what = f"<p>{escape(report.error)}</p>"
         elif failure is None:
-            what = "<p>every step worked</p>"
+            what = f"<p class=slow>{escape(slow)}</p>" if slow else "<p>every step worked</p>"
         else:
             where = f" at {escape(failure.address)}" if failure.address else ""
             what = (
@@ -146,19 +152,25 @@ class StatusSink(Sink):
         timings = ", ".join(f"{step}\u00a0{ms:.0f}\u00a0ms" for step, ms in step_timings(report))
         rate = download_rate(report)
         if rate is not None:
-            timings += f"<br>download {rate:.1f}\u00a0KiB/s"
+            timings += f"<br>download {escape(rate_size(rate * 1024))}"
+        # The group shows a test list's category (NEWS, HUMR, ...): what kind of site this is.
+        group = f"<div class=group>{escape(target.group)}</div>" if target.group else ""
+        cells = zip(COLUMNS[1:], (verdict, what, timings, self._strip(target.name)), strict=True)
+        tds = "".join(
+            f"<td data-label='{escape(label)}'"
+            f"{' class=timings' if label == 'Timings' else ''}>{html}</td>"
+            for label, html in cells
+        )
         return (
             f"<tr class={kind}><th scope=row>{escape(target.name)}"
-            f"<div class=host>{escape(target.host)}</div></th><td>{verdict}</td>"
-            f"<td>{what}</td><td class=timings>{timings}</td>"
-            f"<td>{self._strip(target.name)}</td></tr>"
+            f"<div class=host>{escape(target.host)}</div>{group}</th>{tds}</tr>"
         )
 
     def _strip(self, name: str) -> str:
         marks = list(self.marks.get(name, ()))
         cells = "".join(
-            f"<span class={_kind(m.verdict)} title='{_when(m.at)}: "
-            f"{escape(verdict_words(m.verdict))}'>{SYMBOLS[_kind(m.verdict)]}</span>"
+            f"<span class={verdict_tone(m.verdict)} title='{_when(m.at)}: "
+            f"{escape(verdict_words(m.verdict))}'>{SYMBOLS[verdict_tone(m.verdict)]}</span>"
             for m in marks
         )
         up = sum(m.verdict == REACHABLE for m in marks)
@@ -168,12 +180,15 @@ class StatusSink(Sink):
         )
 
     def _health(self, reports: Sequence[TargetReport]) -> str:
-        canaries = [r for r in reports if r.target.group == CANARY_GROUP]
-        items = [
-            f"<li>canary {escape(r.target.name)} ({escape(r.target.host)}): "
-            f"{escape(verdict_words(r.verdict))}</li>"
-            for r in canaries
-        ]
+        probed = {r.target.name: r for r in reports}
+        items = []
+        for canary in self.canaries:
+            report = probed.get(canary.name)
+            state = verdict_words(report.verdict) if report else "not probed yet"
+            items.append(
+                f"<li>{escape(canary.name)} ({escape(canary.host)}), a canary that should "
+                f"always work: {escape(state)}</li>"
+            )
         dns = [r.dns for r in reports if r.dns is not None]
         if dns:
             answered = sum(s.ok for s in dns)
@@ -192,8 +207,9 @@ class StatusSink(Sink):
                 for name, seen in checks
                 if seen is not None
             ]
-        if not items:
-            items.append("<li>no canary configured (a target in group <code>canary</code>)</li>")
+        if not self.canaries:
+            group = escape(self.config.vantage.canary_group if self.config else "canary")
+            items.append(f"<li>no canary configured (a target in group <code>{group}</code>)</li>")
         return f"<section><h2>Vantage health</h2><ul>{''.join(items)}</ul></section>"
 
     def _identity(self) -> str:
@@ -246,8 +262,8 @@ h1{font-size:1.5rem;margin:.2rem 0}h2{font-size:1.2rem;margin-top:1.5rem}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;vertical-align:top;padding:.45rem .5rem;border-bottom:1px solid #c8c8c8}
 thead th{background:#f0f0f0}tbody th{white-space:nowrap}td p{margin:0 0 .2rem}
-.host,.detail,.count,.timings{color:#404040;font-size:.85rem}
-.detail{overflow-wrap:anywhere}
+.host,.group,.detail,.count,.timings{color:#404040;font-size:.85rem}
+.detail{overflow-wrap:anywhere}.slow{color:#6b4f00;font-weight:600}
 .verdict{display:inline-block;padding:.1rem .5rem;border-radius:.3rem;font-weight:600;
 white-space:nowrap;color:#fff}
 .verdict.ok{background:#1a6e2e}.verdict.blocked{background:#b01c1c}
@@ -257,6 +273,19 @@ white-space:nowrap;color:#fff}
 color:#fff}
 .strip .ok{background:#1a6e2e}.strip .blocked{background:#b01c1c}
 .strip .unknown{background:#6b4f00}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}dd{margin:0}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}
+dd{margin:0;overflow-wrap:anywhere}
 footer{margin-top:2rem;font-size:.9rem}a{color:#0645ad}
+@media (max-width:44rem){
+body{padding:.6rem}
+thead{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%)}
+table,tbody,tr,tbody th,td{display:block}
+tr{border:1px solid #c8c8c8;border-radius:.4rem;margin:0 0 .8rem;padding:.4rem .6rem}
+tbody th,td{border-bottom:0;padding:.2rem 0}
+tbody th{white-space:normal;overflow-wrap:anywhere;font-size:1.05rem}
+td{overflow-wrap:anywhere}
+td::before{content:attr(data-label);display:block;font-size:.75rem;font-weight:600;
+color:#404040}
+dl{grid-template-columns:1fr;gap:0}dt{font-weight:600;margin-top:.3rem}
+}
 """

@@ -13,11 +13,40 @@ from typing import TYPE_CHECKING
 
 from measure.plan import RawPlan, TargetPlan
 from measure.report import TargetReport
+from measure.verdict import Verdict
 from probes.results import StepResult
 from probes.taxonomy import Code
 
 if TYPE_CHECKING:
-    from probes.raw import RawProber, Trace
+    from probes.raw import Method, RawProber, Trace
+
+# The step whose failure a verdict names decides which trigger localizes it. No trace for a
+# DNS lie (no packet of ours is stopped), for an exchange's failure after the connection
+# worked (no trigger of ours exists for it), for a dead vantage or an inconclusive result.
+TRACE_BY_VERDICT: dict[Verdict, Method | None] = {
+    Verdict.REACHABLE: None,
+    Verdict.DNS_BLOCKING: None,
+    Verdict.TCP_IP_BLOCKING: "syn",
+    Verdict.PROTOCOL_BLOCKING: None,
+    Verdict.TLS_BLOCKING: "tls",
+    Verdict.HTTP_BLOCKING: "http",
+    Verdict.VANTAGE_DOWN: None,
+    Verdict.INCONCLUSIVE: None,
+}
+# `check --trace` traces every target with its own scheme's trigger.
+TRACE_BY_SCHEME: dict[str, Method] = {"tcp": "syn", "tls": "tls", "https": "tls", "http": "http"}
+
+
+def trace_method(verdict: Verdict, scheme: str, *, forced: bool = False) -> Method | None:
+    """The trace for a target with `verdict`, or None when none is called for.
+
+    `forced` (`check --trace`) traces any target with its own scheme's trigger, so a
+    reachable one shows its path with no blocking hop.
+    """
+    method = TRACE_BY_VERDICT[verdict]
+    if method is None and forced:
+        method = TRACE_BY_SCHEME.get(scheme)
+    return method
 
 
 def ipv4_of(step: StepResult) -> str | None:
@@ -100,22 +129,20 @@ class RawFollowups:
         from probes.raw import wants_reset_fingerprint
 
         address = ipv4_of(step)
-        if address is None or not wants_reset_fingerprint(step.result.value):
+        if address is None or not wants_reset_fingerprint(step.result):
             return step
         found = await self.prober.reset(
-            address, target.port, step.result.value, sni=target.sni, host=target.host
+            address, target.port, step.result, sni=target.sni, host=target.host
         )
         note = f"the reset looks {found.verdict}"
         evidence = RawEvidence("injection", found.status, found.to_json(), found.verdict, note)
         return step.with_evidence(evidence)
 
     async def _trace(self, report: TargetReport) -> Trace | None:
-        from probes.raw import trace_method
-
         target = report.target
         if not self.plan.trace:
             return None
-        method = trace_method(report.verdict.value, target.scheme, forced=self.plan.forced)
+        method = trace_method(report.verdict, target.scheme, forced=self.plan.forced)
         fallback = target.host if target.is_address else None
         address = next((a for a in map(ipv4_of, report.deciding_steps) if a), fallback)
         if method is None or address is None:

@@ -11,9 +11,6 @@ from typing import ClassVar
 from probes.results import StepResult
 from probes.taxonomy import Code, Step
 
-# A name no censor targets, whose certificate will not match (so only reset vs. not-reset
-# is read from the repeat).
-CONTROL_SNI = "www.example.org"
 # Failures a name-based filter produces; a certificate or alert failure is not re-checked.
 RECHECKED = frozenset({Code.TLS_RESET, Code.TLS_TIMEOUT, Code.TLS_EOF})
 
@@ -44,10 +41,12 @@ HANDSHAKE = (Step.TCP, Step.TLS)
 Handshake = Callable[[str], Awaitable[Sequence[StepResult]]]
 
 
-async def recheck(failed: StepResult, handshake: Handshake) -> SniEvidence:
-    """Repeat `failed` with CONTROL_SNI. Any outcome that is not the same kind of failure
-    means the name made the difference."""
-    connected, again = await handshake(CONTROL_SNI)
+async def recheck(failed: StepResult, handshake: Handshake, control_name: str) -> SniEvidence:
+    """Repeat `failed` with `control_name` (the plan's control SNI, `raw.control_sni`: a name
+    no censor targets, whose certificate will not match, so only "got through or not" is
+    read from the repeat). Any outcome that is not the same kind of failure means the name
+    made the difference."""
+    connected, again = await handshake(control_name)
     if not connected.ok:
-        return SniEvidence(CONTROL_SNI, connected.result, None)
-    return SniEvidence(CONTROL_SNI, again.result, again.result != failed.result)
+        return SniEvidence(control_name, connected.result, None)
+    return SniEvidence(control_name, again.result, again.result != failed.result)

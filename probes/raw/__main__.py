@@ -17,12 +17,14 @@ import json
 import sys
 from collections.abc import Sequence
 
+from probes.browser import CONTROL_NAME
+from probes.dns import INJECTION_WINDOW
 from probes.raw import packets
 from probes.raw.echo import echo
 from probes.raw.fingerprint import fingerprint_dns, fingerprint_reset
 from probes.raw.followup import RawOptions, RawProber
+from probes.raw.options import DEFAULT_MAX_TTL
 from probes.raw.ratelimit import DEFAULT_GLOBAL_RATE, DEFAULT_TARGET_RATE, RateLimits
-from probes.raw.trace import CONTROL_NAME, DEFAULT_MAX_TTL
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("name")
     d.add_argument("--reference-name", required=True)
     d.add_argument("--port", type=int, default=53)
-    d.add_argument("--window", type=float, default=0.5)
+    d.add_argument("--window", type=float, default=INJECTION_WINDOW)
 
     e = sub.add_parser("echo", help="ICMP echo")
     e.add_argument("address")

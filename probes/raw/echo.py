@@ -6,6 +6,7 @@ import random
 import socket
 import time
 
+from probes.errors import describe
 from probes.raw import packets
 from probes.raw.capability import SKIPPED_NO_CAP, has_cap_net_raw
 from probes.raw.capture import Capture
@@ -59,7 +60,7 @@ async def echo(
                         rtts.append(got.at - sent)
                         reply = packets.evidence(got.packet)
     except OSError as exc:
-        return Echo("error", address, count, len(rtts), detail=f"echo failed: {exc}")
+        return Echo("error", address, count, len(rtts), detail=f"echo failed: {describe(exc)}")
     rtt = min(rtts) if rtts else None
     detail = f"{len(rtts)}/{count} echo replies" + (f", fastest {rtt * 1000:.1f}ms" if rtt else "")
     return Echo("ok", address, count, len(rtts), rtt, reply, detail)

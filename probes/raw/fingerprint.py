@@ -21,6 +21,8 @@ import dns.exception
 import dns.message
 import dns.rdatatype
 
+from probes.dns import INJECTION_WINDOW
+from probes.errors import attempt, describe
 from probes.raw import packets
 from probes.raw.capability import SKIPPED_NO_CAP, has_cap_net_raw
 from probes.raw.capture import Capture
@@ -37,7 +39,6 @@ from probes.raw.syn import SynSender
 DEFAULT_TIMEOUT = 2.0
 # How long to keep collecting RSTs after the first (injectors often send several).
 RESET_WINDOW = 0.3
-DEFAULT_DNS_WINDOW = 0.5
 DEFAULT_REFERENCE_PORTS = (443, 80)
 
 
@@ -92,7 +93,9 @@ async def fingerprint_reset(
                 found = await _syn_answers(capture, address, port, reference_ports, timeout, limits)
             reference, resets = found
     except OSError as exc:
-        return ResetFingerprint("error", "unknown", address, port, detail=f"failed: {exc}")
+        return ResetFingerprint(
+            "error", "unknown", address, port, detail=f"failed: {describe(exc)}"
+        )
     if not resets:
         return ResetFingerprint(
             "ok", "unknown", address, port, reference, detail="no RST was received"
@@ -159,9 +162,8 @@ async def _triggered_resets(
     try:
         started = time.monotonic()
         await limits.acquire(address)
-        try:
-            await asyncio.wait_for(loop.sock_connect(sock, (address, port)), timeout)
-        except (OSError, TimeoutError):
+        _, failed = await attempt(loop.sock_connect(sock, (address, port)), timeout)
+        if failed is not None:
             return None
         sport = sock.getsockname()[1]
 
@@ -193,7 +195,7 @@ async def fingerprint_dns(
     *,
     reference_name: str,
     port: int = 53,
-    window: float = DEFAULT_DNS_WINDOW,
+    window: float = INJECTION_WINDOW,
     timeout: float = DEFAULT_TIMEOUT,
     limits: RateLimits | None = None,
 ) -> DnsFingerprint:
@@ -219,7 +221,7 @@ async def fingerprint_dns(
             ref = await _dns_answers(capture, resolver, port, reference_name, 0.0, timeout, limits)
             answers = await _dns_answers(capture, resolver, port, name, window, timeout, limits)
     except OSError as exc:
-        return DnsFingerprint("error", "unknown", resolver, name, detail=f"failed: {exc}")
+        return DnsFingerprint("error", "unknown", resolver, name, detail=f"failed: {describe(exc)}")
     if not answers:
         return DnsFingerprint("ok", "unknown", resolver, name, detail="no answer")
     reference = ref[0][0] if ref else None

@@ -14,17 +14,13 @@ logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror  # noqa: E402
 from scapy.packet import Raw  # noqa: E402
 
+from probes.browser import request_headers  # noqa: E402
 from probes.raw.results import PacketEvidence  # noqa: E402
 
 ICMP_ECHO_REPLY = 0
 ICMP_UNREACHABLE = 3
 ICMP_ECHO_REQUEST = 8
 ICMP_TIME_EXCEEDED = 11
-# A common browser's, as the socket probes send (no reachprobe token on the wire).
-USER_AGENT = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-    "(KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
-)
 
 
 def check_ipv4(address: str) -> str:
@@ -79,11 +75,9 @@ def client_hello(server_name: str) -> bytes:
 
 
 def http_request(host: str, path: str = "/") -> bytes:
-    """A browser-like HTTP/1.1 GET carrying `host` in its Host header."""
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
-        "Accept: text/html,application/xhtml+xml,*/*;q=0.8\r\nConnection: close\r\n\r\n"
-    ).encode()
+    """The HTTP step's own GET (probes.browser), carrying `host` in its Host header."""
+    head = "".join(f"{name}: {value}\r\n" for name, value in request_headers(host))
+    return f"GET {path} HTTP/1.1\r\n{head}\r\n".encode()
 
 
 def evidence(packet: IP) -> PacketEvidence:

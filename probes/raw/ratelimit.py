@@ -6,8 +6,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-DEFAULT_GLOBAL_RATE = 20.0
-DEFAULT_TARGET_RATE = 5.0
+from probes.raw.options import DEFAULT_GLOBAL_RATE, DEFAULT_TARGET_RATE
+
 MAX_TARGET_BUCKETS = 4096
 
 

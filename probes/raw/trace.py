@@ -12,6 +12,13 @@ Each TTL is probed `repeats` times at once, each on a fresh source port (so ECMP
 flaky router show up as disagreement), and more times if they disagree. For tls/http the
 same trace with an innocuous SNI/Host (the control) runs first: residual censorship after a
 trigger would otherwise spoil the control.
+
+Routers rate-limit their ICMP errors (Linux: `net.ipv4.icmp_ratelimit`, one a second per
+destination after a burst of six), so a probe that got nothing back may have met a silent
+router, not a censor; several traces at once drain the same buckets. Silence is therefore the
+weakest answer: any answer at a TTL outvotes it, a silent TTL is no divergence when the
+trigger got an answer from further along, and a silence that decides a trace is asked again
+after a pause (`REPROBE_PAUSE`), beside the control, before it is believed (docs/raw.md).
 """
 
 from __future__ import annotations
@@ -22,12 +29,15 @@ import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from probes.browser import CONTROL_NAME
+from probes.errors import attempt, describe
 from probes.raw import packets
 from probes.raw.capability import SKIPPED_NO_CAP, has_cap_net_raw
 from probes.raw.capture import Capture
+from probes.raw.options import DEFAULT_MAX_TTL, DEFAULT_TIMEOUT
 from probes.raw.ratelimit import RateLimits
 from probes.raw.results import (
     DATA,
@@ -43,17 +53,21 @@ from probes.raw.results import (
     Trace,
 )
 from probes.raw.syn import SynSender
+from probes.taxonomy import Failure
 
-DEFAULT_MAX_TTL = 16
-# The control trace's SNI and Host: a name no censor blocks (the agent's own control SNI).
-CONTROL_NAME = "www.example.org"
-DEFAULT_TIMEOUT = 2.0
 DEFAULT_BUDGET = 120.0
 # Silent TTLs in a row after which a syn trace stops (the packet is not getting through).
 SILENT_STOP = 3
 RECV_BYTES = 4096
 # Responses that mean the trigger reached whoever answers for the destination.
 ARRIVED = (SYNACK, RST, FIN, DATA)
+# Responses that say nothing of how far the trigger got.
+SILENT = (TIMEOUT, HANDSHAKE_FAILED)
+# The wait before a deciding silence is asked again: longer than Linux's default ICMP rate
+# limit interval (1 s), so that the router's bucket holds a token again.
+REPROBE_PAUSE = 1.1
+# Paced rounds before a silence is believed, or the trace says it could not decide.
+REPROBE_ROUNDS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +127,7 @@ async def trace(
                 capture, method, address, port, test, control, max_ttl, *probe_options
             )
     except OSError as exc:
-        return Trace("error", method, address, port, detail=f"trace failed: {exc}")
+        return Trace("error", method, address, port, detail=f"trace failed: {describe(exc)}")
 
 
 def _check_arguments(
@@ -144,17 +158,44 @@ def _check_arguments(
         raise ValueError("an http trace needs the target's Host")
 
 
+def _tally(ttl: int, observations: list[Observation]) -> Hop:
+    """The hop the observations at one TTL add up to: the most common answer, where any
+    answer outvotes silence (a rate-limited router drops some of its ICMP errors, but nothing
+    on the path makes up an answer for a packet that was dropped)."""
+    votes = Counter(o.response for o in observations)
+    answered = Counter({r: n for r, n in votes.items() if r not in SILENT})
+    response, count = (answered or votes).most_common(1)[0]
+    addresses = Counter(o.address for o in observations if o.response == response)
+    return Hop(ttl, addresses.most_common(1)[0][0], response, count, len(observations))
+
+
 async def _hop(ttl: int, probe: Probe, repeats: int) -> Hop:
     """Probe one TTL `repeats` times at once, and as many again if they do not all agree."""
     observations: list[Observation] = []
     for _ in range(2):
         observations += await asyncio.gather(*(probe(ttl) for _ in range(repeats)))
-        votes = Counter(o.response for o in observations)
-        response, count = votes.most_common(1)[0]
-        if count >= repeats:
+        hop = _tally(ttl, observations)
+        if hop.agreeing >= repeats:
             break
-    addresses = Counter(o.address for o in observations if o.response == response)
-    return Hop(ttl, addresses.most_common(1)[0][0], response, count, len(observations))
+    return hop
+
+
+async def _again(ttl: int, probe: Probe, repeats: int, hop: Hop) -> Hop:
+    """`hop` with one more round of probes, sent after REPROBE_PAUSE."""
+    await asyncio.sleep(REPROBE_PAUSE)
+    observations = [Observation(hop.response, hop.address)] * hop.agreeing
+    observations += await asyncio.gather(*(probe(ttl) for _ in range(repeats)))
+    found = _tally(ttl, observations)
+    return Hop(ttl, found.address, found.response, found.agreeing, hop.probes + repeats)
+
+
+async def _paced(ttl: int, probe: Probe, repeats: int, hop: Hop) -> Hop:
+    """A silent `hop` asked again, paced, until it answers or REPROBE_ROUNDS passed."""
+    for _ in range(REPROBE_ROUNDS):
+        if hop.response not in SILENT:
+            break
+        hop = await _again(ttl, probe, repeats, hop)
+    return hop
 
 
 async def _walk(
@@ -163,16 +204,25 @@ async def _walk(
     repeats: int,
     deadline: float,
     stop: Callable[[list[Hop]], bool],
+    recheck: Callable[[list[Hop]], bool] | None = None,
 ) -> tuple[list[Hop], bool]:
-    """Probe TTL after TTL until `stop(hops)` or the last TTL; False if the deadline cut it."""
+    """Probe TTL after TTL until `stop(hops)` or the last TTL; False if the deadline cut it.
+    A silent hop for which `recheck(hops)` is true is asked again, paced, before it counts."""
     hops: list[Hop] = []
     for ttl in ttls:
         if time.monotonic() > deadline:
             return hops, False
         hops.append(await _hop(ttl, probe, repeats))
+        if hops[-1].response in SILENT and recheck is not None and recheck(hops):
+            hops[-1] = await _paced(ttl, probe, repeats, hops[-1])
         if stop(hops):
             break
     return hops, True
+
+
+def _syn_recheck(hops: list[Hop]) -> bool:
+    """A silent TTL right after one that answered decides where SYNs stop: ask it again."""
+    return len(hops) < 2 or hops[-2].response not in SILENT
 
 
 def _syn_stop(hops: list[Hop]) -> bool:
@@ -198,7 +248,9 @@ async def _syn_trace(
         async def probe(ttl: int) -> Observation:
             return await _syn_probe(capture, sender, port, ttl, timeout, limits)
 
-        hops, finished = await _walk(range(1, max_ttl + 1), probe, repeats, deadline, _syn_stop)
+        hops, finished = await _walk(
+            range(1, max_ttl + 1), probe, repeats, deadline, _syn_stop, _syn_recheck
+        )
     if not finished:
         return _out_of_time("syn", address, port, hops, [])
     return _syn_verdict(address, port, tuple(hops))
@@ -324,31 +376,113 @@ async def _stream_trace(
     test, finished = await _walk(
         range(1, len(control) + 1), prober(trigger), repeats, deadline, lambda hops: False
     )
-    verdict = _stream_verdict(method, address, port, tuple(test), tuple(control))
-    if not finished and verdict.blocking_hop is None:
+    index = _divergence(test, control)
+    if not finished and (index is None or test[index].response in SILENT):
+        # Cut short, only an answer is evidence: a silence could not be asked again.
         return _out_of_time(method, address, port, test, control)
-    return verdict
+    undecided = await _confirm_silence(
+        test, control, prober(trigger), prober(control_trigger), repeats, deadline
+    )
+    if undecided is not None:
+        return Trace(
+            "ok",
+            method,
+            address,
+            port,
+            None,
+            None,
+            tuple(test),
+            tuple(control),
+            detail=f"TTL {undecided}: neither the trigger nor the control got an answer when "
+            "asked again (the router rate-limits its ICMP errors): no blocking hop decided",
+        )
+    return _stream_verdict(method, address, port, tuple(test), tuple(control))
+
+
+async def _confirm_silence(
+    test: list[Hop],
+    control: list[Hop],
+    probe: Probe,
+    control_probe: Probe,
+    repeats: int,
+    deadline: float,
+) -> int | None:
+    """Ask again each silence that would decide the trace, until the deciding difference is
+    an answer or a silence confirmed; `test` and `control` are updated in place.
+
+    A deciding silence of the trigger is asked again alone, paced; if it stays silent, the
+    control alone, paced, must still get its answer there for the silence to be the
+    censor's. Before that, each TTL in front of it where both sides were silent has its
+    control asked again: the trigger may have been stopped there, behind a router that was
+    rate-limiting. One side at a time, because two sides probing at once would share the
+    router's one fresh token and the loser's silence would prove nothing. Returns the TTL
+    left undecided (the control went silent too: the router is rate-limiting), or None."""
+    asked: set[int] = set()
+    while (index := _divergence(test, control)) is not None and test[index].response in SILENT:
+        if time.monotonic() > deadline:
+            return index + 1
+        gap = _silent_gap(test, control, index, asked)
+        if gap is not None:
+            asked.add(gap)
+            control[gap] = await _paced(gap + 1, control_probe, repeats, control[gap])
+            continue
+        test[index] = await _paced(index + 1, probe, repeats, test[index])
+        if test[index].response not in SILENT:
+            continue
+        control[index] = await _paced(index + 1, control_probe, repeats, _silenced(control[index]))
+        return index + 1 if control[index].response in SILENT else None
+    return None
+
+
+def _silent_gap(test: list[Hop], control: list[Hop], index: int, asked: set[int]) -> int | None:
+    """The first TTL (index) before `index`, after the trigger's last answer, where the
+    control was silent too and has not been asked again yet."""
+    answered = [i for i in range(index) if test[i].response not in SILENT]
+    start = answered[-1] + 1 if answered else 0
+    return next(
+        (i for i in range(start, index) if control[i].response in SILENT and i not in asked),
+        None,
+    )
+
+
+def _silenced(hop: Hop) -> Hop:
+    """`hop` as a silent one, so that `_paced` asks it again and counts only the new answers."""
+    return Hop(hop.ttl, None, TIMEOUT, 0, hop.probes)
+
+
+def _divergence(test: Sequence[Hop], control: Sequence[Hop]) -> int | None:
+    """The index of the first TTL at which the trigger fared otherwise than the control, not
+    by a router: a silent TTL does not count when the trigger got an answer at a later one
+    (it went past, and the router there kept its ICMP error to itself)."""
+    for index, (mine, theirs) in enumerate(zip(test, control, strict=False)):
+        if mine.response in (theirs.response, TIME_EXCEEDED):
+            continue
+        if mine.response in SILENT and any(h.response not in SILENT for h in test[index + 1 :]):
+            continue
+        return index
+    return None
 
 
 def _stream_verdict(
     method: Method, address: str, port: int, test: tuple[Hop, ...], control: tuple[Hop, ...]
 ) -> Trace:
     """The first TTL at which the trigger fares otherwise than the control, not by a router."""
-    for mine, theirs in zip(test, control, strict=False):
-        if mine.response != theirs.response and mine.response != TIME_EXCEEDED:
-            router = theirs.address if theirs.response == TIME_EXCEEDED else None
-            return Trace(
-                "ok",
-                method,
-                address,
-                port,
-                mine.ttl,
-                router,
-                test,
-                control,
-                detail=f"TTL {mine.ttl}: the trigger got {mine.response}, "
-                f"the control {theirs.response}" + (f" from {router}" if router else ""),
-            )
+    index = _divergence(test, control)
+    if index is not None:
+        mine, theirs = test[index], control[index]
+        router = theirs.address if theirs.response == TIME_EXCEEDED else None
+        return Trace(
+            "ok",
+            method,
+            address,
+            port,
+            mine.ttl,
+            router,
+            test,
+            control,
+            detail=f"TTL {mine.ttl}: the trigger got {mine.response}, "
+            f"the control {theirs.response}" + (f" from {router}" if router else ""),
+        )
     reached = control[-1].response in ARRIVED
     detail = (
         "the trigger fared as the control at every hop"
@@ -372,19 +506,17 @@ async def _stream_probe(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
-        try:
-            await asyncio.wait_for(loop.sock_connect(sock, (address, port)), timeout)
-        except (OSError, TimeoutError):
+        _, failed = await attempt(loop.sock_connect(sock, (address, port)), timeout)
+        if failed is not None:
             return Observation(HANDSHAKE_FAILED, None)
         sport = sock.getsockname()[1]
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
         await limits.acquire(address)
         sent = time.monotonic()
-        try:
-            await asyncio.wait_for(loop.sock_sendall(sock, payload), timeout)
-        except ConnectionResetError:
+        _, failed = await attempt(loop.sock_sendall(sock, payload), timeout)
+        if failed is Failure.RESET:
             return Observation(RST, address)  # reset between the handshake and the trigger
-        except (OSError, TimeoutError):
+        if failed is not None:
             return Observation(HANDSHAKE_FAILED, None)
         icmp = asyncio.ensure_future(
             capture.wait(
@@ -418,12 +550,9 @@ async def _stream_probe(
 async def _read(
     loop: asyncio.AbstractEventLoop, sock: socket.socket, address: str, timeout: float
 ) -> Observation:
-    try:
-        data = await asyncio.wait_for(loop.sock_recv(sock, RECV_BYTES), timeout)
-    except TimeoutError:
-        return Observation(TIMEOUT, None)
-    except ConnectionResetError:
+    data, failed = await attempt(loop.sock_recv(sock, RECV_BYTES), timeout)
+    if failed is Failure.RESET:
         return Observation(RST, address)
-    except OSError:
+    if failed is not None:
         return Observation(TIMEOUT, None)
     return Observation(DATA if data else FIN, address)

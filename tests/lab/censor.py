@@ -139,6 +139,32 @@ def string_match(port: int, string: str, action: tuple[str, ...]) -> tuple[str, 
     )  # fmt: skip
 
 
+def udp_drop(name: str, address: str, port: int = 443) -> Scenario:
+    """Drop every UDP datagram to `address:port`: QUIC is blocked, TCP on that port is not
+    (how Russia and Iran have blocked QUIC on some networks)."""
+    return Scenario(
+        name,
+        f"UDP {port} dropped to {address} (QUIC blocked)",
+        forward=(f"{_daddr(address)} udp dport {port} drop",),
+    )
+
+
+# The first byte of a QUIC v1 long-header Initial packet: header form 1, fixed bit 1, packet
+# type 00 (RFC 9000 section 17.2.2); the low four bits are protected, hence the mask. The
+# version follows in the next four bytes. `@th,64` is the first byte after the UDP header.
+QUIC_INITIAL_MATCH = "@th,64,8 & 0xf0 == 0xc0 @th,72,32 0x00000001"
+
+
+def quic_initial_drop(name: str, address: str, port: int = 443) -> Scenario:
+    """Drop only QUIC v1 Initial packets to `address:port`, matched in the UDP payload, as a
+    DPI box does before it reads the SNI inside: every other datagram passes."""
+    return Scenario(
+        name,
+        f"QUIC Initial packets dropped to {address}:{port}",
+        forward=(f"{_daddr(address)} udp dport {port} {QUIC_INITIAL_MATCH} counter drop",),
+    )
+
+
 def sni_filter(
     name: str, server_name: str, port: int = 443, action: tuple[str, ...] = RESET
 ) -> Scenario:
@@ -295,6 +321,8 @@ SCENARIOS: dict[str, Scenario] = {
         # report names the failed family.
         blackhole("ipv6-blackhole", _address6("dual-v6-blocked")),
         tcp_reset("ipv4-rst", _address("dual-v4-blocked"), 443),
+        udp_drop("quic-udp", _address("quic-udp")),
+        quic_initial_drop("quic-initial", _address("quic-initial")),
         blackhole("cloud-prefix", world.CLOUD_PREFIX),
         # The same cloud at /24 granularity: some of its /24s gone, the others untouched.
         blackhole("cloud-24s", "{ " + ", ".join(world.CLOUD_BLOCKED_24S) + " }"),

@@ -4,7 +4,8 @@ r"""The raw lab: a client four routers away from its servers, with a censor on o
     .2     .1   .6 .5  .10 .9  .14 .13 .18 .17  198.18.100.53 DNS        (198.19.100.x)
 
 Routers answer time-exceeded from their client-facing address (`router_address(k)`), without
-ICMP rate limits (the kernel's default one per second would make traces flaky). A censor is
+ICMP rate limits unless a test sets them (`icmp_ratelimit(ms)`: the kernel's default is 1000,
+one error a second per destination after a burst of six). A censor is
 installed on router 2 or 3 with `censor(hop, kind)`, acting on the prerouting hook: it sees a
 packet before the router checks its TTL, as an in-path box in front of the router would, so
 it stops exactly the probes with TTL >= hop.
@@ -202,6 +203,18 @@ class RawPath:
                 self.injector = None
             netns.run(["nft", "delete", "table", "inet", "rawcensor"], ns=ns)
             netns.run(["iptables", "-t", "mangle", "-F", "PREROUTING"], ns=ns)
+
+    @contextlib.contextmanager
+    def icmp_ratelimit(self, milliseconds: int) -> Iterator[None]:
+        """Every router rate-limits its ICMP errors to one per `milliseconds` per destination
+        (after the kernel's burst) for the with-block."""
+        for role in ROUTERS:
+            netns.sysctl(self.ns(role), "net.ipv4.icmp_ratelimit", str(milliseconds))
+        try:
+            yield
+        finally:
+            for role in ROUTERS:
+                netns.sysctl(self.ns(role), "net.ipv4.icmp_ratelimit", "0")
 
     def probe(self, args: Sequence[str], *, user: str | None = None) -> dict:
         """Run `python -m probes.raw ARGS` in the client namespace; its JSON.

@@ -88,6 +88,7 @@ def server_specs(pki: LabPki, zone_file: Path) -> list[ServerSpec]:
     doh_tls = pki.leaf("doh", [world.DOH_ADDRESS])
     blockpage_tls = pki.leaf("blockpage", [BLOCKPAGE_CERT_NAME])
     page = ("--mode", "valid", "--body", world.PAGE_BODY)
+    h3_page = ("--body", world.PAGE_BODY)
     return [
         ServerSpec(
             "dns",
@@ -128,6 +129,17 @@ def server_specs(pki: LabPki, zone_file: Path) -> list[ServerSpec]:
         # The dual-stack hosts over IPv6 (simlab binds an IPv6 wildcard IPv6-only).
         ServerSpec("web-https6", world.WEB, ("web", "--listen", "[::]:443", *page, *web_tls)),
         ServerSpec("web-http", world.WEB, ("web", "--listen", "0.0.0.0:80", *page)),
+        # HTTP/3 on UDP 443 of the HTTP/3 hosts, with the same certificate and page. One
+        # server per address, not a wildcard: a UDP socket bound to 0.0.0.0 answers from its
+        # route's source address, which a client's connected socket rightly ignores.
+        *(
+            ServerSpec(
+                f"web-h3-{key}",
+                world.WEB,
+                ("h3", "--listen", f"{world.HOSTS[key].address}:443", *h3_page, *web_tls),
+            )
+            for key in world.HTTP3_TARGETS
+        ),
         ServerSpec(
             "cloud-https", world.CLOUD, ("web", "--listen", "0.0.0.0:443", *page, *cloud_tls)
         ),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from measure.followups import sni
+from probes.browser import CONTROL_NAME
 from probes.taxonomy import ooni_failure
 from tests.lab import censor as scenarios
 from tests.lab import observe, world
@@ -71,7 +71,7 @@ def innocuous_sni_gets_through(lab: Lab, censored: CheckResult, control: CheckRe
     evidence (`data.control_sni`) pins the silence on the name."""
     tls = censored.step("sni-dropped", "tls")
     repeat = tls["data"]["control_sni"]
-    assert repeat["sni"] == sni.CONTROL_SNI, tls
+    assert repeat["sni"] == CONTROL_NAME, tls
     assert repeat["triggered"] is True, tls
     # The lab's certificate is not for the innocuous name: the handshake completed far enough
     # to say so, which the dropped ClientHello never does.

@@ -222,6 +222,11 @@ HOSTS = {
     # Two names the `dns-blockpage` resolver answers with the blockpage server's address.
     "dns-blockpage": _web("dns-blockpage", 24),
     "dns-blockpage-tls": _web("dns-blockpage-tls", 25),
+    # HTTP/3 (the web namespace serves it on UDP 443 of these two): one whose UDP 443 the
+    # `quic-udp` censor drops, one whose QUIC Initial alone `quic-initial` drops. Each is the
+    # other's unblocked neighbour.
+    "quic-udp": _web("quic-udp", 26),
+    "quic-initial": _web("quic-initial", 27),
     # Dual-stack: one left alone, one whose IPv6 path and one whose IPv4 path is blocked.
     "dual-baseline": _dual("dual-baseline", 40),
     "dual-v6-blocked": _dual("dual-v6-blocked", 41),
@@ -244,6 +249,8 @@ HOSTS = {
 CLOUD_TARGETS = ("telegram-web", "telegram-dc", "twitch", "slack", "spotify", "viber")
 HTTP_TARGETS = ("http-block", "http-hijack", "http-rst", "http-rst-innocent", "dns-blockpage")
 CANARY_GROUP = "canary"
+# Targets with `http3: true` (a QUIC step beside their chain).
+HTTP3_TARGETS = ("quic-udp", "quic-initial")
 # `tcp:` targets that speak a protocol after connecting (the agent's `exchange` key).
 EXCHANGES = {"lab-dc": "mtproto"}
 
@@ -284,6 +291,7 @@ def target(key: str) -> dict[str, object]:
         "group": group,
         "expect_status": [200],
         "expect_body": PAGE_MARKER,
+        **({"http3": True} if key in HTTP3_TARGETS else {}),
     }
 
 
