@@ -30,7 +30,15 @@ COPY config config
 RUN python3 -m venv "$VIRTUAL_ENV" \
     && "$VIRTUAL_ENV/bin/pip" install --no-cache-dir /src \
     && rm -rf /src \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin reachprobe
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin reachprobe \
+    && install -d -o 10001 -g 10001 -m 0700 /var/lib/reachprobe
+
+# The state directory, as systemd's StateDirectory= names it: push mode (remote_write) keeps
+# its disk-backed queue in $STATE_DIRECTORY/remote-write, so a restarted container sends what
+# it measured while the receiver was away (docs/reliability.md). Mount a named volume there
+# (`-v reachprobe-state:/var/lib/reachprobe`) for the queue to outlive the container itself.
+ENV STATE_DIRECTORY=/var/lib/reachprobe
+VOLUME ["/var/lib/reachprobe"]
 
 WORKDIR /
 USER 10001

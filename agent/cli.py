@@ -207,6 +207,8 @@ async def _run(
 ) -> int:
     # Imported here, not at the top: the server, prometheus_client, remote-write (protobuf,
     # cramjam) and the other sinks cost `check` and `validate` a third of their start-up.
+    from prometheus_client import CollectorRegistry
+
     from agent.scheduler import Scheduler
     from agent.server import make_app, start_server
     from agent.sinks import Sink
@@ -215,13 +217,13 @@ async def _run(
     from agent.sinks.remote_write import RemoteWriteSink
     from agent.sinks.status import StatusSink
 
-    metrics, status = PrometheusSink(), StatusSink()
-    sinks: list[Sink] = [metrics, status, MeasurementLogSink(metrics.registry)]
+    # The agent's registry: the Prometheus sink writes it; /metrics, remote-write and the
+    # measurement log's own counters read or register in it.
+    registry = CollectorRegistry(auto_describe=True)
+    metrics, status = PrometheusSink(registry), StatusSink()
+    sinks: list[Sink] = [metrics, status, MeasurementLogSink(registry)]
     if config.remote_write is not None:
-        # After the Prometheus sink in the list: it snapshots the registry that sink just set.
-        pusher = RemoteWriteSink(metrics.registry, config.remote_write)
-        await pusher.start()
-        sinks.append(pusher)
+        sinks.append(RemoteWriteSink(registry, config.remote_write))
         log.info("pushing metrics to %s (remote-write)", config.remote_write.url)
     scheduler = Scheduler(config, sinks, path)
     loop = asyncio.get_running_loop()
@@ -240,7 +242,7 @@ async def _run(
     if config.agent.listen_address is not None:
         host, port = config.agent.listen_address
         try:
-            app = make_app(metrics.registry, scheduler, status.render, web_config)
+            app = make_app(registry, scheduler, status.render, web_config)
             runner = await start_server(app, host, port, web_config)
         except OSError as exc:
             log.error("cannot listen on %s: %s", config.agent.listen, exc.strerror or exc)

@@ -47,8 +47,9 @@ class Scheduler:
         self.sinks = tuple(sinks)
         self.config_path = config_path
         self.cycles = 0
+        # Monotonic seconds: health must not read a wall-clock jump as a stall (or as life).
         self.last_cycle_end: float | None = None
-        self.started = time.time()
+        self.started = time.monotonic()
         self._reload = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -106,7 +107,7 @@ class Scheduler:
         for report in cycle.reports:
             log.debug("%s: %s %s", report.target.name, report.verdict.value, report.why())
         self.cycles += 1
-        self.last_cycle_end = time.time()
+        self.last_cycle_end = time.monotonic()
         self._tell_sinks(lambda sink: sink.publish(cycle))
         log.info(
             "cycle %d done in %.1fs: %s", self.cycles, cycle.duration_seconds, summarize(cycle)
@@ -122,8 +123,10 @@ class Scheduler:
                 w.cancel()
 
     async def run(self) -> None:
-        """Cycle until stop() is called."""
+        """Start the sinks, cycle until stop() is called, then close them."""
         try:
+            for sink in self.sinks:
+                await sink.start()
             await self._cycles()
         finally:
             await self.prober.aclose()
@@ -155,7 +158,7 @@ class Scheduler:
         """Healthy while cycles keep finishing (or the first one is still due)."""
         interval = self.config.agent.interval
         grace = 3 * interval + self.config.agent.timeout * 4
-        now = time.time()
+        now = time.monotonic()
         if self.last_cycle_end is None:
             age = now - self.started
             return age < grace, f"no cycle finished yet ({age:.0f}s since start)"

@@ -21,6 +21,7 @@ import yaml
 from agent.config import (
     BasicAuthSection,
     RemoteWriteConfig,
+    RemoteWriteQueueSection,
     RemoteWriteTlsSection,
     load_config,
 )
@@ -172,7 +173,11 @@ def test_operators_doc_explains_every_alert() -> None:
 
 def test_readme_documents_every_remote_write_key() -> None:
     readme = (DEPLOY.parent / "README.md").read_text()
-    sections = {"basic_auth": BasicAuthSection, "tls": RemoteWriteTlsSection}
+    sections = {
+        "basic_auth": BasicAuthSection,
+        "tls": RemoteWriteTlsSection,
+        "queue": RemoteWriteQueueSection,
+    }
     keys = [key for key in RemoteWriteConfig.model_fields if key not in sections]
     keys += [f"{name}.{key}" for name, model in sections.items() for key in model.model_fields]
     for key in keys:

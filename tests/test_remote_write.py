@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import ssl
 import subprocess
@@ -25,10 +26,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agent.config import ConfigError, RemoteWriteConfig, parse_config
+from agent.sinks.prometheus import PrometheusSink
 from agent.sinks.remote_write import RemoteWriteSink
 from agent.sinks.remote_write.buffer import SampleBuffer
 from agent.sinks.remote_write.snapshot import Snapshot, snapshot_registry
 from agent.sinks.remote_write.wire import decode_write_request, encode_write_request
+from measure.report import CycleReport
+
+LAST_CYCLE = "reachprobe_last_cycle_timestamp_seconds"
 
 
 @dataclass
@@ -200,7 +205,7 @@ async def test_basic_auth_over_tls_with_ca_file(
     registry, _ = registry_with()
     sink = RemoteWriteSink(registry, config)
     await sink.start()
-    sink.publish(object())
+    sink.snapshot(time.time())
     await until(lambda: receiver.series)
     await sink.aclose()
     assert receiver.requests[0]["Authorization"] == "Basic YWdlbnQ6czNjcmV0"
@@ -223,7 +228,7 @@ async def test_bearer_token(tmp_path: Path, receiver: Receiver, pki: Pki) -> Non
     )
     registry, _ = registry_with()
     sink = RemoteWriteSink(registry, config)
-    sink.publish(None)
+    sink.snapshot(time.time())
     await sink.aclose()
     assert receiver.requests[0]["Authorization"] == "Bearer tok-123"
     assert receiver.values("reachprobe_target_up") == [1.0, 1.0, 1.0]
@@ -236,7 +241,7 @@ async def test_a_replacing_sink_counts_in_the_same_series(
     config = rw_config(tmp_path, receiver.url, tls={"ca_file": str(pki.ca_file)})
     for _ in range(2):  # as on a config reload: the old sink closed, a new one on the registry
         sink = RemoteWriteSink(registry, config)
-        sink.publish(None)
+        sink.snapshot(time.time())
         await sink.aclose()
     assert len(receiver.requests) == 2
     assert counter(registry, "reachprobe_remote_write_sent_samples_total") > 6
@@ -249,7 +254,7 @@ async def test_untrusted_receiver_is_retried_not_dropped(
     registry, _ = registry_with()
     sink = RemoteWriteSink(registry, config)
     await sink.start()
-    sink.publish(None)
+    sink.snapshot(time.time())
     await until(lambda: counter(registry, "reachprobe_remote_write_failed_sends_total") >= 2)
     await sink.aclose(timeout=0.3)
     assert receiver.requests == []
@@ -265,7 +270,7 @@ async def test_4xx_is_rejected_and_counted(tmp_path: Path, receiver: Receiver, p
     config = rw_config(tmp_path, receiver.url, tls={"ca_file": str(pki.ca_file)})
     registry, _ = registry_with()
     sink = RemoteWriteSink(registry, config)
-    sink.publish(None)
+    sink.snapshot(time.time())
     await sink.aclose()
     assert len(receiver.requests) == 1
     assert counter(registry, "reachprobe_remote_write_dropped_samples_total", reason="rejected") > 0
@@ -289,7 +294,7 @@ async def test_bounded_buffer_drops_oldest_and_delivers_the_rest_in_order(
     await sink.start()
     for i in range(30):
         tick.set(i)
-        sink.publish(None)
+        sink.snapshot(time.time())
         await asyncio.sleep(0.02)
     await until(lambda: len(receiver.requests) >= 2)  # 503s: retried with backoff
     assert sink.writer.buffer.samples <= 1000
@@ -394,3 +399,73 @@ async def test_a_running_agent_pushes_its_cycles(
     verdicts = receiver.values("reachprobe_target_up")
     assert verdicts
     assert set(verdicts) == {0.0}  # the closed port is not reachable
+
+
+async def test_a_backward_wall_clock_is_counted_and_logged_not_sent_as_rejects(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry, _ = registry_with()
+    sink = RemoteWriteSink(registry, rw_config(tmp_path, "http://127.0.0.1:9/api/v1/write"))
+    with caplog.at_level(logging.INFO, "reachprobe"):
+        for stamp in (1000.0, 990.0, 995.0, 1001.0):  # the clock went back 10 s, then caught up
+            sink.snapshot(stamp)
+    assert [s.timestamp_ms for s in sink.writer.buffer.take(10**6)] == [1_000_000, 1_001_000]
+    dropped = counter(
+        registry, "reachprobe_remote_write_dropped_samples_total", reason="clock_backwards"
+    )
+    assert sink.last_snapshot is not None
+    assert dropped == 2 * len(sink.last_snapshot)  # the two snapshots stamped in the past
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("wall clock went back 10.0s" in m for m in said) == 1  # once, not per cycle
+    assert sum("past the last stamp again" in m for m in said) == 1
+    await sink.aclose(timeout=0)
+
+
+async def test_the_snapshot_follows_every_sink_whatever_the_order_stamped_at_measurement(
+    tmp_path: Path,
+) -> None:
+    """Remote-write listed before the Prometheus sink still sends the cycle that sink just
+    recorded, stamped with the cycle's end (not the moment of the snapshot)."""
+    registry = CollectorRegistry(auto_describe=True)
+    metrics = PrometheusSink(registry)
+    pusher = RemoteWriteSink(registry, rw_config(tmp_path, "http://127.0.0.1:9/api/v1/write"))
+    cycle = CycleReport(number=1, started_at=1_700_000_000.0, duration_seconds=2.5, reports=())
+    for sink in (pusher, metrics):  # as the scheduler does: every sink, in one pass
+        sink.publish(cycle)
+    await asyncio.sleep(0)
+    snapshot = pusher.last_snapshot
+    assert snapshot is not None
+    assert snapshot.timestamp_ms == 1_700_000_002_500
+    values = dict(zip(snapshot.series, snapshot.values, strict=True))
+    last = next(v for k, v in values.items() if ("__name__", LAST_CYCLE) in k)
+    assert last == 1_700_000_002.5
+    await pusher.aclose(timeout=0)
+
+
+def test_the_queue_is_on_disk_in_the_state_directory_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "http://127.0.0.1:9/api/v1/write"
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    assert rw_config(tmp_path, url).queue.directory() is None  # memory only
+    monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path}/state:{tmp_path}/other")
+    assert rw_config(tmp_path, url).queue.directory() == tmp_path / "state" / "remote-write"
+    assert rw_config(tmp_path, url, queue={"disk": False}).queue.directory() is None
+    queue = rw_config(tmp_path, url, queue={"path": "q", "max_bytes": "1MiB", "max_age": "2h"})
+    assert queue.queue.directory() == tmp_path / "q"  # relative to the config file
+    assert (queue.queue.max_bytes, queue.queue.max_age) == (1 << 20, 7200.0)
+    with pytest.raises(ConfigError, match=r"remote_write\.queue\.max_bytes"):
+        rw_config(tmp_path, url, queue={"max_bytes": "1KiB"})
+
+
+async def test_a_queue_directory_that_cannot_be_made_falls_back_to_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "file").write_text("")
+    config = rw_config(tmp_path, "http://127.0.0.1:9/api/v1/write", queue={"path": "file/q"})
+    registry, _ = registry_with()
+    with caplog.at_level(logging.ERROR, "reachprobe"):
+        sink = RemoteWriteSink(registry, config)
+    assert not sink.disk
+    assert "memory only" in caplog.text
+    await sink.aclose(timeout=0)

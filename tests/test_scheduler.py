@@ -4,6 +4,7 @@ for open connections, and runs of one target never overlap even when a cycle ove
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -131,3 +132,19 @@ async def test_a_bug_in_one_target_keeps_the_others_results(
         )
         == 1
     )
+
+
+async def test_health_is_on_monotonic_time_not_the_wall_clock(
+    silent: SilentServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scheduler = Scheduler(config(silent.port, 1, 4, interval="300ms"), [], None)
+    try:
+        # The wall clock jumps an hour ahead (or a day back): no stall, no false life.
+        for jump in (3600.0, -86400.0):
+            wall = time.time() + jump
+            monkeypatch.setattr(time, "time", lambda wall=wall: wall)
+            ok, why = scheduler.healthy()
+            assert ok, why
+            assert why == "no cycle finished yet (0s since start)"
+    finally:
+        await scheduler.prober.aclose()

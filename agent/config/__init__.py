@@ -19,7 +19,12 @@ from agent.config.measurement_log import MeasurementLogSection
 from agent.config.model import Config
 from agent.config.prefixes import PrefixConfig
 from agent.config.raw import RawSection
-from agent.config.remote_write import BasicAuthSection, RemoteWriteConfig, RemoteWriteTlsSection
+from agent.config.remote_write import (
+    BasicAuthSection,
+    RemoteWriteConfig,
+    RemoteWriteQueueSection,
+    RemoteWriteTlsSection,
+)
 from agent.config.resolvers import ResolverConfig, ResolversSection, TlsSection
 from agent.config.targets import ExchangeConfig, TargetConfig, VolumeOptions
 from agent.config.types import split_host_port
@@ -39,6 +44,7 @@ __all__ = [
     "PrefixConfig",
     "RawSection",
     "RemoteWriteConfig",
+    "RemoteWriteQueueSection",
     "RemoteWriteTlsSection",
     "ResolverConfig",
     "ResolversSection",

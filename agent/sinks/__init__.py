@@ -13,7 +13,15 @@ from measure.report import CycleReport
 
 
 class Sink:
-    """The shape every sink has; the defaults do nothing."""
+    """The shape every sink has; the defaults do nothing.
+
+    The lifecycle: `start` once on the running loop, then `configure` (and again on every
+    reload, with `reloaded`), `publish` for each finished cycle (to every sink in one
+    synchronous pass), and `aclose` once at the end.
+    """
+
+    async def start(self) -> None:
+        """Start what the sink runs in the background (a sending task), on the agent's loop."""
 
     def configure(self, config: Config, plan: ProbePlan) -> None:
         """Take in a (re)loaded config, before the first cycle under it is published."""

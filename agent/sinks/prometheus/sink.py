@@ -35,11 +35,12 @@ CYCLE_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 class PrometheusSink(Sink):
     """The agent's registry and the series it exports."""
 
-    def __init__(self) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
         # `_created` series add one series per labelled counter and histogram and tell
         # nothing the rules use. The switch is process-wide; the agent has one registry.
         disable_created_metrics()
-        self.registry = CollectorRegistry(auto_describe=True)
+        # The agent's registry (the CLI's, shared with the sinks that read it), or a new one.
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
         self.targets = TargetSeries()
         r.register(self.targets)

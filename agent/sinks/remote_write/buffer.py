@@ -3,9 +3,30 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 from agent.sinks.remote_write.snapshot import Snapshot
+from agent.sinks.remote_write.wire import encode_write_request
+
+
+class Queue(Protocol):
+    """What the sender needs of a queue: the memory `SampleBuffer` or the disk `DiskQueue`.
+
+    `take` hands out the oldest batch; the sender then either `ack`s it (delivered, or refused
+    for good) or `put_back`s it (to retry). `push` and `put_back` return samples dropped for
+    the bound.
+    """
+
+    samples: int
+
+    def __len__(self) -> int: ...
+    def push(self, snapshot: Snapshot) -> int: ...
+    def take(self, max_samples: int) -> Sequence[Any]: ...
+    def put_back(self, batch: Sequence[Any]) -> int: ...
+    def ack(self, batch: Sequence[Any]) -> None: ...
+    def encode(self, batch: Sequence[Any]) -> bytes: ...
+    def close(self) -> None: ...
 
 
 class SampleBuffer:
@@ -46,6 +67,17 @@ class SampleBuffer:
             self._snapshots.appendleft(snapshot)
             self.samples += len(snapshot)
         return self._trim()
+
+    def ack(self, batch: Sequence[Snapshot]) -> None:
+        """The receiver has `batch` (taken already: nothing to do in memory)."""
+
+    @staticmethod
+    def encode(batch: Sequence[Snapshot]) -> bytes:
+        """The request body for `batch`."""
+        return encode_write_request(batch)
+
+    def close(self) -> None:
+        """Nothing held but memory."""
 
     def _trim(self) -> int:
         dropped = 0

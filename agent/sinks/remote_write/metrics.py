@@ -6,6 +6,8 @@ import weakref
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+DROP_REASONS = ("buffer_full", "expired", "rejected", "clock_backwards", "disk_error")
+
 
 class RemoteWriteMetrics:
     """The remote-write client's own series, registered in the agent's registry.
@@ -32,7 +34,9 @@ class RemoteWriteMetrics:
         )
         self.dropped = Counter(
             "reachprobe_remote_write_dropped_samples",
-            "Samples never delivered: buffer_full (oldest dropped) or rejected (HTTP 4xx).",
+            "Samples never delivered: buffer_full (oldest dropped for the bound), expired (older "
+            "than queue.max_age), rejected (HTTP 4xx), clock_backwards (stamped before the last "
+            "sent: the wall clock went back), disk_error (the queue could not be written).",
             ["reason"],
             registry=registry,
         )
@@ -46,5 +50,17 @@ class RemoteWriteMetrics:
             "Samples buffered, waiting for their first or next send.",
             registry=registry,
         )
-        for reason in ("buffer_full", "rejected"):
+        self.corrupt = Counter(
+            "reachprobe_remote_write_corrupt_segments",
+            "Queue segments found torn or corrupt on disk; the damaged part was skipped.",
+            registry=registry,
+        )
+        for reason in DROP_REASONS:
             self.dropped.labels(reason)
+
+    def drop(self, reason: str, samples: int) -> None:
+        """Count `samples` lost for `reason` (`corrupt` counts a damaged segment)."""
+        if reason == "corrupt":
+            self.corrupt.inc()
+        elif samples:
+            self.dropped.labels(reason).inc(samples)

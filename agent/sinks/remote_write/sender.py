@@ -11,14 +11,15 @@ import ssl
 import time
 from collections.abc import Sequence
 from enum import Enum
+from typing import Any
 
 import aiohttp
 
 from agent.config import RemoteWriteConfig
-from agent.sinks.remote_write.buffer import SampleBuffer
+from agent.sinks.remote_write.buffer import Queue, SampleBuffer
 from agent.sinks.remote_write.metrics import RemoteWriteMetrics
 from agent.sinks.remote_write.snapshot import Snapshot
-from agent.sinks.remote_write.wire import HEADERS, encode_write_request
+from agent.sinks.remote_write.wire import HEADERS
 
 log = logging.getLogger("reachprobe")
 
@@ -34,10 +35,14 @@ class Outcome(Enum):
 class RemoteWriter:
     """Delivers buffered snapshots to one receiver, oldest first, retrying with backoff."""
 
-    def __init__(self, config: RemoteWriteConfig, metrics: RemoteWriteMetrics) -> None:
+    def __init__(
+        self, config: RemoteWriteConfig, metrics: RemoteWriteMetrics, queue: Queue | None = None
+    ) -> None:
         self.config = config
         self.metrics = metrics
-        self.buffer = SampleBuffer(config.max_buffered_samples)
+        self.buffer: Queue = (
+            queue if queue is not None else SampleBuffer(config.max_buffered_samples)
+        )
         self._wakeup = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._failing = False
@@ -78,11 +83,11 @@ class RemoteWriter:
             )
         return self._session
 
-    async def send(self, batch: Sequence[Snapshot]) -> Outcome:
+    async def send(self, batch: Sequence[Any]) -> Outcome:
         """POST one batch; 2xx is sent, 5xx/429/network errors retry, other 4xx are rejected."""
         try:
             headers = {**HEADERS, **self._auth_headers()}
-            body = encode_write_request(batch)
+            body = self.buffer.encode(batch)
             async with self._session_for().post(
                 self.config.url, data=body, headers=headers, allow_redirects=False
             ) as response:
@@ -120,9 +125,11 @@ class RemoteWriter:
                 self.buffer.put_back(batch)
                 raise
             if outcome is Outcome.SENT:
+                self.buffer.ack(batch)
                 self.metrics.sent.inc(samples)
                 backoff = 0.0
             elif outcome is Outcome.REJECTED:
+                self.buffer.ack(batch)  # refused for good: never sent again
                 self.metrics.dropped.labels("rejected").inc(samples)
             else:
                 dropped = self.buffer.put_back(batch)
@@ -169,6 +176,7 @@ class RemoteWriter:
         return True
 
     async def aclose(self) -> None:
-        """Close the HTTP session (buffered samples are kept in `buffer`)."""
+        """Close the HTTP session and the queue (what is queued on disk stays there)."""
         if self._session is not None:
             await self._session.close()
+        self.buffer.close()

@@ -8,6 +8,7 @@ remote.proto and types.proto that 1.0 uses), so no generated code is shipped.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cramjam
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -60,8 +61,8 @@ def _write_request_class() -> type:
 WriteRequest = _write_request_class()
 
 
-def encode_write_request(snapshots: Sequence[Snapshot]) -> bytes:
-    """A snappy-compressed (block format) protobuf WriteRequest carrying `snapshots` in order."""
+def write_request(snapshots: Sequence[Snapshot]) -> Any:
+    """A WriteRequest message carrying `snapshots` in order (one TimeSeries per series)."""
     samples: dict[LabelSet, list[tuple[float, int]]] = {}
     for snapshot in snapshots:
         for labels, value in zip(snapshot.series, snapshot.values, strict=True):
@@ -73,7 +74,12 @@ def encode_write_request(snapshots: Sequence[Snapshot]) -> bytes:
             series.labels.add(name=name, value=value)
         for value, timestamp in points:
             series.samples.add(value=value, timestamp=timestamp)
-    return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
+    return request
+
+
+def encode_write_request(snapshots: Sequence[Snapshot]) -> bytes:
+    """A snappy-compressed (block format) protobuf WriteRequest carrying `snapshots` in order."""
+    return bytes(cramjam.snappy.compress_raw(write_request(snapshots).SerializeToString()))
 
 
 def decode_write_request(body: bytes) -> dict[LabelSet, list[tuple[int, float]]]:
