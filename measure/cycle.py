@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
+from measure.followups import residual
 from measure.followups.raw import RawFollowups
 from measure.plan import TargetPlan
 from measure.pool import map_bounded
@@ -42,11 +43,17 @@ async def run_cycle(
 
     `on_report` is called as each target finishes (progress display). Each target starts at
     a random offset within `jitter` of the cycle's start; targets are taken up in the order of
-    their offsets, at most `in_flight(concurrency)` at a time.
+    their offsets, at most `in_flight(concurrency)` at a time. Targets whose handshake set off
+    residual blocking in a recent cycle (suspected triggers) start only once the others are
+    done, so that their trigger cannot silence an address the others share
+    (docs/taxonomy.md, "Residual blocking").
     """
     started_at, start = time.time(), time.monotonic()
     offsets = [random.uniform(0, jitter) if jitter > 0 else 0.0 for _ in targets]
+    suspects = prober.residual.suspects(start)
     by_start = sorted(range(len(targets)), key=offsets.__getitem__)
+    later = [i for i in by_start if targets[i].name in suspects]
+    first = [i for i in by_start if targets[i].name not in suspects] if later else by_start
 
     async def one(index: int) -> TargetReport:
         target = targets[index]
@@ -66,7 +73,9 @@ async def run_cycle(
     limit = in_flight(prober.plan.concurrency)
     checks = asyncio.ensure_future(prober.vantage_checks(prober.plan.vantage))
     try:
-        started = await map_bounded(one, by_start, limit)
+        started = await map_bounded(one, first, limit)
+        if later:
+            started += await map_bounded(one, later, limit)
     except BaseException:
         checks.cancel()  # the cycle itself was cancelled (stop, reload)
         raise
@@ -76,10 +85,11 @@ async def run_cycle(
         # A bug in the vantage checks must not cost the cycle its targets' results.
         log.exception("vantage checks failed unexpectedly")
         done = VantageChecks()
-    in_order = sorted(zip(by_start, started, strict=True), key=lambda pair: pair[0])
+    in_order = sorted(zip([*first, *later], started, strict=True), key=lambda pair: pair[0])
     reports = [report for _, report in in_order]
     health = assess(reports, done, prober.plan.vantage)
     adjusted = tuple(adjust(r, health) for r in reports)
+    adjusted = residual.mark(adjusted, health, prober.residual, time.monotonic())
     if prober.raw is not None:
         raw = prober.raw
         adjusted = tuple(await map_bounded(lambda r: with_raw(raw, r), adjusted, limit))

@@ -12,8 +12,12 @@ from typing import Any
 from measure.followups.consistency import addresses_of
 from measure.plan import Method, TargetPlan
 from measure.verdict import REACHABLE, Verdict, deciding, family_outcomes, first_failure
-from probes.results import HttpFacts, StepResult
+from probes.results import Evidence, HttpFacts, StepResult, evidence_json
 from probes.taxonomy import OK, Code, Step
+
+# The key of residual-blocking evidence (measure/followups/residual.py), which the report
+# also shows at its top level.
+RESIDUAL_KEY = "residual"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,14 @@ class TargetReport:
         return family_outcomes(self.chains)
 
     @property
+    def residual(self) -> Evidence | None:
+        """The residual-blocking evidence on the deciding steps
+        (`measure.followups.residual.Residual`), if the cycle found any."""
+        return next(
+            (e for s in self.deciding_steps for e in s.evidence if e.key == RESIDUAL_KEY), None
+        )
+
+    @property
     def http(self) -> HttpFacts | None:
         """The facts of the deciding chain's successful HTTP step, if it had one."""
         step = next((s for s in self.deciding_steps if s.step == Step.HTTP and s.ok), None)
@@ -98,6 +110,9 @@ class TargetReport:
             out["note"] = self.note
         if self.trace is not None:
             out["trace"] = self.trace.to_json()
+        residual = self.residual
+        if residual is not None:
+            out[RESIDUAL_KEY] = evidence_json(residual)
         return out
 
 
