@@ -17,6 +17,7 @@ from measure.prober import Prober
 from measure.report import CycleReport, PrefixResult, TargetReport
 from measure.vantage import VantageChecks, adjust, assess
 from measure.verdict import INCONCLUSIVE
+from probes.results import Endpoint
 
 log = logging.getLogger("reachprobe")
 
@@ -45,15 +46,23 @@ async def run_cycle(
     a random offset within `jitter` of the cycle's start; targets are taken up in the order of
     their offsets, at most `in_flight(concurrency)` at a time. Targets whose handshake set off
     residual blocking in a recent cycle (suspected triggers) start only once the others are
-    done, so that their trigger cannot silence an address the others share
-    (docs/taxonomy.md, "Residual blocking").
+    done, so that their trigger cannot silence an address the others share, and those of one
+    address one after the other, so that each one's outcome is its own (docs/taxonomy.md,
+    "Residual blocking").
     """
     started_at, start = time.time(), time.monotonic()
     offsets = [random.uniform(0, jitter) if jitter > 0 else 0.0 for _ in targets]
     suspects = prober.residual.suspects(start)
     by_start = sorted(range(len(targets)), key=offsets.__getitem__)
-    later = [i for i in by_start if targets[i].name in suspects]
-    first = [i for i in by_start if targets[i].name not in suspects] if later else by_start
+    first: list[int] = []
+    by_endpoint: dict[Endpoint, list[int]] = {}
+    for index in by_start:
+        endpoint = suspects.get(targets[index].name)
+        if endpoint is None:
+            first.append(index)
+        else:
+            by_endpoint.setdefault(endpoint, []).append(index)
+    groups = list(by_endpoint.values())
 
     async def one(index: int) -> TargetReport:
         target = targets[index]
@@ -70,12 +79,15 @@ async def run_cycle(
             on_report(report)
         return report
 
+    async def one_after_another(indices: list[int]) -> list[TargetReport]:
+        return [await one(index) for index in indices]
+
     limit = in_flight(prober.plan.concurrency)
     checks = asyncio.ensure_future(prober.vantage_checks(prober.plan.vantage))
     try:
         started = await map_bounded(one, first, limit)
-        if later:
-            started += await map_bounded(one, later, limit)
+        for group in await map_bounded(one_after_another, groups, limit):
+            started += group
     except BaseException:
         checks.cancel()  # the cycle itself was cancelled (stop, reload)
         raise
@@ -85,7 +97,8 @@ async def run_cycle(
         # A bug in the vantage checks must not cost the cycle its targets' results.
         log.exception("vantage checks failed unexpectedly")
         done = VantageChecks()
-    in_order = sorted(zip([*first, *later], started, strict=True), key=lambda pair: pair[0])
+    order = [*first, *(index for group in groups for index in group)]
+    in_order = sorted(zip(order, started, strict=True), key=lambda pair: pair[0])
     reports = [report for _, report in in_order]
     health = assess(reports, done, prober.plan.vantage)
     adjusted = tuple(adjust(r, health) for r in reports)

@@ -119,13 +119,13 @@ def test_without_canaries_another_connection_shows_the_link_works() -> None:
 def test_the_memory_carries_a_trigger_into_later_cycles_for_a_window() -> None:
     memory = residual.Memory(window=60.0)
     residual.mark([silenced_trigger()], UP, memory, 100.0)
-    assert memory.suspects(130.0) == {"blocked"}
+    assert memory.suspects(130.0) == {"blocked": AT}
     later = report(TRIGGER, chain(Code.TCP_TIMEOUT))  # the trigger's own next SYN
     [marked] = residual.mark([later], UP, memory, 130.0)
     assert (marked.verdict, marked.local_verdict) == (Verdict.INCONCLUSIVE, Verdict.TCP_IP_BLOCKING)
     [expired] = residual.mark([later], UP, memory, 200.0)
     assert (expired.verdict, expired.residual) == (Verdict.TCP_IP_BLOCKING, None)
-    assert memory.suspects(200.0) == frozenset()
+    assert memory.suspects(200.0) == {}
 
 
 def test_a_name_filter_without_silence_is_no_trigger() -> None:
@@ -187,7 +187,8 @@ async def test_the_prober_keeps_the_furthest_try_and_rechecks_its_handshake(
         assert first.to_json()["residual"]["seen_by"] == "sni_recheck"
         # The next cycle: the address is still silent, and the target is a suspect that
         # starts after the others; its SYN failure is residual, not an IP block.
-        assert prober.residual.suspects(time.monotonic()) == {"blocked"}
+        where = Endpoint("127.0.0.1", goes_silent)
+        assert prober.residual.suspects(time.monotonic()) == {"blocked": where}
         second = (await run_cycle(prober, plan.targets)).reports[0]
     finally:
         await prober.aclose()
@@ -195,3 +196,30 @@ async def test_the_prober_keeps_the_furthest_try_and_rechecks_its_handshake(
     assert second.verdict == Verdict.INCONCLUSIVE, second.to_json()
     assert second.local_verdict == Verdict.TCP_IP_BLOCKING
     assert second.to_json()["residual"]["seen_by"] == "later_connect"
+
+
+def test_two_names_that_both_look_like_the_trigger_are_both_inconclusive() -> None:
+    """Probed at the same moment, the innocent name's handshake was caught by the other's
+    block: one vantage cannot tell which set it off in this cycle."""
+    other = silenced_trigger()
+    other = TargetReport(INNOCENT, other.verdict, chains=other.chains)
+    memory = residual.Memory()
+    marked = residual.mark([silenced_trigger(), other], UP, memory, 1.0)
+    assert [r.verdict for r in marked] == [Verdict.INCONCLUSIVE] * 2
+    assert [r.local_verdict for r in marked] == [Verdict.TLS_BLOCKING] * 2
+    assert all("probed at the same moment" in (r.note or "") for r in marked)
+    assert memory.suspects(1.0) == {"blocked": AT, "innocent": AT}
+
+
+def test_an_http_request_can_be_the_trigger_too() -> None:
+    steps = [
+        StepResult(Step.TCP, OK, AT),
+        StepResult(Step.TLS, OK, AT),
+        StepResult(Step.HTTP, Code.HTTP_TIMEOUT, AT),
+    ]
+    steps[2] = steps[2].with_evidence(
+        confirm.RetryFailedEarlier("tcp", Code.TCP_TIMEOUT, "timed out")
+    )
+    [marked] = residual.mark([report(TRIGGER, steps)], UP, residual.Memory(), 1.0)
+    assert marked.verdict == Verdict.HTTP_BLOCKING
+    assert marked.residual == residual.Residual(AT, "blocked", residual.BY_RETRY)

@@ -1,24 +1,27 @@
-"""Residual blocking: after a ClientHello with a blocked name, some censors (the GFW, Iran's)
-drop every packet between that client and that server address and port for a minute or more.
-A later connect there fails at the SYN whatever name it would send, so read alone it looks
-like an IP block of the address.
+"""Residual blocking: after a ClientHello (or an HTTP request) with a blocked name, some
+censors (the GFW, Iran's) drop every packet between that client and that server address and
+port for a minute or more. A later connect there fails at the SYN whatever name it would send,
+so read alone it looks like an IP block of the address.
 
 The evidence is a trigger followed by silence at the same endpoint while the vantage's link
 works (canaries connected, or without canaries another address connected in the cycle):
 
-- a trigger: a deciding chain that got its TCP connection through and then failed the
-  handshake the way a name filter makes it fail (`sni.RECHECKED`: reset, timeout, EOF);
-- silence: a later connect to the same address and port failing at the TCP step: the
-  confirmation retry (`confirm.RetryFailedEarlier`), the innocuous-SNI re-check
-  (`SniEvidence` whose repeat could not connect), another target's chain in the same cycle,
-  or any chain within `WINDOW` seconds of a trigger remembered from an earlier cycle.
+- a trigger: a deciding chain that got its TCP connection through and then failed above it
+  the way a filter on the name makes it fail (a timeout, a reset, an EOF), and whose own later
+  connects to the same endpoint met silence: the confirmation retry
+  (`confirm.RetryFailedEarlier` at the TCP step) or the innocuous-SNI re-check (`SniEvidence`
+  whose repeat could not connect);
+- silence met by others: a chain that failed at the TCP step of an endpoint with a trigger,
+  from another target in the same cycle or remembered (`Memory`) for `WINDOW` seconds.
 
-The trigger's own target keeps the verdict its deciding chain gives (`tls_blocking`), with
-the `Residual` evidence on its TLS step. A target whose chain failed only at the SYN of a
-silenced endpoint is not called `tcp_ip_blocking`: its verdict is `inconclusive`, the
-measured one in `local_verdict` and the reason in `note` (docs/taxonomy.md, "Residual
-blocking"). `Memory` keeps the triggers across cycles, for this rule and for the cycle's
-probing order (measure/cycle.py: suspected triggers after the other targets).
+The trigger's target keeps the verdict its deciding chain gives (`tls_blocking`), with the
+`Residual` evidence on its failed step. A target whose chain failed only at the SYN of a
+silenced endpoint is not called `tcp_ip_blocking`: its verdict is `inconclusive`, the measured
+one in `local_verdict` and the reason in `note`. Two targets that both look like the trigger of
+one endpoint in one cycle (probed at the same moment: the second name's connection was caught
+by the first one's block) cannot be told apart: both are `inconclusive`, and the next cycle
+probes them one after the other (measure/cycle.py), which tells. docs/taxonomy.md, "Residual
+blocking", says what one vantage can and cannot tell apart.
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ WINDOW = 180.0
 BY_SNI_RECHECK, BY_RETRY, BY_LATER_CONNECT = "sni_recheck", "retry", "later_connect"
 SEEN_BY = (BY_SNI_RECHECK, BY_RETRY, BY_LATER_CONNECT)
 NOTE = "residual blocking: {endpoint} went silent after {trigger}'s handshake failed there"
+AMBIGUOUS = (
+    "residual blocking: {endpoint} went silent after the handshakes of {triggers}, probed at "
+    "the same moment; which name set it off is told apart when they are probed one after the "
+    "other (next cycle)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,23 +80,24 @@ class Trigger:
 
 @dataclass(slots=True)
 class Memory:
-    """The triggers of recent cycles, per endpoint (one prober's, so one config's)."""
+    """The triggers of recent cycles, per target and endpoint (one prober's, so one
+    config's)."""
 
     window: float = WINDOW
-    triggers: dict[Endpoint, Trigger] = field(default_factory=dict)
+    triggers: dict[tuple[str, Endpoint], Trigger] = field(default_factory=dict)
 
-    def recent(self, now: float) -> dict[Endpoint, Trigger]:
+    def recent(self, now: float) -> list[Trigger]:
         """The triggers not older than the window (older ones are forgotten)."""
-        self.triggers = {e: t for e, t in self.triggers.items() if now - t.at <= self.window}
-        return self.triggers
+        self.triggers = {k: t for k, t in self.triggers.items() if now - t.at <= self.window}
+        return list(self.triggers.values())
 
-    def suspects(self, now: float) -> frozenset[str]:
-        """Targets whose handshake recently failed like a trigger."""
-        return frozenset(t.target for t in self.recent(now).values())
+    def suspects(self, now: float) -> dict[str, Endpoint]:
+        """Targets whose handshake recently set off residual blocking, and where."""
+        return {t.target: t.endpoint for t in self.recent(now)}
 
     def remember(self, triggers: Iterable[Trigger]) -> None:
         for trigger in triggers:
-            self.triggers[trigger.endpoint] = trigger
+            self.triggers[trigger.target, trigger.endpoint] = trigger
 
 
 def _chain(report: TargetReport) -> Sequence[StepResult]:
@@ -96,11 +105,11 @@ def _chain(report: TargetReport) -> Sequence[StepResult]:
 
 
 def _trigger_step(chain: Sequence[StepResult]) -> StepResult | None:
-    """The deciding chain's failed handshake, when a name filter could have caused it."""
+    """The deciding chain's failure above TCP, when a filter on the name could cause it."""
     failed = first_failure(chain)
-    if failed is None or failed.step != Step.TLS or failed.endpoint is None:
+    if failed is None or failed.step in (Step.DNS, Step.TCP) or failed.endpoint is None:
         return None
-    return failed if sni.needs_recheck(failed) else None
+    return failed if confirm.worth_confirming(failed) else None
 
 
 def _own_silence(step: StepResult) -> str | None:
@@ -170,11 +179,29 @@ def mark(
         for r, mine in zip(reports, own, strict=True)
         if mine is not None
     ]
-    known = {**memory.recent(now), **{t.endpoint: t for t in found}}
+    by_endpoint: dict[Endpoint, list[str]] = {}
+    for trigger in found:
+        by_endpoint.setdefault(trigger.endpoint, []).append(trigger.target)
+    known = {t.endpoint: t for t in [*memory.recent(now), *found]}
     memory.remember(found)
-    return tuple(
-        _with_evidence(r, *mine) if mine is not None else _silenced_by(r, known)
-        for r, mine in zip(reports, own, strict=True)
+    marked = []
+    for report, mine in zip(reports, own, strict=True):
+        if mine is None:
+            marked.append(_silenced_by(report, known))
+            continue
+        step, evidence = mine
+        report = _with_evidence(report, step, evidence)
+        names = by_endpoint[evidence.endpoint]
+        if len(names) > 1 and report.local_verdict is None:
+            note = AMBIGUOUS.format(endpoint=evidence.endpoint, triggers=", ".join(names))
+            report = _inconclusive(report, note)
+        marked.append(report)
+    return tuple(marked)
+
+
+def _inconclusive(report: TargetReport, note: str) -> TargetReport:
+    return dataclasses.replace(
+        report, verdict=INCONCLUSIVE, local_verdict=report.verdict, note=note
     )
 
 
@@ -190,7 +217,4 @@ def _silenced_by(report: TargetReport, known: dict[Endpoint, Trigger]) -> Target
     )
     if report.local_verdict is not None:
         return marked  # the vantage's health already decided what this verdict may say
-    note = NOTE.format(endpoint=trigger.endpoint, trigger=trigger.target)
-    return dataclasses.replace(
-        marked, verdict=INCONCLUSIVE, local_verdict=report.verdict, note=note
-    )
+    return _inconclusive(marked, NOTE.format(endpoint=trigger.endpoint, trigger=trigger.target))
