@@ -8,6 +8,7 @@ import re
 import ssl
 import statistics
 from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -60,7 +61,7 @@ async def probe(port: int, path: str = "/", resolve=None, **expect: object):
     expectations = HttpExpectations(**expect)  # type: ignore[arg-type]
     return await run(
         Connection("127.0.0.1", port),
-        f"http://site.test:{port}{path}",
+        urlsplit(f"http://site.test:{port}{path}"),
         ssl_context=CLIENT_TLS,
         timeout=1.5,
         expect=expectations,
