@@ -16,11 +16,9 @@ from typing import Any
 import pytest
 
 from agent.config import parse_config
-from agent.planner import make_plan
+from agent.once import measure_once
 from agent.sinks.prometheus import PrometheusSink
-from measure.cycle import run_cycle
 from measure.followups.consistency import PageComparison, inconsistent, page_difference
-from measure.prober import Prober
 from measure.report import CycleReport
 from probes import exchange
 from probes.errors import UnexpectedReplyError
@@ -66,12 +64,7 @@ async def cycle(
         },
         "test.yaml",
     )
-    plan = make_plan(config)
-    prober = Prober(plan)
-    try:
-        return await run_cycle(prober, plan.targets)
-    finally:
-        await prober.aclose()
+    return (await measure_once(config)).cycle
 
 
 def verdicts(result: CycleReport) -> dict[str, str]:
