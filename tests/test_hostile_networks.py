@@ -9,7 +9,6 @@ import asyncio
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,21 +68,6 @@ async def cycle(
 
 def verdicts(result: CycleReport) -> dict[str, str]:
     return {r.target.name: r.verdict.value for r in result.reports}
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[Callable[..., Any]]:
-    """Start simlab servers; all closed at the end."""
-    started: list[Any] = []
-
-    async def start(factory: Any, *args: Any, **kwargs: Any) -> Any:
-        server = await factory(*args, **kwargs)
-        started.append(server)
-        return server
-
-    yield start
-    for server in reversed(started):
-        await server.close()
 
 
 async def test_a_walled_garden_is_vantage_down_not_dns_blocking(servers) -> None:
