@@ -24,26 +24,29 @@ SILENT_AFTER_TRIGGER = "the address went silent after the trigger"
 
 
 @dataclass(frozen=True, slots=True)
-class FirstAttempt:
-    """How the first attempt ended, when it was repeated."""
+class Attempt:
+    """How one try of the chain ended: its failed step, the code and the detail."""
 
-    key: ClassVar[str] = "first_attempt"
     step: str
     result: Code
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class FirstAttempt(Attempt):
+    """How the first attempt ended, when it was repeated."""
+
+    key: ClassVar[str] = "first_attempt"
 
     def summary(self) -> str | None:
         return None
 
 
 @dataclass(frozen=True, slots=True)
-class RetryFailedEarlier:
+class RetryFailedEarlier(Attempt):
     """The retry's failure, when it failed at an earlier step than the deciding first try."""
 
     key: ClassVar[str] = "retry"
-    step: str
-    result: Code
-    detail: str
 
     @property
     def silent(self) -> bool:
