@@ -140,7 +140,7 @@ async def _run(
     from agent.sinks.status import StatusSink
 
     metrics, status = PrometheusSink(), StatusSink()
-    sinks: list[Sink] = [metrics, status, MeasurementLogSink()]
+    sinks: list[Sink] = [metrics, status, MeasurementLogSink(metrics.registry)]
     if config.remote_write is not None:
         # After the Prometheus sink in the list: it snapshots the registry that sink just set.
         pusher = RemoteWriteSink(metrics.registry, config.remote_write)

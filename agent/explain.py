@@ -6,6 +6,8 @@ engineers: the status page and the `check` table read them from here, and only h
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from measure.report import TargetReport, VantageHealth
 from measure.verdict import Verdict
 from probes.taxonomy import SKIPPED, Code
@@ -31,6 +33,10 @@ EXPLANATIONS: dict[Code, str] = {
     ),
     Code.DNS_INJECTED: (
         "two different answers came back for {host}: someone on the path injected a fake one"
+    ),
+    Code.DNS_FINGERPRINT: (
+        "the address given for {host} is one that censors are known to answer with (a "
+        "blockpage server or sinkhole): the lookup was tampered with"
     ),
     Code.DNS_ERROR: "the name lookup for {host} failed in an unexpected way",
     Code.TCP_TIMEOUT: "nobody answered the connection to {host}: the address may be blackholed",
@@ -99,6 +105,28 @@ VERDICT_WORDS: dict[Verdict, str] = {
 }
 
 
+class Tone(StrEnum):
+    """How a verdict looks to people: its colour and symbol on the status page (the value is
+    the page's CSS class) and its colour in the `check` table."""
+
+    OK = "ok"
+    BLOCKED = "blocked"
+    UNKNOWN = "unknown"
+
+
+# A vantage whose own link is down has learned nothing about the target: not shown as blocked.
+VERDICT_TONES: dict[Verdict, Tone] = {
+    Verdict.REACHABLE: Tone.OK,
+    Verdict.DNS_BLOCKING: Tone.BLOCKED,
+    Verdict.TCP_IP_BLOCKING: Tone.BLOCKED,
+    Verdict.PROTOCOL_BLOCKING: Tone.BLOCKED,
+    Verdict.TLS_BLOCKING: Tone.BLOCKED,
+    Verdict.HTTP_BLOCKING: Tone.BLOCKED,
+    Verdict.VANTAGE_DOWN: Tone.UNKNOWN,
+    Verdict.INCONCLUSIVE: Tone.UNKNOWN,
+}
+
+
 def health_problems(health: VantageHealth) -> list[str]:
     """What is wrong with the vantage itself, in words (empty when nothing is)."""
     problems = []
@@ -125,6 +153,11 @@ def explain(code: Code | str, host: str) -> str:
 def verdict_words(verdict: Verdict | str) -> str:
     """A verdict as a person reads it: "blocked (TLS)" rather than `tls_blocking`."""
     return VERDICT_WORDS[Verdict(verdict)]
+
+
+def verdict_tone(verdict: Verdict | str) -> Tone:
+    """Whether a verdict is shown as fine, blocked or unknown."""
+    return VERDICT_TONES[Verdict(verdict)]
 
 
 def download_rate(report: TargetReport) -> float | None:

@@ -23,13 +23,27 @@ from agent.config import (
     VantageSection,
     split_host_port,
 )
-from agent.resources import shipped_file
+from agent.fingerprint_db import (
+    DNS_FILE,
+    HTTP_FILE,
+    OONI_DNS_CSV,
+    OONI_HTTP_CSV,
+    load_dns,
+    load_http,
+    read_ooni_dns,
+    read_ooni_http,
+)
+from agent.resources import optional_shipped_file, shipped_file
 from measure.plan import HttpPlan, Prefix, ProbePlan, RawPlan, TargetPlan, VantagePlan
 from probes.blockpages import Fingerprint
+from probes.dns_fingerprints import DnsFingerprint
 from probes.exchange import MTPROTO, Exchange
 from probes.http import SCHEME_PORTS
 
 log = logging.getLogger("reachprobe")
+# How much of each page's decoded body the measurement log keeps (docs/measurement-log.md):
+# enough for a blockpage; the whole page would cost memory for every target.
+LOG_BODY_SAMPLE = 4096
 
 
 @functools.cache
@@ -39,18 +53,51 @@ def shipped_blockpages() -> tuple[BlockpageConfig, ...]:
     return tuple(BlockpageConfig.model_validate(e) for e in shipped)
 
 
-def fingerprints(extra: Sequence[BlockpageConfig] = ()) -> tuple[Fingerprint, ...]:
-    """The shipped blockpage fingerprints plus the config's own, compiled."""
-    return tuple(
+@functools.cache
+def shipped_http_database() -> tuple[Fingerprint, ...]:
+    """OONI's HTTP fingerprints as `scripts/refresh-fingerprints` wrote them, if installed."""
+    path = optional_shipped_file(HTTP_FILE)
+    return tuple(load_http(path)) if path is not None else ()
+
+
+@functools.cache
+def shipped_dns_fingerprints() -> tuple[DnsFingerprint, ...]:
+    """OONI's DNS fingerprints as `scripts/refresh-fingerprints` wrote them, if installed."""
+    path = optional_shipped_file(DNS_FILE)
+    return tuple(load_dns(path)) if path is not None else ()
+
+
+def fingerprints(
+    extra: Sequence[BlockpageConfig] = (), database: Sequence[Fingerprint] | None = None
+) -> tuple[Fingerprint, ...]:
+    """The fingerprint database (`database`, else the installed one), the hand-written
+    entries it lacks, and the config's own. A hand-written entry citing a database fingerprint
+    gives way to OONI's exact rule."""
+    database = tuple(shipped_http_database() if database is None else database)
+    names = {fp.name for fp in database}
+    own = [e for e in shipped_blockpages() if e.source not in names]
+    return database + tuple(
         Fingerprint(
             name=e.name,
-            pattern=re.compile(e.pattern, re.IGNORECASE),
+            pattern=e.pattern,
             location=e.location,
+            pattern_type=e.pattern_type,
             country=e.country,
             source=e.source,
+            false_positive=e.false_positive,
         )
-        for e in (*shipped_blockpages(), *extra)
+        for e in (*own, *extra)
     )
+
+
+def plan_fingerprints(config: Config) -> tuple[tuple[Fingerprint, ...], tuple[DnsFingerprint, ...]]:
+    """The HTTP and DNS fingerprints a config asks for: from its `fingerprints.ooni` folder,
+    else the installed database, plus the hand-written and the config's own HTTP ones."""
+    if config.fingerprints is None:
+        return fingerprints(config.blockpages), shipped_dns_fingerprints()
+    folder = config.fingerprints.ooni
+    http = read_ooni_http(folder / OONI_HTTP_CSV)
+    return fingerprints(config.blockpages, http), tuple(read_ooni_dns(folder / OONI_DNS_CSV))
 
 
 def plan_exchange(config: Literal["mtproto"] | ExchangeConfig | None) -> Exchange | None:
@@ -143,6 +190,7 @@ def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
     """The whole measurement plan of a config (`forced_trace`: trace every target)."""
     agent, resolvers = config.agent, config.resolvers
     control = resolvers.control
+    http_fingerprints, dns_fingerprints = plan_fingerprints(config)
     return ProbePlan(
         targets=tuple(plan_target(t) for t in config.targets),
         test_resolver=resolvers.test.resolver(),
@@ -152,10 +200,13 @@ def make_plan(config: Config, *, forced_trace: bool = False) -> ProbePlan:
         max_addresses=agent.max_addresses,
         address_limit=agent.address_limit,
         max_body_bytes=agent.max_body_bytes,
+        # Every target's latest report stays in memory: keep bodies only for the log.
+        body_sample=LOG_BODY_SAMPLE if config.measurement_log is not None else 0,
         injection_window=resolvers.injection_window,
         bogon_exempt=tuple(resolvers.bogon_exempt),
         ca_file=str(config.tls.ca_file) if config.tls.ca_file else None,
-        fingerprints=fingerprints(config.blockpages),
+        fingerprints=http_fingerprints,
+        dns_fingerprints=dns_fingerprints,
         jitter=agent.effective_jitter,
         vantage=plan_vantage(config.vantage),
         prefixes=plan_prefixes(config),

@@ -10,6 +10,11 @@ _HERE = Path(__file__).resolve().parent
 _CANDIDATES = (_HERE / "_shipped", _HERE.parent / "config")
 
 
+def optional_shipped_file(name: str) -> Path | None:
+    """Path of a file shipped in config/, or None where this install has none."""
+    return next((f / name for f in _CANDIDATES if (f / name).is_file()), None)
+
+
 def shipped_file(name: str) -> Path:
     """Path of a file shipped in config/, wherever the agent was installed from."""
     for folder in _CANDIDATES:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -223,14 +224,36 @@ def agent_config(
 
 
 def write_agent_config(
-    path: Path, ca_file: Path, dns_port: int, urls: list[str], args: argparse.Namespace
+    path: Path,
+    ca_file: Path,
+    dns_port: int,
+    urls: list[str],
+    args: argparse.Namespace,
+    blockpages: list[dict] | None = None,
 ) -> None:
-    """A `check` config probing `urls` through the loopback DNS server, serving nothing."""
+    """A `check` config probing `urls` through the loopback DNS server, serving nothing, with
+    `blockpages` as the config's own fingerprints."""
     targets = [
         {"name": f"t{i:04d}", "url": url, "expect_status": [200]} for i, url in enumerate(urls)
     ]
     config = agent_config(ca_file, dns_port, targets, args)
+    if blockpages:
+        config["blockpages"] = blockpages
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def fingerprint_entries(csv_path: Path) -> list[dict]:
+    """OONI's HTTP fingerprints (fingerprints_http.csv) as config `blockpages` entries; names
+    that are no valid label (OONI has one with a U+FFFD in it) are numbered instead."""
+    from agent.fingerprint_db import read_ooni_http
+
+    entries = []
+    for i, fp in enumerate(read_ooni_http(csv_path)):
+        entry = {k: v for k, v in dataclasses.asdict(fp).items() if v not in (None, False)}
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", fp.name):
+            entry["name"] = f"fingerprint-{i}"
+        entries.append(entry)
+    return entries
 
 
 def write_blackbox_config(path: Path, ca_file: Path) -> None:
@@ -347,8 +370,9 @@ def _wait_http(url: str, proc: subprocess.Popen) -> None:
 # --- report ------------------------------------------------------------------------------------
 
 
-def print_report(rows: list[Row], fixed: Row) -> None:
-    """The table, the reachprobe/blackbox ratios and the fixed cost of a `check` process."""
+def print_report(rows: list[Row], fixed: Row, fixed_db: Row | None = None) -> None:
+    """The table, the reachprobe/blackbox ratios and the fixed cost of a `check` process
+    (`fixed_db`: that of one with the fingerprint database, for the rows that load it)."""
     header = (
         f"{'tool':38} {'probes':>7} {'wall s/cycle':>13} {'CPU ms/probe':>13} "
         f"{'excl. startup':>14} {'peak RSS MiB':>13} {'CPU s/cycle':>12}"
@@ -361,12 +385,14 @@ def print_report(rows: list[Row], fixed: Row) -> None:
     marginal: dict[str, float] = {}
     for row in rows:
         if row.tool.startswith("reachprobe"):
-            per_probe = (row.cpu - fixed.cpu) / (row.probes_per_cycle - 1)
+            base = fixed_db if fixed_db is not None and "fingerprints" in row.tool else fixed
+            per_probe = (row.cpu - base.cpu) / (row.probes_per_cycle - 1)
             marginal[row.tool] = 1000 * per_probe
         else:
             marginal[row.tool] = row.cpu_per_probe_ms
-    for row in [*rows, fixed]:
-        excl = f"{marginal[row.tool]:14.2f}" if row is not fixed else f"{'(startup)':>14}"
+    fixed_rows = [fixed] if fixed_db is None else [fixed, fixed_db]
+    for row in [*rows, *fixed_rows]:
+        excl = f"{marginal[row.tool]:14.2f}" if row not in fixed_rows else f"{'(startup)':>14}"
         print(
             f"{row.tool:38} {row.probes:7d} {row.wall:13.2f} {row.cpu_per_probe_ms:13.2f} "
             f"{excl} {row.peak_rss_mib:13.1f} {row.cpu_spread:>12}"
@@ -380,10 +406,11 @@ def print_report(rows: list[Row], fixed: Row) -> None:
                 f"{row.cpu_per_probe_ms / box.cpu_per_probe_ms:.1f}x per `check` process, "
                 f"{marginal[row.tool] / box.cpu_per_probe_ms:.1f}x excluding startup"
             )
-    print(
-        f"fixed cost of one `check` process (1 target): "
-        f"{1000 * fixed.cpu:.0f} ms CPU, {fixed.wall:.2f} s wall"
-    )
+    for row in fixed_rows:
+        print(
+            f"fixed cost of one `check` process ({row.tool.removeprefix('reachprobe ')}): "
+            f"{1000 * row.cpu:.0f} ms CPU, {row.wall:.2f} s wall"
+        )
     print(
         "wall and CPU are the best of the rounds; 'CPU s/cycle' is the rounds' min-max; "
         "RSS is the peak over all rounds"
@@ -431,6 +458,12 @@ def run_all(children: Children, workdir: Path, args: argparse.Namespace) -> None
     configs = {"names": by_name, "ips": by_ip, "one": by_ip[:1]}
     for label, urls in configs.items():
         write_agent_config(workdir / f"{label}.yaml", pki.ca_file, dns_port, urls, args)
+    extra = fingerprint_entries(args.fingerprints) if args.fingerprints else []
+    if extra:
+        configs["ips-db"], configs["one-db"] = by_ip, by_ip[:1]
+        for label in ("ips-db", "one-db"):
+            urls = configs[label]
+            write_agent_config(workdir / f"{label}.yaml", pki.ca_file, dns_port, urls, args, extra)
     box_config = workdir / "blackbox.yml"
     write_blackbox_config(box_config, pki.ca_file)
 
@@ -442,6 +475,9 @@ def run_all(children: Children, workdir: Path, args: argparse.Namespace) -> None
         "blackbox": Row("blackbox_exporter (IP URLs)", args.targets),
         "one": Row("reachprobe (1 target)", 1),
     }
+    if extra:
+        rows["ips-db"] = Row(f"reachprobe (IP URLs, +{len(extra)} fingerprints)", args.targets)
+        rows["one-db"] = Row(f"reachprobe (1 target, +{len(extra)} fingerprints)", 1)
     # Rounds interleave the variants, so that a burst of other load on the machine hits
     # every variant alike rather than one of them.
     for _ in range(args.rounds):
@@ -451,8 +487,8 @@ def run_all(children: Children, workdir: Path, args: argparse.Namespace) -> None
             else:
                 sample = reachprobe_cycle(workdir / f"{key}.yaml", len(configs[key]), workdir)
             row.samples.append(sample)
-    fixed = rows.pop("one")
-    print_report(list(rows.values()), fixed)
+    fixed, fixed_db = rows.pop("one"), rows.pop("one-db", None)
+    print_report(list(rows.values()), fixed, fixed_db)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -473,6 +509,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--injection-window",
         default="500ms",
         help="reachprobe's resolvers.injection_window (500ms, the agent's default)",
+    )
+    parser.add_argument(
+        "--fingerprints",
+        type=Path,
+        help="OONI's fingerprints_http.csv: adds a row probing the IP URLs with all of its "
+        "fingerprints loaded, beside the row with the shipped ones only",
     )
     args = parser.parse_args(argv)
     if args.targets < 2 or args.rounds < 1 or args.concurrency < 1:

@@ -14,6 +14,7 @@ from urllib.parse import SplitResult
 
 from probes.blockpages import Fingerprint
 from probes.dns import Resolver
+from probes.dns_fingerprints import DnsFingerprint
 from probes.exchange import Exchange
 from probes.taxonomy import Step
 
@@ -150,10 +151,13 @@ class ProbePlan:
     max_addresses: int = 4
     address_limit: int = 8
     max_body_bytes: int = 1 << 20
+    # Characters of each page's body the HTTP facts keep (for the measurement log; 0: none).
+    body_sample: int = 0
     injection_window: float = 0.5
     bogon_exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     ca_file: str | None = None
     fingerprints: tuple[Fingerprint, ...] = field(default=())
+    dns_fingerprints: tuple[DnsFingerprint, ...] = field(default=())
     jitter: float = 0.0
     vantage: VantagePlan = field(default=VantagePlan())
     prefixes: tuple[Prefix, ...] = ()

@@ -20,6 +20,7 @@ from probes import http, tls
 from probes.blockpages import BlockpageMatcher
 from probes.bogons import BogonFilter
 from probes.dns import DnsClient, Resolver
+from probes.dns_fingerprints import DnsFingerprints
 from probes.results import HttpFacts, StepResult, skipped
 from probes.taxonomy import Step
 
@@ -43,6 +44,7 @@ class Prober:
         self.ssl_context = tls.make_context(plan.ca_file)
         self.bogons = BogonFilter(plan.bogon_exempt)
         self.blockpages = BlockpageMatcher(plan.fingerprints)
+        self.dns_fingerprints = DnsFingerprints(plan.dns_fingerprints)
         self.semaphore = asyncio.Semaphore(plan.concurrency)
         self.test_dns = self._dns_client(plan.test_resolver)
         control = plan.control_resolver
@@ -59,6 +61,7 @@ class Prober:
             injection_window=self.plan.injection_window,
             ssl_context=self.ssl_context,
             limiter=self.semaphore,
+            fingerprints=self.dns_fingerprints,
         )
 
     def expectations(self, target: TargetPlan) -> http.HttpExpectations:
@@ -70,6 +73,7 @@ class Prober:
                 body=target.http.expect_body,
                 blockpages=self.blockpages,
                 max_body=self.plan.max_body_bytes,
+                body_sample=self.plan.body_sample,
             )
         return self._expectations[target.name]
 

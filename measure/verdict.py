@@ -34,6 +34,21 @@ STEP_VERDICTS: dict[Step, Verdict] = {
     Step.HTTP: Verdict.HTTP_BLOCKING,
 }
 VERDICTS: tuple[Verdict, ...] = tuple(Verdict)
+# web_connectivity's `blocking` (ooni/spec ts-017): the layer where the failure happened,
+# false when accessible, null when nothing can be said about the target. OONI has no value of
+# its own for a non-HTTP protocol failing after the connection was made (`protocol_blocking`);
+# like a TLS or HTTP failure it fails above TCP, which web_connectivity calls "http-failure".
+# A vantage whose own link is down says nothing about the target: null.
+OONI_BLOCKING: dict[Verdict, str | bool | None] = {
+    Verdict.REACHABLE: False,
+    Verdict.DNS_BLOCKING: "dns",
+    Verdict.TCP_IP_BLOCKING: "tcp_ip",
+    Verdict.PROTOCOL_BLOCKING: "http-failure",
+    Verdict.TLS_BLOCKING: "http-failure",
+    Verdict.HTTP_BLOCKING: "http-failure",
+    Verdict.VANTAGE_DOWN: None,
+    Verdict.INCONCLUSIVE: None,
+}
 
 
 def first_failure(steps: Sequence[StepResult]) -> StepResult | None:

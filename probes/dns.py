@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -27,11 +27,12 @@ import dns.rdatatype
 import dns.resolver
 
 from probes.bogons import BogonFilter
+from probes.dns_fingerprints import DnsFingerprints
 
 if TYPE_CHECKING:
     import aiohttp
 from probes.errors import Outcome, classify, client_errors, measure
-from probes.results import DnsFacts, StepResult
+from probes.results import DnsFacts, DnsQuery, DnsRecord, StepResult, format_endpoint
 from probes.taxonomy import Code, Step
 
 QTYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
@@ -77,10 +78,47 @@ class QueryOutcome:
     responses: list[dns.message.Message] = field(default_factory=list)
     error: BaseException | None = None
     strays: int = 0
+    # The server that answered (or was asked last): `ip:port`, or the DoH URL.
+    server: str | None = None
 
 
 def _addresses(msg: dns.message.Message) -> list[str]:
     return [rdata.address for rrset in msg.answer if rrset.rdtype in QTYPES for rdata in rrset]
+
+
+def _aliases(msg: dns.message.Message) -> list[str]:
+    return [
+        rdata.target.to_text() for rrset in msg.answer if rrset.rdtype == dns.rdatatype.CNAME
+        for rdata in rrset
+    ]  # fmt: skip
+
+
+def _known_lie(
+    answers: Iterable[str], known: DnsFingerprints
+) -> tuple[Code, str, list[str]] | None:
+    """A `dns_fingerprint` result if an answer (an address or a CNAME target) is a censor's
+    known one. Checked before the bogon rule, so that a sinkhole in private space is named."""
+    hit = known.match(answers)
+    if hit is None:
+        return None
+    answer, fp = hit
+    where = f", {fp.country}" if fp.country else ""
+    return Code.DNS_FINGERPRINT, f"answer {answer} is {fp.name}{where}", []
+
+
+def query_facts(qtype: int, outcome: QueryOutcome, hide_server: bool) -> DnsQuery:
+    """One query's first answer as facts: rcode and address records with their TTLs."""
+    first = outcome.responses[0] if outcome.responses else None
+    records = () if first is None else tuple(
+        DnsRecord(rdata.address, rrset.ttl)
+        for rrset in first.answer if rrset.rdtype in QTYPES for rdata in rrset
+    )  # fmt: skip
+    return DnsQuery(
+        qtype=dns.rdatatype.to_text(qtype),
+        server=None if hide_server else outcome.server,
+        rcode=None if first is None else first.rcode(),
+        records=records,
+    )
 
 
 def _fingerprint(msg: dns.message.Message) -> tuple[int, frozenset[str]]:
@@ -92,8 +130,13 @@ def _render(msg: dns.message.Message) -> str:
     return ",".join(sorted(addresses)) if addresses else dns.rcode.to_text(msg.rcode())
 
 
-def evaluate(outcomes: dict[int, QueryOutcome], bogons: BogonFilter) -> tuple[Code, str, list[str]]:
+def evaluate(
+    outcomes: dict[int, QueryOutcome],
+    bogons: BogonFilter,
+    known: DnsFingerprints | None = None,
+) -> tuple[Code, str, list[str]]:
     """Classify the outcomes of the A and AAAA queries: (code, detail, usable addresses).
+    `known` holds the censors' known answers (DNS fingerprints).
 
     Pure, so that the rules can be tested without a network.
     """
@@ -103,10 +146,16 @@ def evaluate(outcomes: dict[int, QueryOutcome], bogons: BogonFilter) -> tuple[Co
             answers = " vs ".join(_render(m) for m in distinct.values())
             return Code.DNS_INJECTED, f"{dns.rdatatype.to_text(qtype)}: {answers}", []
 
-    addresses: list[str] = []
+    # dicts as ordered sets: the answers in the order the resolver gave them, once each
+    answers: dict[str, None] = {}
+    aliases: dict[str, None] = {}
     for outcome in outcomes.values():
         for msg in outcome.responses[:1]:
-            addresses.extend(a for a in _addresses(msg) if a not in addresses)
+            answers.update(dict.fromkeys(_addresses(msg)))
+            aliases.update(dict.fromkeys(_aliases(msg)))
+    if known and (lie := _known_lie([*answers, *aliases], known)) is not None:
+        return lie
+    addresses = list(answers)
     if addresses:
         bad = [a for a in addresses if bogons.is_bogon(a)]
         if bad:
@@ -223,9 +272,12 @@ class DnsClient:
         injection_window: float = 0.5,
         ssl_context: object | None = None,
         limiter: AbstractAsyncContextManager[object] | None = None,
+        fingerprints: DnsFingerprints | None = None,
     ) -> None:
-        """`limiter` bounds queries in flight (the agent passes its concurrency semaphore)."""
+        """`limiter` bounds queries in flight (the agent passes its concurrency semaphore);
+        `fingerprints` are the censors' known answers, named as `dns_fingerprint`."""
         self.limiter = limiter if limiter is not None else contextlib.nullcontext()
+        self.fingerprints = fingerprints
         self.resolver = resolver
         self.timeout = timeout
         self.injection_window = injection_window
@@ -313,9 +365,12 @@ class DnsClient:
         )
         outcome = QueryOutcome()
         for server in servers:
+            outcome.server = self.resolver.url if server is None else format_endpoint(*server)
             try:
                 async with asyncio.timeout(self.per_server):
-                    return await self._query_once(query, server)
+                    answered = await self._query_once(query, server)
+                answered.server = outcome.server
+                return answered
             except (
                 OSError,
                 TimeoutError,
@@ -334,9 +389,13 @@ class DnsClient:
 
         async def work() -> Outcome:
             results = await asyncio.gather(*(self.query(name, q) for q in QTYPES))
-            code, detail, addresses = evaluate(dict(zip(QTYPES, results, strict=True)), bogons)
+            code, detail, addresses = evaluate(
+                dict(zip(QTYPES, results, strict=True)), bogons, self.fingerprints
+            )
             strays = sum(r.strays for r in results)
-            facts = DnsFacts(self.resolver.type, tuple(addresses), strays)
+            own = self.resolver.type == "system"  # the volunteer's own network's server
+            queries = tuple(query_facts(q, r, own) for q, r in zip(QTYPES, results, strict=True))
+            facts = DnsFacts(self.resolver.type, tuple(addresses), strays, queries)
             return Outcome(code, detail, facts)
 
         return await measure(Step.DNS, None, self.step_timeout, work)

@@ -278,8 +278,10 @@ async def measure(
         code, detail = classify(step, exc)
         if code.value.endswith("_error"):
             log.debug("%s %s: unclassified %r", step.value, endpoint, exc, exc_info=exc)
-        return StepResult(step, code, endpoint, time.perf_counter() - start, detail)
+        return StepResult(step, code, endpoint, time.perf_counter() - start, detail, started=start)
     finally:
         _DEADLINE.reset(token)
     elapsed = time.perf_counter() - start
-    return StepResult(step, outcome.code, endpoint, elapsed, outcome.detail, outcome.facts)
+    return StepResult(
+        step, outcome.code, endpoint, elapsed, outcome.detail, outcome.facts, started=start
+    )

@@ -73,6 +73,8 @@ class HttpExpectations:
     body: re.Pattern[str] | None = None
     blockpages: BlockpageMatcher = field(default_factory=BlockpageMatcher)
     max_body: int = DEFAULT_MAX_BODY
+    # How much of the last hop's decoded body the facts keep (the measurement log's; 0: none).
+    body_sample: int = 0
 
 
 @dataclass(slots=True)
@@ -81,6 +83,7 @@ class _Response:
     status: int
     status_line: str
     headers: Mapping[str, str]
+    header_list: tuple[tuple[str, str], ...]
     body: str
     body_bytes: int
     truncated: bool
@@ -165,6 +168,11 @@ async def _read_body(
         return b"".join(chunks), False, True
 
 
+def request_headers(netloc: str) -> list[tuple[str, str]]:
+    """The headers of the GET the step sends to `netloc` (a URL's host[:port])."""
+    return [("Host", netloc.rpartition("@")[2]), *BROWSER_HEADERS, ("Connection", "close")]
+
+
 async def _exchange(
     stream: Stream, parts: SplitResult, url: str, cap: int, deadline: float
 ) -> _Response:
@@ -173,8 +181,7 @@ async def _exchange(
     target = parts.path or "/"
     if parts.query:
         target += f"?{parts.query}"
-    headers = [("Host", parts.netloc.rpartition("@")[2]), *BROWSER_HEADERS, ("Connection", "close")]
-    request = h11.Request(method="GET", target=target, headers=headers)
+    request = h11.Request(method="GET", target=target, headers=request_headers(parts.netloc))
     await stream.send(conn.send(request) + (conn.send(h11.EndOfMessage()) or b""))
     event = await _next_event(conn, stream)
     while isinstance(event, h11.InformationalResponse):
@@ -183,7 +190,12 @@ async def _exchange(
         raise EOFError("connection closed before a response")
     if sum(len(k) + len(v) for k, v in event.headers) > MAX_HEADER_BYTES:
         raise PeerProtocolError(f"response headers larger than {MAX_HEADER_BYTES} bytes")
-    fields = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+    header_list = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers)
+    # The first of repeated headers counts, as OONI's fingerprint matching reads them (h11
+    # already lowercases names).
+    fields: dict[str, str] = {}
+    for k, v in header_list:
+        fields.setdefault(k, v)
     encoding = fields.get("content-encoding", "")
     raw, truncated, stalled = await _read_body(conn, stream, encoding, cap, deadline)
     version, reason = event.http_version.decode(), event.reason.decode("latin-1")
@@ -192,6 +204,7 @@ async def _exchange(
         status=event.status_code,
         status_line=f"HTTP/{version} {event.status_code} {reason}".rstrip(),
         headers=fields,
+        header_list=header_list,
         body=decode(raw, charset_of(fields, raw)),
         body_bytes=len(raw),
         truncated=truncated,
@@ -352,6 +365,8 @@ async def run(
             redirect=hops.unresolved,
             redirects=tuple(hops.urls[1:]),
             title=title_of(resp.body),
+            headers=resp.header_list,
+            body=resp.body[: expect.body_sample],
         )
         return Outcome(code, detail, facts)
 

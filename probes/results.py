@@ -7,29 +7,59 @@ layers read (addresses, throughput ...) is a field, not a key in a dict.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from probes.taxonomy import SKIPPED, Code, Step, ooni_failure
+
+# A field with this metadata is kept for the measurement log but left out of the step's JSON
+# (bodies, headers and certificates would drown `check --format json`).
+ARCHIVE_ONLY = {"step_json": False}
+
+
+@dataclass(frozen=True, slots=True)
+class DnsRecord:
+    """One address record of an answer and its TTL."""
+
+    address: str
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class DnsQuery:
+    """One query of the DNS step as its server answered it (the first answer; more than one
+    is injection, named in the step's code). `server` is the `ip:port` (or DoH URL) that
+    answered or was asked last; None for the system resolver (the volunteer's own network's
+    server is not recorded). `rcode` is None when no answer arrived."""
+
+    qtype: str
+    server: str | None = None
+    rcode: int | None = None
+    records: tuple[DnsRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class DnsFacts:
     """What a resolver answered: its transport, the usable addresses, and how many datagrams
-    answered another query (a wrong id or question: forged, and ignored for the verdict)."""
+    answered another query (a wrong id or question: forged, and ignored for the verdict);
+    `queries` are the A and AAAA queries one by one, with TTLs."""
 
     resolver: str
     addresses: tuple[str, ...] = ()
     stray_responses: int = 0
+    queries: tuple[DnsQuery, ...] = field(default=(), metadata=ARCHIVE_ONLY)
 
 
 @dataclass(frozen=True, slots=True)
 class TlsFacts:
-    """Facts about a completed handshake."""
+    """Facts about a completed handshake; `certificate` is the peer's leaf in DER, `alpn`
+    the protocol negotiated with ALPN (None when none was)."""
 
     version: str | None
     cipher: str | None
     cert_not_after: float | None = None
+    alpn: str | None = None
+    certificate: bytes | None = field(default=None, metadata=ARCHIVE_ONLY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +75,10 @@ class HttpFacts:
     redirect: str | None = None
     redirects: tuple[str, ...] = ()
     title: str | None = None
+    # The last hop's response headers as received, and the start of its decoded body (at
+    # most BODY_SAMPLE characters: `body_bytes` says whether there was more).
+    headers: tuple[tuple[str, str], ...] = field(default=(), metadata=ARCHIVE_ONLY)
+    body: str = field(default="", metadata=ARCHIVE_ONLY)
 
 
 Facts = DnsFacts | TlsFacts | HttpFacts
@@ -68,10 +102,14 @@ def evidence_json(evidence: Evidence) -> dict[str, object]:
 
 
 def facts_json(facts: object) -> dict[str, object]:
-    """A dataclass of facts or evidence as JSON, leaving out what is unset."""
+    """A dataclass of facts or evidence as JSON, leaving out what is unset and what only the
+    measurement log keeps."""
     if facts is None:
         return {}
     pairs = dataclasses.asdict(facts)  # type: ignore[call-overload]
+    for f in dataclasses.fields(facts):  # type: ignore[arg-type]
+        if not f.metadata.get("step_json", True):
+            del pairs[f.name]
     return {
         k: (list(v) if isinstance(v, tuple) else v)
         for k, v in pairs.items()
@@ -123,6 +161,9 @@ class StepResult:
     detail: str = ""
     facts: Facts | None = None
     evidence: tuple[Evidence, ...] = ()
+    # When the step started, on the monotonic clock (`time.perf_counter`): the measurement
+    # log's per-operation times. None for a step that never ran.
+    started: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.endpoint, str):  # a result written by hand: `"192.0.2.1:443"`

@@ -54,6 +54,7 @@ class Code(StrEnum):
     DNS_BOGON = "dns_bogon"
     DNS_INCONSISTENT = "dns_inconsistent"
     DNS_INJECTED = "dns_injected"
+    DNS_FINGERPRINT = "dns_fingerprint"
     DNS_ERROR = "dns_error"
     TCP_TIMEOUT = "tcp_timeout"
     TCP_RESET = "tcp_reset"
@@ -112,6 +113,9 @@ OONI_FAILURE: dict[Code, str | None] = {
     Code.DNS_BOGON: "dns_bogon_error",
     Code.DNS_INCONSISTENT: "dns_consistency_failure",
     Code.DNS_INJECTED: "dns_injection_failure",
+    # OONI records such a query as answered (failure null) and names the match in its
+    # analysis (ooni/data's DNS fingerprint id); there is no failure string for it.
+    Code.DNS_FINGERPRINT: "unknown_failure: dns fingerprint",
     Code.DNS_ERROR: "unknown_failure: dns",
     Code.TCP_TIMEOUT: "generic_timeout_error",
     Code.TCP_RESET: "connection_reset",

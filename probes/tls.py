@@ -139,6 +139,8 @@ def _facts(tls: ssl.SSLObject) -> TlsFacts:
         version=tls.version(),
         cipher=cipher[0] if cipher else None,
         cert_not_after=cert_time_to_seconds(not_after) if isinstance(not_after, str) else None,
+        alpn=tls.selected_alpn_protocol(),
+        certificate=tls.getpeercert(binary_form=True),
     )
 
 

@@ -27,12 +27,14 @@ Labels = frozenset[str]
 def exported_metrics() -> dict[str, tuple[str, Labels]]:
     """Each family a fresh agent registry exports, by the name its samples carry (a counter's
     with `_total`): its type and label names."""
+    from agent.sinks.measurement_log.counters import MeasurementLogMetrics
     from agent.sinks.prometheus import PrometheusSink
     from agent.sinks.prometheus.exposition import RowFamily
     from agent.sinks.remote_write.metrics import RemoteWriteMetrics
 
     registry = PrometheusSink().registry
     RemoteWriteMetrics.for_registry(registry)  # what push mode adds to the same registry
+    MeasurementLogMetrics.for_registry(registry)  # what the measurement log adds
     families = {family.name: family.type for family in registry.collect()}
     # A labelled metric shows its label names only in its samples, and a fresh one has none;
     # prometheus_client keeps them on the metric object, with no public accessor. The

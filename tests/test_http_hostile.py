@@ -177,7 +177,7 @@ async def test_a_charset_declared_only_in_meta_is_honoured(serve) -> None:
     text = "\u0414\u043e\u0441\u0442\u0443\u043f "
     text += "\u043e\u0433\u0440\u0430\u043d\u0438\u0447\u0435\u043d"
     body = f'<meta charset="windows-1251"><p>{text}</p>'.encode("cp1251")
-    cyrillic = Fingerprint("ru-cyrillic", re.compile(text))
+    cyrillic = Fingerprint("ru-cyrillic", text, pattern_type="contains")
     port = await serve(responder(page(body)))
     result = await probe(port, blockpages=BlockpageMatcher([cyrillic]))
     assert result.result == "http_blockpage"

@@ -75,6 +75,7 @@ def test_sinks_never_import_each_other() -> None:
 SINK_PACKAGES = {
     "prometheus": {"sink", "target_series", "exposition", "raw"},
     "remote_write": {"sink", "snapshot", "wire", "buffer", "sender", "metrics"},
+    "measurement_log": {"sink", "record", "logfile", "counters"},
 }
 
 

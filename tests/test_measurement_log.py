@@ -4,6 +4,8 @@ config section, and `reachprobe run` writing it."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import itertools
 import json
 import signal
 import sys
@@ -14,10 +16,12 @@ import pytest
 import yaml
 
 from agent.config import ConfigError, parse_config
+from agent.planner import LOG_BODY_SAMPLE, make_plan
 from agent.sinks.measurement_log import MeasurementLogSink
 from tests.demo_world import demo_agent, publish_demo_cycle
 
 DEADLINE = 30.0
+OPERATIONS = ("tcp_connect", "tls_handshakes", "requests")
 
 
 def keys(value: Any) -> set[str]:
@@ -40,11 +44,36 @@ async def test_one_record_per_target_in_ooni_shape(tmp_path: Path) -> None:
     news = records["news"]
     assert news["probe_cc"] == "ZZ"
     assert news["probe_asn"] == "AS0"
-    assert news["annotations"] == {"vantage": "demo", "role": "test", "cycle": 1}
+    assert news["annotations"]["vantage"] == "demo"
+    assert news["annotations"]["role"] == "test"
+    # OONI's annotations are strings (df-000); its loaders refuse an integer.
+    assert news["annotations"]["cycle"] == "1"
+    assert all(isinstance(v, str) for v in news["annotations"].values())
     assert news["input"].startswith("https://news.test:")
     assert news["test_keys"]["accessible"] is True
     assert news["test_keys"]["blocking"] is False
-    assert [q["hostname"] for q in news["test_keys"]["queries"]] == ["news.test"]
+    queries = news["test_keys"]["queries"]
+    assert [(q["hostname"], q["query_type"]) for q in queries] == [
+        ("news.test", "A"),
+        ("news.test", "AAAA"),
+    ]
+    # The demo's zone gives A records only, with a TTL; the AAAA query is answered empty.
+    assert queries[0]["answers"] == [{"answer_type": "A", "ipv4": "127.0.0.1", "ttl": 60}]
+    assert (queries[1]["answers"], queries[1]["failure"]) == ([], "dns_no_answer")
+    assert all(q["resolver_address"].startswith("127.0.0.1:") for q in queries)
+    # Per-operation times since the measurement's start, each after the one before.
+    operations = [*queries[:1], *(news["test_keys"][k][0] for k in OPERATIONS)]
+    assert operations[0]["t0"] == 0.0
+    assert all(a["t"] <= b["t0"] for a, b in itertools.pairwise(operations))
+    tls = news["test_keys"]["tls_handshakes"][0]
+    assert tls["tls_version"].startswith("TLSv1.")
+    assert tls["cipher_suite"]
+    assert tls["no_tls_verify"] is False
+    assert base64.b64decode(tls["peer_certificates"][0]["data"])[:1] == b"\x30"  # DER
+    request = news["test_keys"]["requests"][0]
+    assert request["request"]["headers"]["Host"].startswith("news.test:")
+    assert "hello from the reachprobe test server" in request["response"]["body"]
+    assert request["response"]["headers"]["content-type"].startswith("text/html")
     assert news["test_keys"]["requests"][0]["response"]["code"] == 200
     messenger = records["messenger"]["test_keys"]
     assert messenger["blocking"] == "http-failure"
@@ -55,14 +84,16 @@ async def test_one_record_per_target_in_ooni_shape(tmp_path: Path) -> None:
     assert records["blocked-page"]["test_keys"]["blocking"] == "http-diff"
     assert records["ip-blocked"]["test_keys"]["blocking"] == "tcp_ip"
     for record in records.values():
-        # OONI's base format has probe_ip; this log never records the volunteer's address.
-        assert "probe_ip" not in keys(record)
+        # OONI's base format has probe_ip; this log never records the volunteer's address,
+        # only the spec's privacy value.
+        assert record["probe_ip"] == "127.0.0.1"
+        assert [k for k in keys(record) if k == "probe_ip"] == ["probe_ip"]
         assert record["test_keys"]["steps"]
 
 
 async def test_the_log_rotates_by_size_and_keeps_the_configured_backups(tmp_path: Path) -> None:
     log = tmp_path / "m.jsonl"
-    section = {"path": str(log), "max_bytes": 4096, "backups": 2}
+    section = {"path": str(log), "max_bytes": 16384, "backups": 2}
     sink = MeasurementLogSink()
     _, _, cycle = await publish_demo_cycle(sink, tmp_path, measurement_log=section)
     for _ in range(5):
@@ -71,8 +102,20 @@ async def test_the_log_rotates_by_size_and_keeps_the_configured_backups(tmp_path
     files = log_files(tmp_path, "m.jsonl*")
     assert [p.name for p in files] == ["m.jsonl", "m.jsonl.1", "m.jsonl.2"]
     for path in files:
-        assert path.stat().st_size <= 4096
+        assert path.stat().st_size <= 16384
         assert all(json.loads(line) for line in _lines(path))
+
+
+async def test_with_no_backups_the_log_starts_anew(tmp_path: Path) -> None:
+    log = tmp_path / "m.jsonl"
+    section = {"path": str(log), "max_bytes": 16384, "backups": 0}
+    sink = MeasurementLogSink()
+    _, _, cycle = await publish_demo_cycle(sink, tmp_path, measurement_log=section)
+    for _ in range(5):
+        sink.publish(cycle)
+    await sink.aclose()
+    assert log_files(tmp_path, "m.jsonl*") == [log]
+    assert 0 < log.stat().st_size <= 16384
 
 
 async def test_no_section_no_log(tmp_path: Path) -> None:
@@ -139,3 +182,14 @@ async def _grown(path: Path, lines: int) -> None:
     """Return once `path` has `lines` lines (the caller bounds the wait)."""
     while len(_lines(path)) < lines:  # noqa: ASYNC110 - a file has no event to wait on
         await asyncio.sleep(0.2)
+
+
+def test_page_bodies_are_kept_only_for_the_log(tmp_path: Path) -> None:
+    # Every target's latest report stays in memory: the body sample costs only with a log.
+    targets = [{"name": "a", "url": "https://a.example/"}]
+    plain = parse_config({"targets": targets}, "site.yaml", tmp_path)
+    logged = parse_config(
+        {"targets": targets, "measurement_log": {"path": "m.jsonl"}}, "site.yaml", tmp_path
+    )
+    assert make_plan(plain).body_sample == 0
+    assert make_plan(logged).body_sample == LOG_BODY_SAMPLE == 4096

@@ -43,7 +43,7 @@ class Rows(HTMLParser):
             self._row = []
         elif tag in ("th", "td") and self._row is not None:
             self._cell = []
-        elif tag == "div" and dict(attrs).get("class") == "host":
+        elif tag == "div" and dict(attrs).get("class") in ("host", "group"):
             self._host_div = True
 
     def handle_endtag(self, tag: str) -> None:
@@ -103,6 +103,18 @@ def _hostile_report() -> TargetReport:
     target = TargetPlan(name="hostile", group="", scheme="http", host=HOSTILE, port=80)
     http = StepResult(Step.HTTP, Code.HTTP_BLOCKPAGE, "192.0.2.1:80", 0.01, HOSTILE)
     return TargetReport(target, Verdict.HTTP_BLOCKING, chains=((http,),))
+
+
+def test_the_page_shows_each_targets_category() -> None:
+    """A test list's category (the target's group) is on the page: what kind of site it is."""
+    target = TargetPlan(name="news.example.org", group="NEWS", scheme="https", host="h", port=443)
+    plain = TargetPlan(name="plain", group="", scheme="https", host="h", port=443)
+    sink = StatusSink()
+    reports = tuple(TargetReport(t, Verdict.REACHABLE) for t in (target, plain))
+    sink.publish(CycleReport(1, 0.0, 0.1, reports))
+    page = sink.render()
+    assert "<div class=group>NEWS</div>" in page
+    assert page.count("<div class=group>") == 1
 
 
 def test_text_from_the_network_is_escaped() -> None:

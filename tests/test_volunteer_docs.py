@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from agent.config import AgentSection
+from agent.config import AgentSection, parse_config
+from agent.planner import make_plan
 from agent.sinks.measurement_log import record
 from measure.plan import TargetPlan
 from measure.report import CycleReport, TargetReport
@@ -25,16 +26,24 @@ def test_the_readme_starts_with_install_and_demo_then_the_test_command() -> None
 
 def test_the_measurement_log_doc_names_every_field() -> None:
     doc = (ROOT / "docs" / "measurement-log.md").read_text(encoding="utf-8")
-    target = TargetPlan(name="t", group="", scheme="tcp", host="192.0.2.1", port=443)
-    dns = StepResult(Step.DNS, Code.OK, None, 0.1, "", DnsFacts("udp", ("192.0.2.1",)))
-    report = TargetReport(target, Verdict.INCONCLUSIVE, dns=dns, error="internal error: x")
-    rec = record(AgentSection(), CycleReport(1, 0.0, 0.1, (report,)), report)
     documented = set(re.findall(r"`([a-z_.\[\]]+)`", doc))
-    for key in rec:
-        assert key in documented, key
-    for key in rec["test_keys"]:
-        assert f"test_keys.{key}" in documented or f"test_keys.{key}[]" in documented, key
-    assert "duration_seconds" in rec["test_keys"]["queries"][0]
+    dns = StepResult(Step.DNS, Code.OK, None, 0.1, "", DnsFacts("udp", ("192.0.2.1",)))
+    control = StepResult(Step.DNS, Code.OK, None, 0.1, "", DnsFacts("doh", ("192.0.2.1",)))
+    tcp = TargetPlan(name="t", group="", scheme="tcp", host="192.0.2.1", port=443)
+    url = make_plan(
+        parse_config({"targets": [{"name": "a", "url": "https://a.example/"}]}, "t.yaml")
+    )
+    reports = [
+        TargetReport(tcp, Verdict.INCONCLUSIVE, dns=dns, error="internal error: x"),
+        TargetReport(url.targets[0], Verdict.REACHABLE, dns=dns, control=control),
+    ]
+    for report in reports:
+        rec = record(AgentSection(), CycleReport(1, 0.0, 0.1, (report,)), report)
+        for key in rec:
+            assert key in documented, key
+        for key in rec["test_keys"]:
+            assert f"test_keys.{key}" in documented or f"test_keys.{key}[]" in documented, key
+        assert "duration_seconds" in rec["test_keys"]["queries"][0]
 
 
 def test_the_files_the_volunteer_guide_names_exist() -> None:

@@ -11,13 +11,14 @@ from typing import Any
 from pydantic import ValidationInfo, field_validator, model_validator
 
 from agent.config.agent_section import AgentSection
-from agent.config.blockpages import BlockpageConfig
+from agent.config.blockpages import BlockpageConfig, FingerprintsSection
 from agent.config.measurement_log import MeasurementLogSection
 from agent.config.prefixes import PrefixConfig
 from agent.config.raw import RawSection
 from agent.config.remote_write import RemoteWriteConfig
 from agent.config.resolvers import ResolversSection, TlsSection
 from agent.config.targets import TargetConfig
+from agent.config.test_lists import TestListSource, listed_targets
 from agent.config.types import Strict
 from agent.config.vantage import VantageSection
 
@@ -31,7 +32,10 @@ class Config(Strict):
     vantage: VantageSection = VantageSection()
     measurement_log: MeasurementLogSection | None = None
     targets: list[TargetConfig] = []
+    # Targets from Citizen Lab test lists, added to `targets` when the config loads.
+    targets_from: list[TestListSource] = []
     blockpages: list[BlockpageConfig] = []
+    fingerprints: FingerprintsSection | None = None
     prefixes: list[PrefixConfig] = []
     remote_write: RemoteWriteConfig | None = None
     raw: RawSection = RawSection()
@@ -49,6 +53,16 @@ class Config(Strict):
                 )
             seen.add(item.name)
         return value
+
+    @model_validator(mode="after")
+    def _expand_test_lists(self) -> Config:
+        explicit = [(t.name, t.url) for t in self.targets]
+        try:
+            entries = listed_targets(self.targets_from, explicit)
+        except ValueError as exc:
+            raise ValueError(f"targets_from: {exc}") from None
+        listed = [TargetConfig.model_validate(e) for e in entries]
+        return self.model_copy(update={"targets": [*self.targets, *listed]}) if listed else self
 
     @model_validator(mode="before")
     @classmethod

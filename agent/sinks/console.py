@@ -21,11 +21,19 @@ from rich.text import Text
 
 from agent import __version__
 from agent.config import AgentSection, Config
-from agent.explain import download_rate, explain, health_problems, step_timings, verdict_words
+from agent.explain import (
+    Tone,
+    download_rate,
+    explain,
+    health_problems,
+    step_timings,
+    verdict_tone,
+    verdict_words,
+)
 from agent.sinks import Sink
 from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
-from measure.verdict import INCONCLUSIVE, REACHABLE, first_failure
+from measure.verdict import REACHABLE, first_failure
 
 TARGETS = "\0targets\0"  # stands in for the targets while the rest of the document is dumped
 
@@ -87,10 +95,15 @@ def for_people(stream: TextIO) -> bool:
     return stream.isatty() and not os.environ.get("NO_COLOR")
 
 
+STYLES: dict[Tone, str] = {
+    Tone.OK: "bold green",
+    Tone.BLOCKED: "bold red",
+    Tone.UNKNOWN: "bold yellow",
+}
+
+
 def _style(report: TargetReport) -> str:
-    if report.verdict == REACHABLE:
-        return "bold green"
-    return "bold yellow" if report.verdict == INCONCLUSIVE else "bold red"
+    return STYLES[verdict_tone(report.verdict)]
 
 
 def rich_table(reports: Sequence[TargetReport]) -> Table:

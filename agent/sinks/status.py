@@ -16,11 +16,19 @@ from html import escape
 
 from agent import __version__
 from agent.config import Config
-from agent.explain import download_rate, explain, health_problems, step_timings, verdict_words
+from agent.explain import (
+    Tone,
+    download_rate,
+    explain,
+    health_problems,
+    step_timings,
+    verdict_tone,
+    verdict_words,
+)
 from agent.sinks import Sink
 from measure.plan import ProbePlan
 from measure.report import CycleReport, TargetReport
-from measure.verdict import INCONCLUSIVE, REACHABLE, Verdict, first_failure
+from measure.verdict import REACHABLE, Verdict, first_failure
 
 DEFAULT_HISTORY = 120
 # The page reloads itself about once a cycle, within what a person finds lively but cheap.
@@ -36,14 +44,8 @@ class Mark:
     verdict: Verdict
 
 
-def _kind(verdict: Verdict) -> str:
-    """The CSS class (and symbol) family of a verdict."""
-    if verdict == REACHABLE:
-        return "ok"
-    return "unknown" if verdict == INCONCLUSIVE else "blocked"
-
-
-SYMBOLS = {"ok": "\u2713", "blocked": "\u2717", "unknown": "?"}
+# A verdict's symbol by its tone (agent/explain.py); the tone's value is its CSS class.
+SYMBOLS: dict[Tone, str] = {Tone.OK: "\u2713", Tone.BLOCKED: "\u2717", Tone.UNKNOWN: "?"}
 
 
 def _when(at: float) -> str:
@@ -124,7 +126,7 @@ class StatusSink(Sink):
 
     def _row(self, report: TargetReport) -> str:
         target = report.target
-        kind = _kind(report.verdict)
+        kind = verdict_tone(report.verdict)
         verdict = (
             f"<span class='verdict {kind}'><span aria-hidden=true>{SYMBOLS[kind]}</span> "
             f"{escape(verdict_words(report.verdict))}</span>"
@@ -147,9 +149,11 @@ class StatusSink(Sink):
         rate = download_rate(report)
         if rate is not None:
             timings += f"<br>download {rate:.1f}\u00a0KiB/s"
+        # The group shows a test list's category (NEWS, HUMR, ...): what kind of site this is.
+        group = f"<div class=group>{escape(target.group)}</div>" if target.group else ""
         return (
             f"<tr class={kind}><th scope=row>{escape(target.name)}"
-            f"<div class=host>{escape(target.host)}</div></th><td>{verdict}</td>"
+            f"<div class=host>{escape(target.host)}</div>{group}</th><td>{verdict}</td>"
             f"<td>{what}</td><td class=timings>{timings}</td>"
             f"<td>{self._strip(target.name)}</td></tr>"
         )
@@ -157,8 +161,8 @@ class StatusSink(Sink):
     def _strip(self, name: str) -> str:
         marks = list(self.marks.get(name, ()))
         cells = "".join(
-            f"<span class={_kind(m.verdict)} title='{_when(m.at)}: "
-            f"{escape(verdict_words(m.verdict))}'>{SYMBOLS[_kind(m.verdict)]}</span>"
+            f"<span class={verdict_tone(m.verdict)} title='{_when(m.at)}: "
+            f"{escape(verdict_words(m.verdict))}'>{SYMBOLS[verdict_tone(m.verdict)]}</span>"
             for m in marks
         )
         up = sum(m.verdict == REACHABLE for m in marks)
@@ -246,7 +250,7 @@ h1{font-size:1.5rem;margin:.2rem 0}h2{font-size:1.2rem;margin-top:1.5rem}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;vertical-align:top;padding:.45rem .5rem;border-bottom:1px solid #c8c8c8}
 thead th{background:#f0f0f0}tbody th{white-space:nowrap}td p{margin:0 0 .2rem}
-.host,.detail,.count,.timings{color:#404040;font-size:.85rem}
+.host,.group,.detail,.count,.timings{color:#404040;font-size:.85rem}
 .detail{overflow-wrap:anywhere}
 .verdict{display:inline-block;padding:.1rem .5rem;border-radius:.3rem;font-weight:600;
 white-space:nowrap;color:#fff}

@@ -85,7 +85,11 @@ class Agent:
         self.vantage = vantage
         self.ns = ns
         self.config_file = directory / f"agent-{vantage.role_ns}.yaml"
-        self.config_file.write_text(yaml.safe_dump(agent_config(vantage, ca_file)))
+        # The daemon's measurement log, for the OONI loader test (tests/lab/test_ooni_log.py).
+        self.measurement_log = directory / f"measurements-{vantage.role_ns}.jsonl"
+        config = agent_config(vantage, ca_file)
+        config["measurement_log"] = {"path": str(self.measurement_log)}
+        self.config_file.write_text(yaml.safe_dump(config))
         self.log_path = directory / f"agent-{vantage.role_ns}.log"
         self.listen = world.AGENT_LISTEN[vantage.role_ns]
         self.process: LabProcess | None = None
