@@ -25,11 +25,9 @@ from agent.config import (
 from agent.config.web import WebConfig, listen_policy
 from agent.demo import DEMO_LISTEN, demo_config
 from agent.explain import plural
-from agent.planner import make_plan
+from agent.once import UnknownTargets, measure_once, selected
 from agent.resources import shipped_file
 from agent.sinks.console import ConsoleSink, live_progress
-from measure.cycle import run_cycle
-from measure.prober import Prober
 from measure.verdict import REACHABLE
 from probes.results import format_endpoint
 
@@ -179,27 +177,19 @@ async def _check(
     trace: bool = False,
     title: str = "reachprobe check",
 ) -> int:
-    plan = make_plan(config, forced_trace=trace)
-    targets = plan.targets
-    if names:
-        unknown = sorted(set(names) - {t.name for t in targets})
-        if unknown:
-            print(
-                f"reachprobe: {_unknown_targets(unknown, [t.name for t in targets])}",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-        targets = tuple(t for t in targets if t.name in names)
-    prober = Prober(plan)
     try:
-        with live_progress(len(targets)) as progress:
-            cycle = await run_cycle(prober, targets, on_report=progress, number=1)
-    finally:
-        await prober.aclose()
+        count = len(selected(config, names))
+    except UnknownTargets as exc:
+        known = [t.name for t in config.targets]
+        print(f"reachprobe: {_unknown_targets(exc.names, known)}", file=sys.stderr)
+        return EXIT_USAGE
+    with live_progress(count) as progress:
+        measured = await measure_once(config, names, trace=trace, on_report=progress)
     sink = ConsoleSink(fmt, title=title)
-    sink.configure(config, plan)
-    sink.publish(cycle)
-    return EXIT_OK if all(r.verdict == REACHABLE for r in cycle.reports) else EXIT_UNREACHABLE
+    sink.configure(config, measured.plan)
+    sink.publish(measured.cycle)
+    reports = measured.cycle.reports
+    return EXIT_OK if all(r.verdict == REACHABLE for r in reports) else EXIT_UNREACHABLE
 
 
 async def _run(

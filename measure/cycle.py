@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
+from measure.followups import residual
 from measure.followups.raw import RawFollowups
 from measure.plan import TargetPlan
 from measure.pool import map_bounded
@@ -16,6 +17,7 @@ from measure.prober import Prober
 from measure.report import CycleReport, PrefixResult, TargetReport
 from measure.vantage import VantageChecks, adjust, assess
 from measure.verdict import INCONCLUSIVE
+from probes.results import Endpoint
 
 log = logging.getLogger("reachprobe")
 
@@ -42,11 +44,25 @@ async def run_cycle(
 
     `on_report` is called as each target finishes (progress display). Each target starts at
     a random offset within `jitter` of the cycle's start; targets are taken up in the order of
-    their offsets, at most `in_flight(concurrency)` at a time.
+    their offsets, at most `in_flight(concurrency)` at a time. Targets whose handshake set off
+    residual blocking in a recent cycle (suspected triggers) start only once the others are
+    done, so that their trigger cannot silence an address the others share, and those of one
+    address one after the other, so that each one's outcome is its own (docs/taxonomy.md,
+    "Residual blocking").
     """
     started_at, start = time.time(), time.monotonic()
     offsets = [random.uniform(0, jitter) if jitter > 0 else 0.0 for _ in targets]
+    suspects = prober.residual.suspects(start)
     by_start = sorted(range(len(targets)), key=offsets.__getitem__)
+    first: list[int] = []
+    by_endpoint: dict[Endpoint, list[int]] = {}
+    for index in by_start:
+        endpoint = suspects.get(targets[index].name)
+        if endpoint is None:
+            first.append(index)
+        else:
+            by_endpoint.setdefault(endpoint, []).append(index)
+    groups = list(by_endpoint.values())
 
     async def one(index: int) -> TargetReport:
         target = targets[index]
@@ -63,10 +79,15 @@ async def run_cycle(
             on_report(report)
         return report
 
+    async def one_after_another(indices: list[int]) -> list[TargetReport]:
+        return [await one(index) for index in indices]
+
     limit = in_flight(prober.plan.concurrency)
     checks = asyncio.ensure_future(prober.vantage_checks(prober.plan.vantage))
     try:
-        started = await map_bounded(one, by_start, limit)
+        started = await map_bounded(one, first, limit)
+        for group in await map_bounded(one_after_another, groups, limit):
+            started += group
     except BaseException:
         checks.cancel()  # the cycle itself was cancelled (stop, reload)
         raise
@@ -76,10 +97,12 @@ async def run_cycle(
         # A bug in the vantage checks must not cost the cycle its targets' results.
         log.exception("vantage checks failed unexpectedly")
         done = VantageChecks()
-    in_order = sorted(zip(by_start, started, strict=True), key=lambda pair: pair[0])
+    order = [*first, *(index for group in groups for index in group)]
+    in_order = sorted(zip(order, started, strict=True), key=lambda pair: pair[0])
     reports = [report for _, report in in_order]
     health = assess(reports, done, prober.plan.vantage)
     adjusted = tuple(adjust(r, health) for r in reports)
+    adjusted = residual.mark(adjusted, health, prober.residual, time.monotonic())
     if prober.raw is not None:
         raw = prober.raw
         adjusted = tuple(await map_bounded(lambda r: with_raw(raw, r), adjusted, limit))

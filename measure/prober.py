@@ -9,7 +9,7 @@ import asyncio
 import ipaddress
 from collections.abc import Coroutine, Sequence
 
-from measure.followups import confirm, consistency, sni
+from measure.followups import confirm, consistency, residual, sni
 from measure.followups.raw import RawFollowups
 from measure.plan import ProbePlan, TargetPlan, VantagePlan
 from measure.report import TargetReport
@@ -58,6 +58,8 @@ class Prober:
         )
         self._expectations: dict[str, http.HttpExpectations] = {}
         self.raw = RawFollowups(plan.raw) if plan.raw is not None else None
+        # Residual-blocking triggers of recent cycles (kept across this plan's cycles).
+        self.residual = residual.Memory()
 
     def _dns_client(self, resolver: Resolver, limiter: asyncio.Semaphore | None) -> DnsClient:
         return DnsClient(
@@ -104,13 +106,12 @@ class Prober:
 
     async def _address_chain(self, target: TargetPlan, address: str) -> Chain:
         """The chain to one address: a transient failure is confirmed once on a fresh
-        connection, and a handshake failure is re-checked with an innocuous SNI."""
+        connection (the try that got furthest decides, `confirm.decide`), and when the
+        deciding chain failed its handshake it is re-checked with an innocuous SNI."""
         chain = await self._connect(target, address)
         failed = first_failure(chain)
         if failed is not None and confirm.worth_confirming(failed):
-            at = chain.index(failed)
-            chain = await self._connect(target, address)
-            chain[at] = chain[at].with_evidence(confirm.first_attempt(failed))
+            chain = confirm.decide(chain, await self._connect(target, address))
         handshake = next((s for s in chain if s.step == Step.TLS), None)
         if handshake is not None and sni.needs_recheck(handshake):
             evidence = await sni.recheck(

@@ -12,8 +12,12 @@ from typing import Any
 from measure.followups.consistency import addresses_of
 from measure.plan import Method, TargetPlan
 from measure.verdict import REACHABLE, Verdict, deciding, family_outcomes, first_failure
-from probes.results import HttpFacts, StepResult
+from probes.results import Evidence, HttpFacts, StepResult, evidence_json
 from probes.taxonomy import OK, SKIPPED, Code, Step
+
+# The key of residual-blocking evidence (measure/followups/residual.py), which the report
+# also shows at its top level.
+RESIDUAL_KEY = "residual"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,14 @@ class TargetReport:
         return family_outcomes(self.chains)
 
     @property
+    def residual(self) -> Evidence | None:
+        """The residual-blocking evidence on the deciding steps
+        (`measure.followups.residual.Residual`), if the cycle found any."""
+        return next(
+            (e for s in self.deciding_steps for e in s.evidence if e.key == RESIDUAL_KEY), None
+        )
+
+    @property
     def http(self) -> HttpFacts | None:
         """The facts of the deciding chain's HTTP step, if it ran and got body bytes (a slow
         or cut transfer too: the throughput gauge exists to see a throttle)."""
@@ -135,6 +147,9 @@ class TargetReport:
             if note is not None:
                 quic["note"] = note
             out["quic"] = quic
+        residual = self.residual
+        if residual is not None:
+            out[RESIDUAL_KEY] = evidence_json(residual)
         return out
 
 

@@ -112,13 +112,14 @@ async def connect(
     sni: str | None = None,
 ) -> list[StepResult]:
     """The one connection path: a fresh connection to `address` on the target's port, the
-    target's steps (or `steps`) run on it in order, closed after. After the first failure the
-    rest are skipped, naming the step that failed. `sni` replaces the target's name in the
-    ClientHello (the SNI re-check)."""
+    target's steps (or `steps`) run on it in order, closed after (reset, when a step failed).
+    After the first failure the rest are skipped, naming the step that failed. `sni`
+    replaces the target's name in the ClientHello (the SNI re-check)."""
     conn = Connection(address, target.port)
     call = StepCall(tools, target, conn, sni if sni is not None else target.sni, timeout)
     results: list[StepResult] = []
     failed: StepResult | None = None
+    done = False
     try:
         for step in target.steps if steps is None else steps:
             if failed is not None:
@@ -128,6 +129,9 @@ async def connect(
             results.append(result)
             if not result.ok:
                 failed = result
+        done = failed is None
     finally:
-        conn.close()
+        # A failed or cancelled chain is reset, so that nothing it sent is retransmitted
+        # after it gave up (probes.connection.Connection.close).
+        conn.close(abort=not done)
     return results

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import struct
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -14,6 +15,8 @@ from probes.results import Endpoint
 from probes.transfer import Transfer
 
 READ_SIZE = 65536
+# SO_LINGER on with a zero timeout: close() sends a RST and discards unsent data.
+_RESET = struct.pack("ii", 1, 0)
 
 
 class Stream(Protocol):
@@ -69,7 +72,14 @@ class Connection:
     def __post_init__(self) -> None:
         self.endpoint = Endpoint(self.address, self.port)
 
-    def close(self) -> None:
-        """Close the socket (a TLS session over a MemoryBIO needs no closing of its own)."""
+    def close(self, abort: bool = False) -> None:
+        """Close the socket (a TLS session over a MemoryBIO needs no closing of its own).
+
+        `abort` resets the connection instead of closing it in order: the kernel then drops
+        what it had not delivered instead of retransmitting it for minutes after the step gave
+        up (a ClientHello with a blocked name, retransmitted, would set off a censor's residual
+        block again and again)."""
         if self.sock is not None:
+            if abort:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
             self.sock.close()

@@ -393,18 +393,20 @@ class _Fetcher:
 
 async def run(
     conn: Connection,
-    url: SplitResult,
+    url: SplitResult | str,
     *,
     ssl_context: ssl.SSLContext,
     timeout: float,
     expect: HttpExpectations,
     resolve: Resolve | None = None,
 ) -> StepResult:
-    """GET `url` (parsed once, in the plan) over `conn` (its stream from the earlier steps,
-    or a connection of its own when it has none) and judge the answer against `expect`,
-    blockpage fingerprints first, on every hop. Redirects to another host are followed
-    through `resolve`; without it they are reported and not followed. `conn` stays the
-    caller's to close."""
+    """GET `url` (parsed once, in the plan; text is parsed here) over `conn` (its stream
+    from the earlier steps, or a connection of its own when it has none) and judge the answer
+    against `expect`, blockpage fingerprints first, on every hop. Redirects to another host
+    are followed through `resolve`; without it they are reported and not followed. `conn`
+    stays the caller's to close."""
+    if isinstance(url, str):  # a caller without a plan (a test, a tool)
+        url = urlsplit(url)
     host = (url.hostname or "").lower()
 
     async def work() -> Outcome:

@@ -1,4 +1,5 @@
-"""Shared fixtures: the loopback lab (real servers on 127.0.0.1) and agent configs for it.
+"""Shared fixtures: the loopback lab (real servers on 127.0.0.1) and agent configs for it,
+simlab servers and UDP servers started per test, and a test PKI.
 
 The servers run on an event loop in a background thread for the whole session, so that both
 async tests (talking to them with real clients) and sync tests (running the agent's CLI as a
@@ -7,12 +8,14 @@ subprocess) can use them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from simlab import Pki
 from simlab.background import BackgroundLoop
 from simlab.loopback import LoopbackLab
 
@@ -58,3 +61,43 @@ def write_config(lab: LoopbackLab, tmp_path: Path) -> WriteConfig:
         return lab.write_config(tmp_path / name, targets, **options)
 
     return write
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[Callable[..., Any]]:
+    """Start simlab servers; all closed at the end."""
+    started: list[Any] = []
+
+    async def start(factory: Any, *args: Any, **kwargs: Any) -> Any:
+        server = await factory(*args, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in reversed(started):
+        await server.close()
+
+
+@pytest.fixture
+async def udp() -> AsyncIterator[Callable[[asyncio.DatagramProtocol], Awaitable[int]]]:
+    """Start UDP servers on loopback speaking the given protocol; their ports; all closed
+    at the end."""
+    transports: list[asyncio.BaseTransport] = []
+
+    async def start(protocol: asyncio.DatagramProtocol) -> int:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: protocol, local_addr=("127.0.0.1", 0)
+        )
+        transports.append(transport)
+        return transport.get_extra_info("sockname")[1]
+
+    yield start
+    for transport in transports:
+        transport.close()
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    """A fresh test CA (simlab's trustme PKI) in the test's directory."""
+    return Pki(tmp_path)

@@ -10,7 +10,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from measure.verdict import Verdict
 from simlab import Pki, Zone, closed_port, server_context, start_dns, start_web
+from tests.agent_process import DEADLINE, until
 
 REPO = Path(__file__).resolve().parent.parent
-DEADLINE = 20.0  # seconds any awaited condition may take before the test fails
 
 
 @dataclass
@@ -52,20 +52,6 @@ class Agent:
     def rewrite(self, data: dict | str) -> None:
         text = data if isinstance(data, str) else yaml.safe_dump(data)
         self.config_path.write_text(text, encoding="utf-8")
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll `check` until it holds or DEADLINE passes."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + DEADLINE
-    while loop.time() < end:
-        try:
-            if await check():
-                return
-        except aiohttp.ClientError:
-            pass  # the server is not up yet
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def value(samples: dict, name: str, **labels: str) -> float | None:

@@ -7,7 +7,7 @@ import asyncio
 import errno
 import functools
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import dns.flags
@@ -51,23 +51,6 @@ class Scripted(asyncio.DatagramProtocol):
         response = self.reply(query, self.seen[qtype])
         if response is not None:
             self.transport.sendto(response.to_wire(), addr)
-
-
-@pytest.fixture
-async def udp() -> AsyncIterator[Callable[[Scripted], asyncio.Future[int]]]:
-    transports: list[asyncio.BaseTransport] = []
-
-    async def start(protocol: Scripted) -> int:
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: protocol, local_addr=("127.0.0.1", 0)
-        )
-        transports.append(transport)
-        return transport.get_extra_info("sockname")[1]
-
-    yield start  # type: ignore[misc]
-    for transport in transports:
-        transport.close()
 
 
 async def resolve(port: int, timeout: float = 1.5) -> object:

@@ -9,18 +9,15 @@ import asyncio
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.config import parse_config
-from agent.planner import make_plan
+from agent.once import measure_once
 from agent.sinks.prometheus import PrometheusSink
-from measure.cycle import run_cycle
 from measure.followups.consistency import PageComparison, inconsistent, page_difference
-from measure.prober import Prober
 from measure.report import CycleReport
 from probes import exchange
 from probes.errors import UnexpectedReplyError
@@ -66,31 +63,11 @@ async def cycle(
         },
         "test.yaml",
     )
-    plan = make_plan(config)
-    prober = Prober(plan)
-    try:
-        return await run_cycle(prober, plan.targets)
-    finally:
-        await prober.aclose()
+    return (await measure_once(config)).cycle
 
 
 def verdicts(result: CycleReport) -> dict[str, str]:
     return {r.target.name: r.verdict.value for r in result.reports}
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[Callable[..., Any]]:
-    """Start simlab servers; all closed at the end."""
-    started: list[Any] = []
-
-    async def start(factory: Any, *args: Any, **kwargs: Any) -> Any:
-        server = await factory(*args, **kwargs)
-        started.append(server)
-        return server
-
-    yield start
-    for server in reversed(started):
-        await server.close()
 
 
 async def test_a_walled_garden_is_vantage_down_not_dns_blocking(servers) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import errno
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import dns.message
@@ -42,8 +41,8 @@ from simlab import (
 )
 from simlab.sni import SniFilter
 from simlab.tcp import reset
-from tests.test_dns_loss import Scripted, answer, udp  # noqa: F401 (a fixture)
-from tests.test_hostile_networks import cycle, servers, verdicts  # noqa: F401 (a fixture)
+from tests.test_dns_loss import Scripted, answer
+from tests.test_hostile_networks import cycle, verdicts
 
 HOST = "127.0.0.1"
 # Loopback, but outside the /16 the bogon tests exempt: a bogon that is safe to connect to by
@@ -58,12 +57,7 @@ def tls_step(report: TargetReport) -> StepResult:
     return next(s for s in chain if s.step == Step.TLS)
 
 
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
-
-
-async def probe_https(servers, pki: Pki, name: str, port: int) -> TargetReport:  # noqa: F811
+async def probe_https(servers, pki: Pki, name: str, port: int) -> TargetReport:
     """One cycle probing https://name:port/ with `name` resolving to 127.0.0.1."""
     dns_server = await servers(start_dns, Zone({name: [HOST]}))
     target = [{"name": "site", "url": f"https://{name}:{port}/"}]
@@ -71,7 +65,7 @@ async def probe_https(servers, pki: Pki, name: str, port: int) -> TargetReport: 
     return result.reports[0]
 
 
-async def test_a_reset_of_the_name_only_is_reported_as_sni_based(servers, pki: Pki) -> None:  # noqa: F811
+async def test_a_reset_of_the_name_only_is_reported_as_sni_based(servers, pki: Pki) -> None:
     """A censor that resets the ClientHello naming the site, and relays any other: the
     re-check with an innocuous name gets through, so the report says the name did it."""
     backend = await servers(
@@ -100,7 +94,7 @@ async def test_a_reset_of_the_name_only_is_reported_as_sni_based(servers, pki: P
     ("mode", "code"), [("reset", "tls_reset"), ("eof", "tls_eof"), ("silent", "tls_timeout")]
 )
 async def test_every_failure_a_name_filter_causes_is_rechecked(
-    servers,  # noqa: F811
+    servers,
     pki: Pki,
     mode: str,
     code: str,
@@ -116,7 +110,7 @@ async def test_every_failure_a_name_filter_causes_is_rechecked(
     assert "SNI-based" not in tls.full_detail
 
 
-async def test_an_alert_is_an_answer_and_not_rechecked(servers, pki: Pki) -> None:  # noqa: F811
+async def test_an_alert_is_an_answer_and_not_rechecked(servers, pki: Pki) -> None:
     raw = await servers(start_raw, "alert", HOST)
     tls = tls_step(await probe_https(servers, pki, "site.test", raw.port))
     assert tls.result == "tls_alert"
@@ -151,7 +145,7 @@ def in_order(addresses: list[str]) -> Scripted:
     return Scripted(reply)
 
 
-async def bogon_world(servers, udp, answer: list[str]) -> tuple[int, RawServer, int]:  # noqa: F811
+async def bogon_world(servers, udp, answer: list[str]) -> tuple[int, RawServer, int]:
     """A resolver answering `answer` for every name, a working web server on 127.0.0.1 and a
     trap on the bogon address, both on the one port the target names (the port the agent
     would connect to). Returns (DNS port, trap, web port)."""
@@ -166,8 +160,8 @@ async def bogon_world(servers, udp, answer: list[str]) -> tuple[int, RawServer, 
     "answer", [[HOST, BOGON], [BOGON, HOST]], ids=["bogon-last", "bogon-first"]
 )
 async def test_a_bogon_anywhere_in_the_answer_is_dns_bogon_and_never_connected_to(
-    servers,  # noqa: F811
-    udp,  # noqa: F811
+    servers,
+    udp,
     answer: list[str],
 ) -> None:
     dns_port, trap, port = await bogon_world(servers, udp, answer)
@@ -182,7 +176,7 @@ async def test_a_bogon_anywhere_in_the_answer_is_dns_bogon_and_never_connected_t
     assert trap.connections == 0
 
 
-async def test_the_bogon_trap_sees_the_connection_an_exemption_allows(servers, udp) -> None:  # noqa: F811
+async def test_the_bogon_trap_sees_the_connection_an_exemption_allows(servers, udp) -> None:
     """The trap above can fail: with the bogon's range exempt, the agent does connect there."""
     dns_port, trap, port = await bogon_world(servers, udp, [BOGON])
     target: list[dict[str, Any]] = [{"name": "mixed", "url": f"http://mixed.test:{port}/"}]
@@ -190,7 +184,7 @@ async def test_the_bogon_trap_sees_the_connection_an_exemption_allows(servers, u
     assert trap.connections >= 1
 
 
-async def test_a_recheck_that_cannot_connect_says_so(servers, pki: Pki) -> None:  # noqa: F811
+async def test_a_recheck_that_cannot_connect_says_so(servers, pki: Pki) -> None:
     """The handshake is reset (twice: the failure is confirmed), then the address stops
     listening: the re-check reports the connection's failure and concludes nothing."""
     connections = 0
@@ -217,7 +211,7 @@ async def test_a_recheck_that_cannot_connect_says_so(servers, pki: Pki) -> None:
 
 
 async def test_tls_decides_whether_disjoint_answers_are_dns_inconsistent(
-    servers,  # noqa: F811
+    servers,
     pki: Pki,
 ) -> None:
     """OONI's web_connectivity rule, on real certificates: answers that share nothing with
@@ -291,7 +285,7 @@ def test_interleave_keeps_both_families_under_a_cap() -> None:
     assert interleave(v6, 10) == v6
 
 
-async def test_a_batch_holds_both_families_and_the_report_names_the_failed_one(servers) -> None:  # noqa: F811
+async def test_a_batch_holds_both_families_and_the_report_names_the_failed_one(servers) -> None:
     """The answer lists its IPv4 addresses first and only the IPv6 one listens: a batch of
     two still tries IPv6 (alternation), the target is reachable, and `families` says that
     IPv4 was refused. The reverse, IPv6 dead and IPv4 live, reads the other way round."""
@@ -366,7 +360,7 @@ def test_family_outcomes_name_what_each_family_did() -> None:
     assert family_outcomes([(skipped(Step.TCP, None, "dns failed"),)]) == {}
 
 
-async def test_every_batch_of_addresses_is_reported(servers, udp) -> None:  # noqa: F811
+async def test_every_batch_of_addresses_is_reported(servers, udp) -> None:
     """Two dead addresses, then a live one, two at a time: the target is reachable, and the
     report keeps the failed batch's chains beside the working one."""
     web = await servers(start_web, "valid", "127.0.0.63")
@@ -381,7 +375,7 @@ async def test_every_batch_of_addresses_is_reported(servers, udp) -> None:  # no
     assert [s.result for s in tcp] == ["tcp_refused", "tcp_refused", "ok"]
 
 
-async def test_a_lost_dns_answer_is_asked_again(udp) -> None:  # noqa: F811
+async def test_a_lost_dns_answer_is_asked_again(udp) -> None:
     """The first query of each type goes unanswered (the first lookup times out); the lookup
     is made once more, and its answer stands, the first attempt kept as evidence."""
 
@@ -406,7 +400,7 @@ async def test_a_lost_dns_answer_is_asked_again(udp) -> None:  # noqa: F811
     assert "control" not in data  # no control resolver configured, none asked
 
 
-async def test_a_redirect_to_another_host_goes_through_the_test_resolver(servers) -> None:  # noqa: F811
+async def test_a_redirect_to_another_host_goes_through_the_test_resolver(servers) -> None:
     """A redirect to another host is followed to the address the test resolver gives for it;
     one to a host that resolves to a bogon is reported, never followed there."""
     final, trap = await on_one_port(
@@ -438,7 +432,7 @@ async def test_a_redirect_to_another_host_goes_through_the_test_resolver(servers
 
 
 async def test_a_redirect_to_https_is_followed_with_the_configured_trust(
-    servers,  # noqa: F811
+    servers,
     pki: Pki,
 ) -> None:
     """The web's usual upgrade, http:// to https:// on the same host: the new hop's handshake
@@ -455,7 +449,7 @@ async def test_a_redirect_to_https_is_followed_with_the_configured_trust(
     assert (http.result, http.facts.redirects) == ("ok", (upgraded,))
 
 
-async def test_the_configured_body_cap_bounds_what_is_read(servers) -> None:  # noqa: F811
+async def test_the_configured_body_cap_bounds_what_is_read(servers) -> None:
     page = await servers(start_web, "valid", HOST, body="x" * 4096)
     dns_server = await servers(start_dns, Zone({"site.test": [HOST]}))
     target = [{"name": "site", "url": f"http://site.test:{page.port}/"}]
@@ -464,7 +458,7 @@ async def test_the_configured_body_cap_bounds_what_is_read(servers) -> None:  # 
     assert (facts.body_bytes, facts.truncated) == (1024, True)
 
 
-async def test_the_targets_expectations_judge_the_page(servers) -> None:  # noqa: F811
+async def test_the_targets_expectations_judge_the_page(servers) -> None:
     """expect_status, expect_body and the blockpage fingerprints, through the prober."""
     page = await servers(start_web, "valid", HOST)
     failing = await servers(start_web, "status", HOST)
@@ -489,7 +483,7 @@ async def test_the_targets_expectations_judge_the_page(servers) -> None:  # noqa
     }
 
 
-async def test_disjoint_answers_whose_page_failed_are_not_judged(servers) -> None:  # noqa: F811
+async def test_disjoint_answers_whose_page_failed_are_not_judged(servers) -> None:
     """Plain HTTP, answers disjoint from the control's, and the test address resets the
     request: there is no page to compare, so DNS is not accused; HTTP decides."""
     port = (await servers(start_raw, "reset", "127.0.0.81")).port
@@ -512,7 +506,7 @@ def chain_json(report: TargetReport) -> list[list[tuple[str, str, str | None, st
     ]
 
 
-async def test_steps_after_a_failure_are_skipped_and_say_why(servers) -> None:  # noqa: F811
+async def test_steps_after_a_failure_are_skipped_and_say_why(servers) -> None:
     dns_server = await servers(start_dns, Zone({"site.test": [HOST]}))
     port = closed_port()
     targets = [
@@ -534,8 +528,8 @@ async def test_steps_after_a_failure_are_skipped_and_say_why(servers) -> None:  
 
 
 async def test_the_address_that_got_furthest_speaks_for_the_target(
-    servers,  # noqa: F811
-    udp,  # noqa: F811
+    servers,
+    udp,
     pki: Pki,
 ) -> None:
     """One address resets the handshake, the other serves an error page over TLS: the
@@ -553,7 +547,7 @@ async def test_the_address_that_got_furthest_speaks_for_the_target(
     assert report.verdict == "http_blocking"
 
 
-async def test_a_page_is_compared_only_when_the_answers_are_disjoint(servers) -> None:  # noqa: F811
+async def test_a_page_is_compared_only_when_the_answers_are_disjoint(servers) -> None:
     """Plain HTTP: answers shared with the control need no page from a control address; a
     control address that serves nothing leaves disjoint answers unjudged, not a crash."""
     shared_web = await servers(start_web, "valid", HOST)
@@ -577,7 +571,7 @@ async def test_a_page_is_compared_only_when_the_answers_are_disjoint(servers) ->
         assert "control_page" not in report.dns.to_json()["data"]
 
 
-async def test_the_probers_dns_queries_share_its_concurrency_bound(udp) -> None:  # noqa: F811
+async def test_the_probers_dns_queries_share_its_concurrency_bound(udp) -> None:
     """`agent.concurrency` bounds DNS queries too: with its only slot taken, no query goes
     out; once it is free, the lookup runs."""
     server = Scripted(lambda query, nth: answer(query))
@@ -605,7 +599,7 @@ async def test_the_probers_dns_queries_share_its_concurrency_bound(udp) -> None:
     assert report.dns.result == "ok"
 
 
-async def test_the_configured_control_sni_is_the_recheck_name(servers, pki: Pki) -> None:  # noqa: F811
+async def test_the_configured_control_sni_is_the_recheck_name(servers, pki: Pki) -> None:
     """`raw.control_sni` is the SNI re-check's name too, raw probes on or off: here it names
     a server whose certificate covers it, so the re-check is a clean handshake."""
     backend = await servers(

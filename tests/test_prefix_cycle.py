@@ -9,11 +9,10 @@ import json
 import pytest
 
 from agent.config import parse_config
-from agent.planner import make_plan, syn_scan_allowed
+from agent.once import measure_once
+from agent.planner import syn_scan_allowed
 from agent.sinks.console import to_json
 from agent.sinks.prometheus import PrometheusSink
-from measure.cycle import run_cycle
-from measure.prober import Prober
 
 
 @pytest.mark.parametrize("method", ["connect", "syn"])
@@ -38,12 +37,9 @@ async def test_a_prefix_sample_is_reported_by_json_and_metrics(method: str) -> N
         },
         "t.yaml",
     )
-    plan = make_plan(config)
-    prober = Prober(plan)
     try:
-        cycle = await run_cycle(prober, plan.targets)
+        cycle = (await measure_once(config)).cycle
     finally:
-        await prober.aclose()
         server.close()
     doc = json.loads(to_json(config.agent, cycle))
     by_name = {p["name"]: p for p in doc["prefixes"]}

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from agent.config import Config, parse_config
-from agent.planner import make_plan
+from agent.once import measure_once
 from agent.scheduler import Scheduler
 from agent.sinks.prometheus import PrometheusSink
-from measure.cycle import run_cycle
 from measure.prober import Prober
 
 
@@ -76,10 +75,7 @@ def config(port: int, targets: int, concurrency: int, interval: str = "10s") -> 
 
 async def test_concurrency_bounds_open_connections(silent: SilentServer) -> None:
     cfg = config(silent.port, targets=8, concurrency=2)
-    plan = make_plan(cfg)
-    prober = Prober(plan)
-    reports = (await run_cycle(prober, plan.targets)).reports
-    await prober.aclose()
+    reports = (await measure_once(cfg)).cycle.reports
     assert {r.verdict for r in reports} == {"tls_blocking"}
     # Every target connected three times (the handshake, its confirmation on a fresh
     # connection, and the innocuous-SNI repeat) ...
@@ -116,10 +112,7 @@ async def test_a_bug_in_one_target_keeps_the_others_results(
         return await real_probe(self, target)
 
     monkeypatch.setattr(Prober, "probe", buggy)
-    plan = make_plan(cfg)
-    prober = Prober(plan)
-    reports = (await run_cycle(prober, plan.targets)).reports
-    await prober.aclose()
+    reports = (await measure_once(cfg)).cycle.reports
     assert [r.verdict for r in reports] == ["tls_blocking", "inconclusive", "tls_blocking"]
     assert reports[1].error == "internal error: RuntimeError('boom')"
     assert reports[1].to_json()["error"].startswith("internal error")

@@ -19,13 +19,17 @@ from tests.lab import netns, services, world
 from tests.lab.procs import LabProcess
 
 THROTTLE_CLASS = "1:20"
+# How long the `residual` scenario silences an address (the wild's minute or more, shortened).
+RESIDUAL_SECONDS = 6
 
 
 @dataclass(frozen=True)
 class Scenario:
     """One censorship policy.
 
-    - `forward`: nft rules for a filter chain on the forward hook (packets the censor routes);
+    - `forward`: nft rules for a filter chain on the forward hook (packets the censor routes),
+      at `forward_priority` (above 0: after iptables' FORWARD chain, which may mark packets);
+    - `sets`: nft set declarations of the scenario's table (e.g. a dynamic set with a timeout);
     - `prerouting`: nft rules for a nat chain on the prerouting hook (DNAT, redirects);
     - `iptables`: rule specs for iptables' FORWARD chain (e.g. `-m string`, which nftables
       lacks);
@@ -40,6 +44,8 @@ class Scenario:
     name: str
     description: str
     forward: tuple[str, ...] = ()
+    forward_priority: int = 0
+    sets: tuple[str, ...] = ()
     prerouting: tuple[str, ...] = ()
     iptables: tuple[tuple[str, ...], ...] = ()
     shape: tuple[str, tuple[str, ...]] | None = None
@@ -56,8 +62,12 @@ class Scenario:
         # `table` then `delete table` makes the delete succeed whether or not it existed.
         lines = [f"table inet {self.table}", f"delete table inet {self.table}"]
         lines.append(f"table inet {self.table} {{")
+        lines += [f"  {declaration}" for declaration in self.sets]
         if self.forward:
-            lines.append("  chain forward { type filter hook forward priority 0; policy accept;")
+            lines.append(
+                "  chain forward { type filter hook forward "
+                f"priority {self.forward_priority}; policy accept;"
+            )
             lines += [f"    {rule}" for rule in self.forward]
             lines.append("  }")
         if self.prerouting:
@@ -178,6 +188,36 @@ def sni_filter(
     return Scenario(name, f"SNI filtering of {server_name} ({how})", iptables=(spec,))
 
 
+# The packet mark by which iptables' string match tells the residual scenario's nft chain that
+# a packet carried the blocked name.
+RESIDUAL_MARK = "0x22"
+
+
+def residual(name: str, server_name: str, seconds: int, port: int = 443) -> Scenario:
+    """Residual blocking, as the GFW and Iran's censors do it: a ClientHello carrying
+    `server_name` (matched by iptables, which marks it) is dropped and puts (client, server,
+    port) in a dynamic nft set for `seconds`; while it is there every packet between that
+    client and that server address and port is dropped both ways: new SYNs whatever name
+    they will send, and connections already open."""
+    mark = ("MARK", "--set-mark", RESIDUAL_MARK)
+    flow = "ip saddr . ip daddr . tcp dport"
+    return Scenario(
+        name,
+        f"residual blocking: {seconds}s of silence for the address after {server_name}",
+        iptables=(string_match(port, server_name, mark),),
+        sets=(
+            "set residual { type ipv4_addr . ipv4_addr . inet_service; "
+            f"flags dynamic, timeout; timeout {seconds}s; }}",
+        ),
+        forward_priority=10,
+        forward=(
+            f"meta mark {RESIDUAL_MARK} add @residual {{ {flow} }} drop",
+            f"{flow} @residual drop",
+            "ip daddr . ip saddr . tcp sport @residual drop",
+        ),
+    )
+
+
 def http_reset(name: str, marker: str, port: int = 80) -> Scenario:
     """Reset plain-HTTP connections whose request carries `marker` (a Host header, a path).
 
@@ -287,6 +327,8 @@ SCENARIOS: dict[str, Scenario] = {
         icmp_unreachable("net-unreach", _address("net-unreach"), "net-unreachable"),
         sni_filter("sni", _name("sni-blocked")),
         sni_filter("sni-drop", _name("sni-dropped"), action=DROP),
+        # Short, so that the test sees the block end by itself within seconds.
+        residual("residual", _name("residual-blocked"), RESIDUAL_SECONDS),
         http_reset("http-rst", f"Host: {_name('http-rst')}"),
         dns_poison("dns-nxdomain", {_name("dns-nxdomain"): "nxdomain"}),
         # 10.10.34.35: a private address, as Russian ISPs' resolvers answer for blocked names.

@@ -148,7 +148,12 @@ def test_vantage_wide_scenarios_exist() -> None:
 
 
 @pytest.mark.parametrize(
-    ("blocked", "other"), [("sni-blocked", "sni-innocent"), ("http-rst", "http-rst-innocent")]
+    ("blocked", "other"),
+    [
+        ("sni-blocked", "sni-innocent"),
+        ("http-rst", "http-rst-innocent"),
+        ("residual-blocked", "residual-innocent"),
+    ],
 )
 def test_name_filtered_pair_shares_an_address(blocked: str, other: str) -> None:
     hosts = world.HOSTS
@@ -220,7 +225,7 @@ def test_scenarios_touch_one_target_each() -> None:
         elif name == "prefix-sample":
             assert named == set()
             assert all(prefix in text for prefix in world.SAMPLED_BLOCKED)
-        elif name in ("sni", "http-rst"):
+        elif name in ("sni", "http-rst", "residual"):
             # The address is shared with another name, but the rule matches the name only.
             assert len(named) == 1, (name, named)
         else:

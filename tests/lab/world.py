@@ -219,6 +219,9 @@ HOSTS = {
     "sni-dropped": _web("sni-dropped", 22),
     "http-rst": _web("http-rst", 23),
     "http-rst-innocent": _web("http-rst-innocent", 23),  # same address, another Host
+    # Residual blocking: a ClientHello for the first silences the address for both.
+    "residual-blocked": _web("residual-blocked", 26),
+    "residual-innocent": _web("residual-innocent", 26),  # same address, another name
     # Two names the `dns-blockpage` resolver answers with the blockpage server's address.
     "dns-blockpage": _web("dns-blockpage", 24),
     "dns-blockpage-tls": _web("dns-blockpage-tls", 25),

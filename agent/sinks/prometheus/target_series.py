@@ -42,6 +42,7 @@ class TargetState:
     family_up: dict[str, float] = field(default_factory=dict)  # ipv4/ipv6 -> 1 or 0
     verdict: str = ""
     throughput: float | None = None
+    residual: bool = False
 
     def observe(self, report: TargetReport) -> None:
         """Take in one cycle's report of the target."""
@@ -74,6 +75,7 @@ class TargetState:
             self.addresses[resolver] = float(count)
         http = report.http
         self.throughput = http.bytes_per_second if http else None
+        self.residual = report.residual is not None
 
 
 class TargetSeries:
@@ -146,6 +148,10 @@ class TargetSeries:
             if s.throughput is not None:
                 yield (name,), s.throughput
 
+    def _residual(self) -> Iterator[Row]:
+        for name, s in self.targets.items():
+            yield (name,), 1.0 if s.residual else 0.0
+
     def _families(self, empty: bool) -> Iterable[RowFamily]:
         Rows = Callable[[], Iterable[Row]]
 
@@ -184,6 +190,9 @@ class TargetSeries:
             family("reachprobe_http_throughput_bytes_per_second",
                    "Body bytes per second of the last HTTP step (for throttling rules).",
                    "gauge", (), self._throughput),
+            family("reachprobe_target_residual_blocking",
+                   "1 if the last cycle saw residual blocking: the target's address went silent "
+                   "after a handshake with a blocked name.", "gauge", (), self._residual),
         )  # fmt: skip
 
     def describe(self) -> Iterable[RowFamily]:
