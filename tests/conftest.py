@@ -101,3 +101,22 @@ async def udp() -> AsyncIterator[Callable[[asyncio.DatagramProtocol], Awaitable[
 def pki(tmp_path: Path) -> Pki:
     """A fresh test CA (simlab's trustme PKI) in the test's directory."""
     return Pki(tmp_path)
+
+
+# Answers one TCP connection on loopback (a raw HTTP peer written by the test).
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
+    """Start TCP servers on 127.0.0.1 running a handler per connection; their ports."""
+    started: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> int:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        started.append(server)
+        return server.sockets[0].getsockname()[1]
+
+    yield start
+    for server in started:
+        server.close()

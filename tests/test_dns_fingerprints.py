@@ -23,7 +23,6 @@ from probes.dns import QueryOutcome, evaluate
 from probes.dns_fingerprints import DnsFingerprint, DnsFingerprints
 from simlab import Zone, start_dns, start_raw
 from tests.test_classify import AAAA, A, outcomes, response
-from tests.test_hostile_networks import servers  # noqa: F401 (a fixture)
 
 SAMPLE = DnsFingerprints(
     read_ooni_dns(Path(__file__).parent / "fixtures" / "ooni" / "fingerprints_dns.csv")
@@ -110,7 +109,7 @@ async def probe(test_dns: int, port: int, fingerprints: tuple[DnsFingerprint, ..
         await prober.aclose()
 
 
-async def test_a_fingerprinted_answer_is_dns_blocking_without_a_control(servers) -> None:  # noqa: F811
+async def test_a_fingerprinted_answer_is_dns_blocking_without_a_control(servers) -> None:
     trap = await servers(start_raw, "reset", SINKHOLE, 0)
     resolver = await servers(start_dns, Zone({"news.test": [SINKHOLE]}))
     known = (DnsFingerprint("lab.sinkhole_1", SINKHOLE, "RU", "lab"),)
@@ -130,7 +129,7 @@ async def test_a_fingerprinted_answer_is_dns_blocking_without_a_control(servers)
     assert metrics.registry.get_sample_value("reachprobe_probe_results_total", labels) == 1
 
 
-async def test_without_the_fingerprint_the_same_lie_is_connected_to(servers) -> None:  # noqa: F811
+async def test_without_the_fingerprint_the_same_lie_is_connected_to(servers) -> None:
     """The difference the database makes: without it the lie passes DNS, the agent connects
     to the censor's address and blames a later step."""
     trap = await servers(start_raw, "reset", SINKHOLE, 0)

@@ -7,7 +7,7 @@ import asyncio
 import re
 import ssl
 import statistics
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import pytest
@@ -40,20 +40,6 @@ def responder(*chunks: bytes, pause: float = 0.0) -> Handler:
             writer.close()
 
     return handle
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
-    servers: list[asyncio.Server] = []
-
-    async def start(handler: Handler) -> int:
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
-        servers.append(server)
-        return server.sockets[0].getsockname()[1]
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 async def probe(port: int, path: str = "/", resolve=None, **expect: object):

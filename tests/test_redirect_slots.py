@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from simlab import Zone, start_dns, start_web
-from tests.test_hostile_networks import cycle, servers, verdicts  # noqa: F401 (a fixture)
+from tests.test_hostile_networks import cycle, verdicts
 
 HOST = "127.0.0.1"
 TARGETS = 8
@@ -15,7 +15,7 @@ TARGETS = 8
 
 @pytest.mark.parametrize("concurrency", [TARGETS, 1])
 async def test_redirecting_targets_do_not_starve_their_own_redirect_lookup(
-    servers,  # noqa: F811
+    servers,
     concurrency: int,
 ) -> None:
     final = await servers(start_web, "valid", HOST)

@@ -13,8 +13,8 @@ from agent.config import ConfigError, parse_config
 from agent.planner import make_plan
 from probes.http import DEFAULT_VOLUME_BYTES
 from simlab import Zone, start_dns, start_web
-from tests.test_hostile_networks import cycle, servers  # noqa: F401 (a fixture)
-from tests.test_http_hostile import OK_HEAD, read_request, serve  # noqa: F401 (a fixture)
+from tests.test_hostile_networks import cycle
+from tests.test_http_hostile import OK_HEAD, read_request
 
 HOST = "127.0.0.1"
 FREEZE = 16 * 1024
@@ -75,8 +75,8 @@ def freezing(size: int, seen: list[bytes] | None = None):
 
 
 async def test_a_freeze_hides_under_a_small_page_and_shows_to_the_volume_probe(
-    servers,  # noqa: F811
-    serve,  # noqa: F811
+    servers,
+    serve,
     tmp_path: Path,
 ) -> None:
     small = await servers(start_web, "valid", HOST)
@@ -97,7 +97,7 @@ async def test_a_freeze_hides_under_a_small_page_and_shows_to_the_volume_probe(
     assert b"\r\nRange: bytes=0-65535\r\n" in requests[0]
 
 
-async def test_a_volume_probe_that_moves_enough_says_so(servers) -> None:  # noqa: F811
+async def test_a_volume_probe_that_moves_enough_says_so(servers) -> None:
     web = await servers(start_web, "valid", HOST, body="y" * (DEFAULT_VOLUME_BYTES * 2))
     dns_server = await servers(start_dns, Zone({"big.test": [HOST]}))
     target = [{"name": "large", "url": f"http://big.test:{web.port}/", "min_bytes": True}]
@@ -109,7 +109,7 @@ async def test_a_volume_probe_that_moves_enough_says_so(servers) -> None:  # noq
     assert "bytes received (volume probe)" in http.detail
 
 
-async def test_an_object_smaller_than_min_bytes_is_said_to_be(servers) -> None:  # noqa: F811
+async def test_an_object_smaller_than_min_bytes_is_said_to_be(servers) -> None:
     web = await servers(start_web, "valid", HOST)
     dns_server = await servers(start_dns, Zone({"big.test": [HOST]}))
     target = [{"name": "large", "url": f"http://big.test:{web.port}/", "min_bytes": True}]
