@@ -72,7 +72,7 @@ async def test_one_record_per_target_in_ooni_shape(tmp_path: Path) -> None:
     assert base64.b64decode(tls["peer_certificates"][0]["data"])[:1] == b"\x30"  # DER
     request = news["test_keys"]["requests"][0]
     assert request["request"]["headers"]["Host"].startswith("news.test:")
-    assert "hello from the reachprobe test server" in request["response"]["body"]
+    assert "Today's news." in request["response"]["body"]
     assert request["response"]["headers"]["content-type"].startswith("text/html")
     assert news["test_keys"]["requests"][0]["response"]["code"] == 200
     messenger = records["messenger"]["test_keys"]

@@ -8,7 +8,7 @@ from rich.console import Console
 
 from agent.config import parse_config
 from agent.planner import make_plan
-from agent.sinks.console import rich_table, to_table
+from agent.sinks.console import rich_tables, to_table
 from agent.sinks.prometheus import PrometheusSink
 from agent.sinks.status import StatusSink
 from measure.report import CycleReport, TargetReport
@@ -103,7 +103,8 @@ def test_the_tables_and_the_status_page_show_the_quic_note() -> None:
     assert "reachable" in plain
     assert "HTTP/3 blocked" in plain
     console = Console(width=200, record=True)
-    console.print(rich_table([report]))
+    for table in rich_tables([report], 200):
+        console.print(table)
     assert "HTTP/3 blocked" in console.export_text()
     sink = StatusSink()
     sink.publish(CycleReport(1, 0.0, 0.1, (report,)))

@@ -17,6 +17,7 @@ from measure.plan import ProbePlan, TargetPlan
 from measure.prober import Prober
 from measure.report import TargetReport, VantageHealth
 from measure.verdict import Verdict, chain_verdict
+from probes.browser import CONTROL_NAME
 from probes.dns import Resolver
 from probes.results import Endpoint, StepResult, skipped
 from probes.taxonomy import OK, Code, Step
@@ -71,7 +72,7 @@ def test_a_retry_that_gets_as_far_or_further_decides() -> None:
 def silenced_trigger() -> TargetReport:
     """A handshake that timed out, whose innocuous-SNI re-check could not even connect."""
     steps = chain(OK, Code.TLS_TIMEOUT)
-    steps[1] = steps[1].with_evidence(sni.SniEvidence(sni.CONTROL_SNI, Code.TCP_TIMEOUT, None))
+    steps[1] = steps[1].with_evidence(sni.SniEvidence(CONTROL_NAME, Code.TCP_TIMEOUT, None))
     return report(TRIGGER, steps)
 
 
@@ -130,7 +131,7 @@ def test_the_memory_carries_a_trigger_into_later_cycles_for_a_window() -> None:
 
 def test_a_name_filter_without_silence_is_no_trigger() -> None:
     steps = chain(OK, Code.TLS_RESET)
-    steps[1] = steps[1].with_evidence(sni.SniEvidence(sni.CONTROL_SNI, Code.TLS_ERROR, True))
+    steps[1] = steps[1].with_evidence(sni.SniEvidence(CONTROL_NAME, Code.TLS_ERROR, True))
     memory = residual.Memory()
     [marked] = residual.mark([report(TRIGGER, steps)], UP, memory, 1.0)
     assert marked.residual is None

@@ -121,17 +121,21 @@ STYLES: dict[Tone, str] = {
 
 def _what(report: TargetReport, slow: dict[str, str]) -> Text:
     """The "what happened" cell: the failing step's code and its explanation (and detail),
-    or why a reachable target is slow, or that every step worked."""
+    or why a reachable target is slow, or what its report notes (one family, HTTP/3), or
+    that every step worked."""
     failure = first_failure(report.deciding_steps)
     if report.error is not None:
         return Text(report.error)
     if failure is None:
-        return Text(slow.get(report.target.name, "every step worked"))
+        return Text(slow.get(report.target.name) or report.why() or "every step worked")
     text = Text.assemble(
         (failure.result.value, "bold"), f": {explain(failure.result, report.target.host)}"
     )
     if failure.full_detail:
         text.append(f" ({failure.full_detail})", style="dim")
+    quic = report.quic_note()
+    if quic is not None:
+        text.append(f" {quic}", style="dim")
     return text
 
 

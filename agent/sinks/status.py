@@ -139,7 +139,12 @@ class StatusSink(Sink):
         if report.error is not None:
             what = f"<p>{escape(report.error)}</p>"
         elif failure is None:
-            what = f"<p class=slow>{escape(slow)}</p>" if slow else "<p>every step worked</p>"
+            noted = report.why()
+            what = (
+                f"<p class=slow>{escape(slow)}</p>"
+                if slow
+                else f"<p>{escape(noted or 'every step worked')}</p>"
+            )
         else:
             where = f" at {escape(failure.address)}" if failure.address else ""
             what = (
@@ -149,6 +154,9 @@ class StatusSink(Sink):
             )
             if failure.full_detail:
                 what += f"<p class=detail>{escape(failure.full_detail)}</p>"
+            quic = report.quic_note()
+            if quic is not None:
+                what += f"<p class=detail>{escape(quic)}</p>"
         timings = ", ".join(f"{step}\u00a0{ms:.0f}\u00a0ms" for step, ms in step_timings(report))
         rate = download_rate(report)
         if rate is not None:

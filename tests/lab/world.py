@@ -228,8 +228,8 @@ HOSTS = {
     # HTTP/3 (the web namespace serves it on UDP 443 of these two): one whose UDP 443 the
     # `quic-udp` censor drops, one whose QUIC Initial alone `quic-initial` drops. Each is the
     # other's unblocked neighbour.
-    "quic-udp": _web("quic-udp", 26),
-    "quic-initial": _web("quic-initial", 27),
+    "quic-udp": _web("quic-udp", 28),
+    "quic-initial": _web("quic-initial", 29),
     # Dual-stack: one left alone, one whose IPv6 path and one whose IPv4 path is blocked.
     "dual-baseline": _dual("dual-baseline", 40),
     "dual-v6-blocked": _dual("dual-v6-blocked", 41),
