@@ -429,8 +429,12 @@ async def _confirm_silence(
         test[index] = await _paced(index + 1, probe, repeats, test[index])
         if test[index].response not in SILENT:
             continue
-        control[index] = await _paced(index + 1, control_probe, repeats, _silenced(control[index]))
-        return index + 1 if control[index].response in SILENT else None
+        again = await _paced(index + 1, control_probe, repeats, _silenced(control[index]))
+        if again.response in SILENT:
+            control[index] = again
+            return index + 1
+        control[index] = _joined(control[index], again)
+        return None
     return None
 
 
@@ -448,6 +452,14 @@ def _silent_gap(test: list[Hop], control: list[Hop], index: int, asked: set[int]
 def _silenced(hop: Hop) -> Hop:
     """`hop` as a silent one, so that `_paced` asks it again and counts only the new answers."""
     return Hop(hop.ttl, None, TIMEOUT, 0, hop.probes)
+
+
+def _joined(first: Hop, again: Hop) -> Hop:
+    """A hop asked again: the new answer, its agreeing probes counted with the first ones'
+    when both said the same."""
+    same = first.response == again.response
+    agreeing = again.agreeing + (first.agreeing if same else 0)
+    return Hop(first.ttl, again.address, again.response, agreeing, again.probes)
 
 
 def _divergence(test: Sequence[Hop], control: Sequence[Hop]) -> int | None:

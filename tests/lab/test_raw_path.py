@@ -67,13 +67,12 @@ def http_trace(host: str) -> list[str]:
 def assert_path_answers(hops: list[dict], upto: int) -> None:
     """TTLs 1..upto-1 got time-exceeded from routers 1..upto-1, in order."""
     for ttl in range(1, upto):
-        assert hops[ttl - 1] == {
-            "ttl": ttl,
-            "address": router_address(ttl),
-            "response": "time_exceeded",
-            "agreeing": 3,
-            "probes": 3,
-        }, hops
+        hop = hops[ttl - 1]
+        assert (hop["ttl"], hop["address"], hop["response"]) == (
+            ttl, router_address(ttl), "time_exceeded",
+        ), hops  # fmt: skip
+        # Every probe agreed: 3, or more where a deciding silence had the control asked again.
+        assert hop["agreeing"] == hop["probes"] >= 3, hops
 
 
 def test_uncensored_path_has_no_blocking_hop(path: RawPath) -> None:
