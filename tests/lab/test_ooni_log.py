@@ -49,5 +49,5 @@ def test_oonidata_loads_the_lab_agents_logs(lab: Lab, censor: Censor) -> None:
     assert {(t, v) for _, t, v in LAYERS} <= _verdicts([r for r, _ in censored])
     assert {v for _, v in _verdicts([r for r, _ in control])} == {"reachable"}
     for record, model in censored:
-        assert (model.probe_cc, model.probe_asn) == ("RU", "AS64500"), record["input"]
-        assert model.probe_ip == "127.0.0.1"
+        assert (model["probe_cc"], model["probe_asn"]) == ("RU", "AS64500"), record["input"]
+        assert model["probe_ip"] == "127.0.0.1"
