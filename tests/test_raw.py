@@ -424,3 +424,19 @@ async def test_a_trace_stops_at_its_budget(lab: LoopbackLab) -> None:
     assert (result.status, result.hops) == ("error", ())
     assert "time budget" in result.detail
     assert (await trace(HOST, 443, "syn", budget=0)).detail.startswith("budget 0")
+
+
+async def test_a_silence_both_sides_shared_before_the_difference_is_asked_again(
+    monkeypatch,
+) -> None:
+    """The control was rate-limited at the censor's own TTL: asked again it answers there, so
+    the hop is that TTL, not the next one where the control first answered."""
+    monkeypatch.setattr(trace_module, "REPROBE_PAUSE", 0.0)
+    te, silent = "time_exceeded", "timeout"
+    control = list(_hops((te, "r1"), (silent, None), (te, "r3"), ("data", "x")))
+    control_probe = scripted({1: [te], 2: [te], 3: [te], 4: ["data"]})
+    test = list(_hops((te, "r1"), (silent, None), (silent, None), (silent, None)))
+    probe = scripted({1: [te], 2: [silent], 3: [silent], 4: [silent]})
+    assert await _confirm_silence(test, control, probe, control_probe, 3, float("inf")) is None
+    found = _stream_verdict("tls", "x", 443, tuple(test), tuple(control))
+    assert (found.blocking_hop, found.router) == (2, "r2")
